@@ -1,0 +1,145 @@
+"""The `Generator` protocol: the one seam between the real-time engine and whatever makes video.
+
+The engine (sessions, planner, worker, pacer) never imports a model. It hands a backend one
+window of audio at a time and receives that window's new video frames back, in order, as the
+backend produces them (a backend may yield frame by frame, e.g. as its VAE decodes, so the
+pacer can start playing before the window is finished).
+
+Time is counted in output video frames. At 16 kHz and 25 fps one frame is exactly 640 samples,
+so every frame owns an exact slice of audio and lips and sound cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+"""Every audio array inside the engine is 16 kHz mono float32 in [-1, 1] (one row per speaker)."""
+
+DEFAULT_FPS = 25
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a backend cuts time into windows.
+
+    new_frames: output frames each window adds (InfiniteTalk 81/9 -> 72; lite: a few frames).
+    fps: output frame rate; SAMPLE_RATE must be a multiple of it.
+    context_frames: audio before the window's first frame that the backend wants to see
+        (e.g. wav2vec2 left context); the engine supplies silence before the session began.
+    lookahead_frames: audio after the window's last frame the backend needs before it can run
+        (e.g. the +-2 frame audio windows, wav2vec2 look-ahead). Adds directly to latency.
+    """
+
+    new_frames: int
+    fps: int = DEFAULT_FPS
+    context_frames: int = 0
+    lookahead_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.new_frames < 1:
+            raise ValueError(f"new_frames must be >= 1, got {self.new_frames}")
+        if SAMPLE_RATE % self.fps:
+            raise ValueError(f"fps {self.fps} does not divide {SAMPLE_RATE} Hz; pick e.g. 25, 20, 16")
+        if self.context_frames < 0 or self.lookahead_frames < 0:
+            raise ValueError("context_frames and lookahead_frames must be >= 0")
+
+    @property
+    def samples_per_frame(self) -> int:
+        return SAMPLE_RATE // self.fps
+
+    @property
+    def window_samples(self) -> int:
+        """Samples of audio that the window's new frames stand for (and are played with)."""
+        return self.new_frames * self.samples_per_frame
+
+    @property
+    def job_samples(self) -> int:
+        """Samples in `WindowJob.audio`: left context + the window + look-ahead."""
+        return (self.context_frames + self.new_frames + self.lookahead_frames) * self.samples_per_frame
+
+    @property
+    def window_seconds(self) -> float:
+        return self.new_frames / self.fps
+
+
+@dataclass(frozen=True)
+class Avatar:
+    """What the avatar looks like: a still image (N == 1) or a looping video, RGB uint8 [N, H, W, 3].
+
+    speaker_boxes: optional (x0, y0, x1, y1) pixel boxes, one per speaker, for multi-speaker backends.
+    """
+
+    name: str
+    frames: np.ndarray
+    fps: float = float(DEFAULT_FPS)
+    speaker_boxes: tuple[tuple[int, int, int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8 or f.shape[0] < 1:
+            raise ValueError(f"avatar frames must be uint8 [N, H, W, 3], got {f.dtype} {list(f.shape)}")
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames.shape[0] > 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the source."""
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
+
+
+@dataclass
+class WindowJob:
+    """One window of work for a backend.
+
+    audio: float32 [speakers, spec.job_samples] at SAMPLE_RATE; columns are
+        [context | window | look-ahead]. Idle windows carry silence (zeros).
+    first_frame: session-wide index of the window's first new frame (0, new_frames, ...).
+    speech: False when the window is idle (no one is speaking); backends may animate idling.
+    """
+
+    session_id: str
+    index: int
+    first_frame: int
+    audio: np.ndarray
+    speech: bool
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A video backend. Implementations: `lite` (CPU animator) and `infinitetalk` (the real model).
+
+    Threading: all methods are called from the engine's single worker thread, never concurrently,
+    so a backend may keep mutable state (GPU buffers, caches) without locks.
+    """
+
+    name: str
+    """Short id used in logs, metrics and the UI: "lite", "infinitetalk"."""
+
+    description: str
+    """One line for humans, e.g. "lite: CPU portrait animator (not InfiniteTalk)"."""
+
+    window: WindowSpec
+
+    def output_size(self, avatar: Avatar) -> tuple[int, int]:
+        """(width, height) of the frames this backend makes for `avatar`."""
+        ...
+
+    def open_session(self, session_id: str, avatar: Avatar, speakers: int = 1) -> Any:
+        """Prepare per-session state (encode the reference image, ...). Returned value is opaque."""
+        ...
+
+    def generate(self, state: Any, job: WindowJob) -> Iterator[np.ndarray]:
+        """Yield exactly `window.new_frames` RGB uint8 frames [H, W, 3] for the job, in order."""
+        ...
+
+    def close_session(self, state: Any) -> None:
+        """Release per-session state."""
+        ...
