@@ -1,0 +1,64 @@
+"""The engine: one generator worker shared by every session, and the registry of live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .generator import Avatar, Generator
+from .session import Session, SessionSettings, SessionState
+from .worker import GeneratorWorker
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Owns the worker thread (and through it the generator) and the sessions it serves."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self.worker = GeneratorWorker(generator)
+        self.sessions: dict[str, Session] = {}
+        log.info("engine started with backend %s: %s", generator.name, generator.description)
+
+    async def open_session(
+        self, avatar: Avatar, settings: SessionSettings | None = None, session_id: str | None = None
+    ) -> Session:
+        """Create and start a session; it removes itself from the registry when closed."""
+        session = Session(self.generator, self.worker, avatar, settings, session_id)
+        if session.id in self.sessions:
+            raise ValueError(f"session id {session.id!r} already in use")
+        self.sessions[session.id] = session
+
+        def forget(state: SessionState) -> None:
+            if state == SessionState.CLOSED:
+                self.sessions.pop(session.id, None)
+
+        session.add_state_listener(forget)
+        try:
+            await session.start()
+        except Exception:
+            self.sessions.pop(session.id, None)
+            raise
+        return session
+
+    async def close_all(self, reason: str = "server shutting down") -> None:
+        await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())), return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Close every session, then stop the worker thread."""
+        await self.close_all()
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+
+    def stats(self) -> dict[str, Any]:
+        w = self.worker.stats
+        return {
+            "backend": self.generator.name,
+            "sessions": len(self.sessions),
+            "worker_queue_depth": self.worker.queue_depth,
+            "worker_jobs_done": w.jobs_done,
+            "worker_jobs_failed": w.jobs_failed,
+            "worker_jobs_cancelled": w.jobs_cancelled,
+            "worker_busy_seconds": w.busy_seconds,
+        }

@@ -1,0 +1,49 @@
+import numpy as np
+
+from streaming.generator import WindowSpec
+from streaming.planner import Decision, PlannerInput, PlannerSettings, WindowPlanner, has_voice
+
+SPEC = WindowSpec(new_frames=5, lookahead_frames=2)  # 0.2 s windows, 2 frames of look-ahead
+
+
+def decide(fill, ahead, prev=False, ended=False, realtime=True, compute=0.05, wait=0.0):
+    planner = WindowPlanner(SPEC, PlannerSettings(margin_s=0.1, realtime=realtime))
+    return planner.decide(PlannerInput(fill, ahead, compute, prev, wait, ended))
+
+
+def test_full_window_plus_lookahead_makes_a_speech_window():
+    need = 7 * 640
+    assert decide(need, 0.3) is Decision.SPEECH
+    assert decide(need - 1, 0.3) is Decision.WAIT
+
+
+def test_deadline_makes_an_idle_window_when_nobody_speaks():
+    assert decide(0, 0.5) is Decision.WAIT
+    assert decide(0, 0.15) is Decision.IDLE  # 0.15 <= compute 0.05 + margin 0.1
+
+
+def test_speech_that_just_started_waits_for_a_full_window_but_a_running_utterance_is_flushed():
+    assert decide(1000, 0.1, prev=False) is Decision.IDLE
+    assert decide(1000, 0.1, prev=True) is Decision.FLUSH
+    assert decide(1000, 0.1, prev=False, wait=0.2) is Decision.FLUSH  # the client stopped sending
+
+
+def test_never_more_than_max_ahead_of_playout():
+    planner = WindowPlanner(SPEC, PlannerSettings(margin_s=0.1))
+    assert planner.max_ahead_s == 0.5
+    assert decide(10**6, 0.5) is Decision.WAIT
+
+
+def test_offline_has_no_idle_windows_and_flushes_the_tail_at_end_of_input():
+    assert decide(0, 0.0, realtime=False) is Decision.WAIT
+    assert decide(100, 0.0, realtime=False) is Decision.WAIT
+    assert decide(100, 0.0, ended=True, realtime=False) is Decision.FLUSH
+
+
+def test_energy_vad():
+    quiet = np.zeros(3200, np.float32)
+    assert not has_voice(quiet, -45, 640)
+    loud = quiet.copy()
+    loud[1000:1400] = 0.1
+    assert has_voice(loud, -45, 640)
+    assert has_voice(np.stack([quiet, loud]), -45, 640)

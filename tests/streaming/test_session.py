@@ -1,0 +1,217 @@
+"""Engine end to end with a fingerprinting test backend: pacing, sync, idle, interrupt, faults."""
+
+import asyncio
+import threading
+import wave
+
+import numpy as np
+import pytest
+
+from streaming.audio_fifo import AudioOverflow
+from streaming.engine import Engine
+from streaming.generator import Avatar
+from streaming.planner import PlannerSettings
+from streaming.session import SessionSettings, SessionState
+
+from .pattern_backend import PatternGenerator, audio_code
+
+AVATAR = Avatar("test", np.zeros((1, 24, 32, 3), np.uint8))
+
+
+def read_wav(path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+
+
+async def feed_realtime(session, audio: np.ndarray, chunk: int = 320) -> None:
+    """Push audio in 20 ms chunks paced by the wall clock, as a microphone would."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(0, audio.size, chunk):
+        await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
+        session.push_audio(audio[i : i + chunk])
+
+
+async def collect(session, seconds: float) -> list:
+    frames = []
+
+    async def run():
+        async for f in session.frames():
+            frames.append(f)
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return frames
+
+
+def check_pairing(frames) -> None:
+    """Every frame carries exactly the audio its image was generated from."""
+    for f in frames:
+        if not f.filler:
+            assert f.image[1, 0, 0] == audio_code(f.audio), f"frame {f.index}: image/audio mismatch"
+
+
+async def test_live_speech_is_paced_at_25fps_and_comes_back_sample_exact_delayed(speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 2]
+    gen = PatternGenerator(new_frames=4, delay_s=0.01)
+    engine = Engine(gen)
+    try:
+        session = await engine.open_session(AVATAR)
+        feeder = asyncio.create_task(asyncio.sleep(0.3))  # some idle first
+        await feeder
+        collecting = asyncio.create_task(collect(session, 3.4))
+        await asyncio.sleep(0.05)
+        await feed_realtime(session, speech)
+        frames = await collecting
+        await session.close()
+    finally:
+        await engine.shutdown()
+
+    assert 75 <= len(frames) <= 90  # ~3.4 s at 25 fps
+    times = np.array([f.emitted_at for f in frames])
+    fps = (len(times) - 1) / (times[-1] - times[0])
+    assert abs(fps - 25) < 0.5
+    assert np.percentile(np.diff(times), 99) < 0.06
+    check_pairing(frames)
+    assert sum(f.filler for f in frames) <= 2
+    # The output audio is the input speech, sample-exact, delayed: find it inside the output.
+    out = np.concatenate([f.audio for f in frames])
+    first = int(np.flatnonzero(np.abs(out) > 0)[0])
+    start = first - int(np.flatnonzero(np.abs(speech) > 0)[0])
+    np.testing.assert_array_equal(out[start : start + speech.size], speech)
+    lat = [f.latency for f in frames if f.latency is not None]
+    assert lat and 0.05 < np.median(lat) < 0.8
+    assert frames[0].speech is False  # idle before anyone spoke
+    assert any(f.speech for f in frames)
+
+
+async def test_idle_session_never_stalls_and_runs_backend_on_the_worker_thread():
+    gen = PatternGenerator(new_frames=5)
+    engine = Engine(gen)
+    try:
+        session = await engine.open_session(AVATAR)
+        frames = await collect(session, 1.2)
+        assert session.state == SessionState.IDLE
+        await session.close()
+    finally:
+        await engine.shutdown()
+    assert len(frames) >= 26
+    assert not any(f.speech for f in frames)
+    assert sum(f.filler for f in frames) <= 1
+    assert gen.threads == {"generator-worker"}
+    assert threading.current_thread().name not in gen.threads
+
+
+async def test_interrupt_drops_queued_speech_and_returns_to_idle_within_one_window(speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 4]
+    gen = PatternGenerator(new_frames=5)
+    engine = Engine(gen)
+    try:
+        session = await engine.open_session(AVATAR)
+        frames = []
+
+        async def run():
+            async for f in session.frames():
+                frames.append(f)
+
+        task = asyncio.create_task(run())
+        session.push_audio(speech)  # 4 s at once: far more than can be played soon
+        while not any(f.speech for f in frames):
+            await asyncio.sleep(0.01)
+        assert session.state == SessionState.SPEAKING
+        assert session.buffered_seconds() > 2.0
+        n_at_interrupt = len(frames)
+        session.interrupt()
+        assert session.buffered_seconds() == 0
+        await asyncio.sleep(0.6)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert session.state == SessionState.IDLE
+        await session.close()
+    finally:
+        await engine.shutdown()
+    after = frames[n_at_interrupt:]
+    window = gen.window.new_frames
+    assert all(not f.speech for f in after[window:]), "speech continued more than one window after interrupt"
+    assert session.counters.frames_emitted == len(frames)
+
+
+async def test_a_client_sending_too_fast_is_refused_and_memory_stays_bounded():
+    gen = PatternGenerator(new_frames=4)
+    engine = Engine(gen)
+    try:
+        session = await engine.open_session(AVATAR, SessionSettings(max_buffer_s=1.0))
+        session.push_audio(np.full(16000, 0.1, np.float32))
+        with pytest.raises(AudioOverflow):
+            session.push_audio(np.full(16000, 0.1, np.float32))
+        assert session.counters.audio_overflows == 1
+        assert session.buffered_seconds() <= 1.0
+        await session.close()
+    finally:
+        await engine.shutdown()
+
+
+async def test_offline_mode_plays_every_sample_once_as_fast_as_it_can(speech_dir):
+    speech = read_wav(speech_dir / "speech_de1.wav")
+    gen = PatternGenerator(new_frames=8, lookahead_frames=2)
+    engine = Engine(gen)
+    try:
+        settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=30)
+        session = await engine.open_session(AVATAR, settings)
+        session.push_audio(speech)
+        session.end_input()
+        frames = [f async for f in session.frames()]
+        await session.close()
+    finally:
+        await engine.shutdown()
+    n = -(-speech.size // 640)
+    assert len(frames) == -(-n // 8) * 8  # whole windows
+    out = np.concatenate([f.audio for f in frames])
+    np.testing.assert_array_equal(out[: speech.size], speech)
+    assert not np.any(out[speech.size :])
+    check_pairing(frames)
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
+async def test_a_backend_failure_closes_only_that_session_with_a_clear_error():
+    gen = PatternGenerator(new_frames=4, fail_on_window=2)
+    engine = Engine(gen)
+    try:
+        doomed = await engine.open_session(AVATAR, session_id="doomed")
+        frames = await collect(doomed, 0.8)
+        await asyncio.wait_for(doomed.wait_closed(), 2)
+        assert doomed.error is not None and doomed.error.code == "generator_error"
+        assert "out of memory" in doomed.error.message
+        assert len(frames) >= 1  # it played before the failure
+        gen.fail_on_window = None
+        healthy = await engine.open_session(AVATAR, session_id="healthy")
+        more = await collect(healthy, 0.6)
+        assert len(more) >= 12 and healthy.error is None
+        assert "doomed" in gen.closed and "doomed" not in engine.sessions
+        await healthy.close()
+    finally:
+        await engine.shutdown()
+
+
+async def test_two_speakers_are_mixed_and_each_has_its_own_buffer():
+    gen = PatternGenerator(new_frames=4)
+    engine = Engine(gen)
+    try:
+        settings = SessionSettings(speakers=2, planner=PlannerSettings(realtime=False))
+        session = await engine.open_session(AVATAR, settings)
+        a = np.full(2560, 0.25, np.float32)
+        b = np.full(2560, -0.5, np.float32)
+        session.push_audio(a, speaker=0)
+        session.push_audio(b, speaker=1)
+        with pytest.raises(ValueError, match="speaker 2 out of range"):
+            session.push_audio(a, speaker=2)
+        session.end_input()
+        frames = [f async for f in session.frames()]
+        await session.close()
+    finally:
+        await engine.shutdown()
+    assert gen.jobs[0].audio.shape == (2, 2560)
+    np.testing.assert_allclose(np.concatenate([f.audio for f in frames]), -0.25)
