@@ -1,10 +1,12 @@
 """Audio -> mouth: per-frame loudness and spectral shape, smoothed into jaw opening and lip width.
 
 Per output frame we analyse 40 ms of audio (Hann window):
-- loudness in dB relative to a running speech level (a peak follower: fast up, slow down, held in
-  silence), so quiet and loud speakers both use the full range of the jaw;
+- loudness in dB relative to a running speech level (an asymmetric average of the voiced frames:
+  up in ~0.3 s, down in ~1 s, held in silence, so it settles near the loud vowels), so quiet and
+  loud speakers both use the full range of the jaw after a second or so;
 - spectral centroid over 150-4000 Hz: front/wide vowels (i, e) put energy high, rounded ones
-  (o, u) low, so the centroid drives lip width (wide vs rounded);
+  (o, u) low, so the centroid, in octaves relative to the speaker's running average (voices
+  differ), drives lip width (wide vs rounded);
 - the share of energy above 3.5 kHz: sibilants (s, sh, f) are loud but near-closed, so it
   damps the opening.
 Opening and width then go through attack/release smoothing so the jaw moves, not flickers.
@@ -60,16 +62,18 @@ class MouthDriver:
     """
 
     frame_seconds: float
-    level_range_db: float = 24.0
+    level_range_db: float = 20.0
     gate_dbfs: float = -50.0
     attack_ms: float = 30.0
     release_ms: float = 70.0
-    level_db: float = -20.0
-    """Running speech level (peak follower), dBFS."""
+    level_db: float = -24.0
+    """Running speech level, dBFS (starts at a typical level for normalised speech)."""
     opening: float = 0.0
     width: float = 0.0
     loudness: float = 0.0
     """Slow envelope of the opening (~250 ms) for head nods and sway gain."""
+    centroid_ref: float = 9.7
+    """Running average of log2(spectral centroid) over vowel-like frames (2^9.7 ~ 830 Hz)."""
 
     def _coef(self, ms: float) -> float:
         return float(1.0 - np.exp(-self.frame_seconds * 1000.0 / ms))
@@ -79,21 +83,24 @@ class MouthDriver:
         n = len(feats.db)
         op, wd, ld = (np.zeros(n, np.float32) for _ in range(3))
         a_up, a_down = self._coef(self.attack_ms), self._coef(self.release_ms)
-        a_level_down = 3.0 * self.frame_seconds  # the level decays 3 dB/s while someone speaks
-        a_width, a_loud = self._coef(60.0), self._coef(250.0)
+        a_level_up, a_level_down = self._coef(300.0), self._coef(1000.0)
+        a_width, a_loud, a_ref = self._coef(60.0), self._coef(250.0), self._coef(2000.0)
         for i in range(n):
             db = float(feats.db[i])
             voiced = speech and db > self.gate_dbfs
             target, wtarget = 0.0, 0.0
             if voiced:
-                if db > self.level_db:
-                    self.level_db += 0.5 * (db - self.level_db)
-                else:
-                    self.level_db = max(self.level_db - a_level_down, -45.0)
+                if db > self.level_db - 20.0:  # far below the level: pauses, not the speaker's voice
+                    a = a_level_up if db > self.level_db else a_level_down
+                    self.level_db = max(self.level_db + a * (db - self.level_db), self.gate_dbfs + 10.0)
                 rel = db - self.level_db
-                target = float(np.clip(1.0 + rel / self.level_range_db, 0.0, 1.0)) ** 1.2
+                # Fully open 6 dB above the running level, closed `level_range_db` below it.
+                target = float(np.clip((rel + self.level_range_db) / (self.level_range_db + 6.0), 0.0, 1.0)) ** 1.5
                 target *= 1.0 - 0.6 * float(np.clip((feats.high_share[i] - 0.35) / 0.35, 0.0, 1.0))
-                wtarget = float(np.clip((feats.centroid_hz[i] - 1300.0) / 900.0, -1.0, 1.0)) * min(1.0, 2 * target)
+                octave = float(np.log2(max(float(feats.centroid_hz[i]), 50.0)))
+                if target > 0.4:  # vowels only: sibilants would drag the reference up
+                    self.centroid_ref += a_ref * (octave - self.centroid_ref)
+                wtarget = float(np.clip((octave - self.centroid_ref) / 0.8, -1.0, 1.0)) * min(1.0, 2 * target)
             self.opening += (a_up if target > self.opening else a_down) * (target - self.opening)
             self.width += a_width * (wtarget - self.width)
             self.loudness += a_loud * (self.opening - self.loudness)

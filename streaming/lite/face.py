@@ -48,6 +48,12 @@ class FaceGeometry:
     def height(self) -> float:
         return float(self.box[3])
 
+    def mouth_box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) around the lips and the opening gap: where speech shows."""
+        mx, my = self.mouth
+        return (round(mx - 1.2 * self.mouth_half_width), round(my - 0.12 * self.height),
+                round(mx + 1.2 * self.mouth_half_width), round(my + 0.2 * self.height))
+
     @property
     def width(self) -> float:
         return float(self.box[2])

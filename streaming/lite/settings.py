@@ -33,8 +33,8 @@ class LiteSettings:
     # Mouth.
     mouth_open: float = 0.12
     """Largest lip gap as a fraction of the face box height (about 11 px for a 93 px face)."""
-    level_range_db: float = 24.0
-    """Loudness below the running speech level at which the mouth is closed."""
+    level_range_db: float = 20.0
+    """Loudness below the running speech level at which the mouth is closed (fully open 6 dB above it)."""
     gate_dbfs: float = -50.0
     """Frames quieter than this (absolute dBFS) count as silence."""
     attack_ms: float = 30.0
