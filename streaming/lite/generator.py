@@ -16,7 +16,7 @@ import logging
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,7 +62,6 @@ class LiteSession:
     faces: list[_FaceState]
     head: HeadRig
     frames_made: int = 0
-    extras: dict = field(default_factory=dict)
 
 
 class LiteGenerator:

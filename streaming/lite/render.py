@@ -71,7 +71,7 @@ class MouthRig:
     def apply(self, img: np.ndarray, opening: float, width: float) -> None:
         """Warp `img` (RGB uint8 [H, W, 3]) in place for opening in [0, 1] and width in [-1, 1]."""
         a = opening * self.amax
-        if a < 0.05:
+        if a < 0.05 or self.X.size == 0:  # closed, or the face lies outside the frame
             return
         mw = self.mw * (1.0 + self.width_gain * width)
         lens = np.clip(1.0 - (self.dx / mw) ** 2, 0.0, 1.0) ** 0.7  # [w]
@@ -103,7 +103,7 @@ class MouthRig:
                      * np.clip(1.5 - 2.0 * np.abs(self.dx / mw), 0.0, 1.0))[..., None]
             color = color + teeth * (self._teeth - color)
             band = warped[r0:r1].astype(_F32)
-            warped[r0:r1] = (band + al * (color - band)).astype(np.uint8)
+            warped[r0:r1] = (band + al * (color - band) + 0.5).astype(np.uint8)
         roi[...] = warped
 
 
@@ -129,7 +129,7 @@ class EyeRig:
 
     def apply(self, img: np.ndarray, closure: float) -> None:
         """Warp `img` (RGB uint8 [H, W, 3]) in place for eyelid closure in [0, 1]."""
-        if closure < 0.02:
+        if closure < 0.02 or self.X.size == 0:
             return
         y = self.Y
         travel = closure * self.reach  # [1, w]

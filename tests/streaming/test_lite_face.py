@@ -72,3 +72,29 @@ def test_wide_avatar_is_cropped_around_the_face():
     assert st.frames.shape == (1, 256, 256, 3)
     # A plain centre crop would put this face at ~84% of the width; the face-centred crop near 50%.
     assert 0.4 * 256 < x + bw / 2 < 0.6 * 256
+
+
+def test_faceless_avatar_still_animates_without_errors(caplog):
+    from streaming.generator import WindowJob
+
+    img = np.full((200, 300, 3), 150, np.uint8)
+    img[::7] = 90  # some texture so warps are visible
+    g = LiteGenerator(LiteSettings(width=128, height=128))
+    with caplog.at_level(logging.WARNING):
+        st = g.open_session("blank", Avatar("blank", img[None]))
+    assert st.faces[0].geom.source == "default" and "no face found" in caplog.text
+    rng = np.random.default_rng(0)
+    audio = (0.3 * rng.standard_normal((1, g.window.job_samples))).astype(np.float32)
+    frames = list(g.generate(st, WindowJob("blank", 0, 0, audio, True)))
+    assert len(frames) == g.window.new_frames and all(f.shape == (128, 128, 3) for f in frames)
+
+
+def test_speaker_box_outside_the_frame_is_harmless():
+    from streaming.generator import WindowJob
+
+    img = default_avatar().frames[0]
+    g = LiteGenerator(LiteSettings(width=128, height=128))
+    st = g.open_session("edge", Avatar("edge", img[None], speaker_boxes=((480, 480, 600, 600),)))
+    audio = np.full((1, g.window.job_samples), 0.3, np.float32)
+    frames = list(g.generate(st, WindowJob("edge", 0, 0, audio, True)))
+    assert len(frames) == g.window.new_frames
