@@ -77,8 +77,6 @@ def test_video_avatar_loops_its_frames_at_its_own_rate():
     st = g.open_session("v", avatar)
     out = run_clip(g, st, np.zeros(16 * 640, np.float32), speech=False)
     corner = out[:, :10, :10].astype(float).mean(axis=(1, 2, 3))  # background: untouched by the rigs
-    order = np.argsort(np.argsort(corner[:6]))
-    assert list(order) == [0, 0, 1, 1, 2, 2] or list(np.round(np.diff(corner[:7]))) != [0] * 6
     expected = [(i // 2) % 3 for i in range(len(out))]
     levels = np.array([corner[[i for i, e in enumerate(expected) if e == k]].mean() for k in range(3)])
     assert levels[0] < levels[1] < levels[2]
