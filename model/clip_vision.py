@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -278,3 +279,22 @@ def select_clip_vision_weights(
             f"Expected open-clip XLM-RoBERTa ViT keys with the 'visual.' prefix; check num_layers / dim."
         )
     return {k: state_dict[k] for k in expected}
+
+
+def load_clip_vision(
+    path: str | Path,
+    cfg: CLIPVisionConfig | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> CLIPVisionEncoder:
+    """Load the vision tower from a full CLIP file (models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth
+    or a safetensors copy with the same keys); the text tower in it is skipped."""
+    from model.vae.loading import load_state_dict_file
+
+    cfg = cfg or CLIPVisionConfig.vit_h14()
+    sd = load_state_dict_file(path)
+    logger.info("loading CLIP vision tower from %s (%d tensors in file) to %s %s", path, len(sd), device, dtype)
+    try:
+        return CLIPVisionEncoder.from_state_dict(cfg, sd, device=device, dtype=dtype)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -14,6 +14,15 @@ from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # golden README: DiT / CLIP / wav2vec outputs
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP hand-off costs on a shared 2-core box (speed only)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(path) -> CLIPVisionConfig:
     return CLIPVisionConfig.from_reference_kwargs(json.loads(path.read_text()))
 
@@ -111,3 +120,18 @@ def test_loop_clip_without_blocks_reproduces_stored_window_features(golden_dir):
                 torch.testing.assert_close(enc.encode_image(image), want, **TOL)
                 checked += 1
     assert checked >= 1
+
+
+def test_load_from_file_skips_text_tower(golden, tmp_path):
+    from safetensors.torch import save_file
+
+    from model.clip_vision import load_clip_vision
+
+    cfg, weights, case = golden
+    path = tmp_path / "clip_full.pth"
+    torch.save({**weights, "textual.head.0.weight": torch.zeros(2, 2), "log_scale": torch.zeros(())}, path)
+    enc = load_clip_vision(path, cfg)
+    torch.testing.assert_close(enc.encode_image(case["image"]), case["features"], **TOL)
+    save_file({"visual.cls_embedding": weights["visual.cls_embedding"]}, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ValueError, match="partial.safetensors"):
+        load_clip_vision(tmp_path / "partial.safetensors", cfg)

@@ -20,6 +20,15 @@ from model.vae.loading import strip_vae_prefix
 ATOL = 1e-5  # golden README: VAE latents and frames
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP hand-off costs on a shared 2-core box (speed only)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def golden(golden_dir):
     cfg = VAEConfig.from_reference_kwargs(json.loads((golden_dir / "vae_config.json").read_text()))
@@ -156,3 +165,13 @@ def test_uint8_frames_round_trip_through_unit_range():
     floor = video_to_frames(video - 1e-3, truncate=True)
     assert torch.equal(floor.int(), (levels.int() - 1).clamp(min=0))
     assert torch.equal(video_to_frames(torch.full((3, 1, 2, 2), 5.0)), torch.full((1, 2, 2, 3), 255, dtype=torch.uint8))
+
+
+def test_load_wan_vae_from_pth_with_wrapper_prefix(golden, tmp_path):
+    from model.vae import load_wan_vae
+
+    cfg, weights, case = golden
+    path = tmp_path / "vae.pth"
+    torch.save({f"model.{k}": v for k, v in weights.items()}, path)
+    vae = load_wan_vae(path, cfg)
+    torch.testing.assert_close(vae.encode(case["image"][None])[0], case["enc_image"], atol=ATOL, rtol=0)
