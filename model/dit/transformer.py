@@ -87,8 +87,13 @@ class InfiniteTalkDiT(nn.Module):
         ref_target_masks: [H+1, h, w] or [B, H+1, h, w] speaker/background masks at latent size;
             required when H >= 2, ignored when H == 1.
         Tensors with batch 1 are shared across the batch. audio_scale multiplies the audio
-        cross-attention output (0 skips it). capture: if a dict, intermediates are stored in it
-        (see README of model/dit). Returns float32 [B, out_dim, T, h, w].
+        cross-attention output (0 skips it). Returns float32 [B, out_dim, T, h, w].
+
+        capture: if a dict, intermediates are stored in it (golden `inter.*` names, batch first):
+        patch_embedding [B, C, f, hh, ww], time_embedding [B, C], time_projection [B, 6C],
+        text_embedding [B, text_len, C], img_emb [B, 257, C], audio_proj [B, H, T, ct, output_dim],
+        block{i}.self_attn_out / .audio_cross_attn_out (before audio_scale) / .out [B, L, C],
+        block{i}.x_ref_attn_map [B, H+1, L] (only when H >= 2), head [B, L, prod(patch)*out_dim].
         """
         cfg = self.cfg
         dtype = self.dtype
