@@ -55,15 +55,15 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: torch.Tensor,
         ref_masks: torch.Tensor | None = None,
         ref_tokens: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # x: [B, L, C]; rope: cos, sin [L, d/2]; ref_masks: [B or 1, M, ref_tokens] or None
+        # x: [B, L, C]; rope: complex [L, d/2]; ref_masks: [B or 1, M, ref_tokens] or None
         # -> out [B, L, C], attn_map [B, M, L] or None
         n = self.num_heads
-        q = apply_rotary(_heads(self.norm_q(self.q(x)), n), *rope)
-        k = apply_rotary(_heads(self.norm_k(self.k(x)), n), *rope)
+        q = apply_rotary(_heads(self.norm_q(self.q(x)), n), rope)
+        k = apply_rotary(_heads(self.norm_k(self.k(x)), n), rope)
         v = _heads(self.v(x), n)
         out = self.o(_merge(F.scaled_dot_product_attention(q, k, v)))
         attn_map = None
@@ -120,24 +120,24 @@ class AudioCrossAttention(nn.Module):
         self,
         x: torch.Tensor,
         audio: torch.Tensor,
-        q_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        k_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        q_rope: torch.Tensor | None = None,
+        k_rope: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # x: [B, T*S, C] (S tokens per latent frame), audio: [B, T, Na, Ca]
-        # q_rope: cos, sin [B, 1, T*S, d/2]; k_rope: cos, sin [Na, d/2]  -> [B, T*S, C]
+        # q_rope: complex [B, 1, T*S, d/2]; k_rope: complex [Na, d/2]  -> [B, T*S, C]
         b, length, c = x.shape
         frames = audio.shape[1]
         n = self.num_heads
         q = _heads(self.q_linear(x), n)  # [B, n, T*S, d]
         if q_rope is not None:
-            q = apply_rotary(q, *q_rope)
+            q = apply_rotary(q, q_rope)
         s = length // frames
         q = q.unflatten(2, (frames, s)).transpose(1, 2).flatten(0, 1)  # [B*T, n, S, d]
         kv = self.kv_linear(audio).unflatten(-1, (2, n, -1))  # [B, T, Na, 2, n, d]
         k = kv[..., 0, :, :].flatten(0, 1).transpose(1, 2)  # [B*T, n, Na, d]
         v = kv[..., 1, :, :].flatten(0, 1).transpose(1, 2)
         if k_rope is not None:
-            k = apply_rotary(k, *k_rope)
+            k = apply_rotary(k, k_rope)
         out = F.scaled_dot_product_attention(q, k, v)  # [B*T, n, S, d]
         out = out.transpose(1, 2).reshape(b, frames * s, c)
         return self.proj(out)

@@ -18,7 +18,7 @@ from torch import nn
 from .attention import AudioCrossAttention, SelfAttention, TextImageCrossAttention
 from .config import DiTConfig
 from .layers import FP32LayerNorm
-from .rope import rope_1d_cos_sin
+from .rope import rope_1d_freqs
 from .speakers import speaker_query_positions
 
 logger = logging.getLogger(__name__)
@@ -28,20 +28,20 @@ logger = logging.getLogger(__name__)
 class BlockContext:
     """What every block of one forward shares (computed once by the transformer).
 
-    rope: 3-D RoPE cos/sin [L, d/2]. ctx_text [B, text_len, C], ctx_img [B, 257, C].
+    rope: 3-D RoPE rotations, complex [L, d/2]. ctx_text [B, text_len, C], ctx_img [B, 257, C].
     audio: audio tokens [B, T, H*context_tokens, output_dim], speaker-major within a frame.
     num_speakers: H. For H >= 2: ref_masks [B or 1, H+1, ref_tokens] (per-token region masks of the
-    reference frame) and audio_k_rope (cos/sin [H*context_tokens, d/2] of the audio keys).
+    reference frame) and audio_k_rope (complex rotations [H*context_tokens, d/2] of the audio keys).
     """
 
-    rope: tuple[torch.Tensor, torch.Tensor]
+    rope: torch.Tensor
     ctx_text: torch.Tensor
     ctx_img: torch.Tensor
     audio: torch.Tensor
     num_speakers: int
     ref_tokens: int
     ref_masks: torch.Tensor | None = None
-    audio_k_rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    audio_k_rope: torch.Tensor | None = None
     audio_scale: float = 1.0
 
 
@@ -92,7 +92,7 @@ class DiTBlock(nn.Module):
                 pos = speaker_query_positions(
                     attn_map, ctx.num_speakers, self.cfg.audio_rope_class_range, self.cfg.audio_rope_class_interval
                 )
-                q_rope = tuple(t[:, None] for t in rope_1d_cos_sin(pos, self.cfg.head_dim))
+                q_rope = rope_1d_freqs(pos, self.cfg.head_dim)[:, None]
             a = self.audio_cross_attn(self.norm_x(x), ctx.audio, q_rope, ctx.audio_k_rope if multi else None)
             x = x + (a if ctx.audio_scale == 1.0 else a * ctx.audio_scale)
             if capture is not None:

@@ -27,12 +27,10 @@ def _axis_angles(n_pos: int, n_ch: int, theta: float) -> torch.Tensor:
     return torch.arange(n_pos, dtype=torch.float64)[:, None] * inv[None, :]
 
 
-def rope_3d_table(
-    grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin for every token of a (frames, rows, cols) grid, token order frame-major.
+def rope_3d_table(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Unit complex rotations for every token of a (frames, rows, cols) grid, token order frame-major.
 
-    Returns two float64 CPU tensors [f*h*w, head_dim/2]. Angles are computed in float64 as in the
+    Returns a complex128 CPU tensor [f*h*w, head_dim/2]. Angles are computed in float64 as in the
     reference; positions start at 0 on every axis.
     """
     f, h, w = grid
@@ -41,35 +39,31 @@ def rope_3d_table(
     ah = _axis_angles(h, ch, theta)[None, :, None, :].expand(f, h, w, ch)
     aw = _axis_angles(w, cw, theta)[None, None, :, :].expand(f, h, w, cw)
     angles = torch.cat([af, ah, aw], dim=-1).reshape(f * h * w, head_dim // 2)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def rope_1d_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin for fractional 1-D positions, in float32 like the reference.
+def rope_1d_freqs(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Unit complex rotations for fractional 1-D positions, angles in float32 like the reference.
 
-    positions: [...] -> cos, sin: [..., head_dim/2]; inv_freq_j = 1 / theta^(2j/head_dim).
+    positions: [...] -> complex64 [..., head_dim/2]; inv_freq_j = 1 / theta^(2j/head_dim).
     """
     exponent = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
     inv_freq = 1.0 / (theta**exponent)
     angles = positions.float()[..., None] * inv_freq
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x by the angles behind cos/sin, computing in float32.
+def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x, read as complex numbers, by `freqs`; computes in float32.
 
-    x: [..., L, d]; cos, sin: broadcastable to [..., L, d/2]. Returns x's dtype.
+    x: [..., L, d]; freqs: complex64, broadcastable to [..., L, d/2]. Returns x's dtype.
     """
-    pairs = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    cos = cos.to(torch.float32)
-    sin = sin.to(torch.float32)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
 
 
 class RopeCache:
-    """Per-(grid, device) cache of 3-D RoPE tables (float32 cos/sin [L, head_dim/2]).
+    """Per-(grid, device) cache of 3-D RoPE tables (complex64 [L, head_dim/2]).
 
     Held as a plain attribute of the transformer (not a module, not a buffer). Bounded: the
     oldest entry is dropped past `max_entries` (a server sees a handful of window shapes).
@@ -79,14 +73,13 @@ class RopeCache:
         self.head_dim = head_dim
         self.theta = theta
         self.max_entries = max_entries
-        self._tables: dict[tuple[int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[tuple[int, int, int, str], torch.Tensor] = {}
 
-    def get(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         key = (int(grid[0]), int(grid[1]), int(grid[2]), str(device))
         hit = self._tables.get(key)
         if hit is None:
-            cos, sin = rope_3d_table(key[:3], self.head_dim, self.theta)
-            hit = (cos.to(device=device, dtype=torch.float32), sin.to(device=device, dtype=torch.float32))
+            hit = rope_3d_table(key[:3], self.head_dim, self.theta).to(device=device, dtype=torch.complex64)
             if len(self._tables) >= self.max_entries:
                 self._tables.pop(next(iter(self._tables)))
             self._tables[key] = hit

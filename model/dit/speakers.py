@@ -60,10 +60,10 @@ def reference_attention_map(
     b, n, _, _ = q.shape
     used = head_groups * (n // head_groups)
     rows = masks.shape[1]
-    # Values padded to 8 channels so fused CUDA kernels (16-byte aligned rows) can take them.
-    values = F.pad(masks.to(q.dtype).transpose(1, 2), (0, (-rows) % 8))  # [B or 1, L0, M8]
+    # Values zero-padded to the head width so the fused (flash) kernels accept them.
+    values = F.pad(masks.to(q.dtype).transpose(1, 2), (0, max(q.shape[-1] - rows, 0)))  # [B or 1, L0, d]
     values = values[:, None].expand(b, used, ref_tokens, values.shape[-1]).contiguous()
-    mass = F.scaled_dot_product_attention(q[:, :used], k[:, :used, :ref_tokens], values)  # [B, used, L, M8]
+    mass = F.scaled_dot_product_attention(q[:, :used], k[:, :used, :ref_tokens], values)  # [B, used, L, d]
     mean = mass[..., :rows].float().mean(dim=1)  # [B, L, M]
     area = masks.float().sum(dim=-1).clamp_min(1.0)  # [B or 1, M]
     return (mean / area[:, None, :]).transpose(1, 2).to(q.dtype)

@@ -22,7 +22,7 @@ from .audio_proj import AudioProjector
 from .block import BlockContext, DiTBlock
 from .config import DiTConfig
 from .layers import FP32LayerNorm, Head, ImageEmbedding, RMSNorm, linear_fp32, sinusoidal_embedding
-from .rope import RopeCache, rope_1d_cos_sin
+from .rope import RopeCache, rope_1d_freqs
 from .speakers import MAX_SPEAKERS, speaker_key_positions, token_masks
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class InfiniteTalkDiT(nn.Module):
                 speakers, cfg.context_tokens, cfg.audio_rope_class_range, cfg.audio_rope_class_interval, tokens.device
             )
             block_ctx = dataclasses.replace(
-                block_ctx, ref_masks=masks, audio_k_rope=rope_1d_cos_sin(key_pos, cfg.head_dim)
+                block_ctx, ref_masks=masks, audio_k_rope=rope_1d_freqs(key_pos, cfg.head_dim)
             )
 
         if capture is not None:

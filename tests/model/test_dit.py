@@ -212,5 +212,14 @@ def test_disabled_norms_have_no_parameters_like_the_reference(flag: str, gone: s
 
 def test_rope_table_is_cached_per_shape(tiny: InfiniteTalkDiT) -> None:
     a = tiny._rope.get((2, 2, 3), torch.device("cpu"))
-    assert tiny._rope.get((2, 2, 3), torch.device("cpu"))[0] is a[0]
-    assert tiny._rope.get((3, 2, 3), torch.device("cpu"))[0].shape == (18, CFG.head_dim // 2)
+    assert tiny._rope.get((2, 2, 3), torch.device("cpu")) is a
+    assert tiny._rope.get((3, 2, 3), torch.device("cpu")).shape == (18, CFG.head_dim // 2)
+
+
+@pytest.mark.parametrize("speakers", [1, 2])
+def test_bfloat16_weights_run_and_stay_close_to_float32(tiny: InfiniteTalkDiT, speakers: int) -> None:
+    inp = make_inputs(CFG, b=2, speakers=speakers, seed=10)
+    low = copy.deepcopy(tiny).to(torch.bfloat16)
+    ref, out = run(tiny, **inp), run(low, **inp)
+    assert out.dtype == torch.float32
+    assert ((out - ref).norm() / ref.norm()).item() < 0.03
