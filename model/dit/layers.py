@@ -44,7 +44,10 @@ def sinusoidal_embedding(freq_dim: int, t: torch.Tensor) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    """RMS norm over the last dim; normalises in float32, casts back, then scales (as the reference)."""
+    """RMS norm over the last dim; normalises in float32, casts back, then scales (as the reference).
+
+    The output keeps the input dtype even if the scale is stored in float32 (mixed-dtype checkpoints).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -55,7 +58,7 @@ class RMSNorm(nn.Module):
         # x: [..., C]
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight
+        return (normed.to(x.dtype) * self.weight).to(x.dtype)
 
 
 class FP32LayerNorm(nn.LayerNorm):

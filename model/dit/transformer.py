@@ -40,9 +40,8 @@ def _batch(t: torch.Tensor, b: int, name: str) -> torch.Tensor:
 class InfiniteTalkDiT(nn.Module):
     """Wan2.1 I2V diffusion transformer with the InfiniteTalk/MultiTalk audio adapter."""
 
-    def __init__(self, cfg: DiTConfig | None = None) -> None:
+    def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
-        cfg = cfg or DiTConfig.infinitetalk_14b()
         self.cfg = cfg
         dim = cfg.dim
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
@@ -113,7 +112,7 @@ class InfiniteTalkDiT(nn.Module):
         tokens = patches.flatten(2).transpose(1, 2)  # [B, L, C]
 
         # timestep (float32)
-        t = t.reshape(-1) if t.dim() else t.reshape(1)
+        t = t.reshape(-1)
         t = _batch(t, b, "t")
         e = linear_fp32(self.time_embedding[2], torch.nn.functional.silu(
             linear_fp32(self.time_embedding[0], sinusoidal_embedding(cfg.freq_dim, t))))
@@ -139,6 +138,11 @@ class InfiniteTalkDiT(nn.Module):
                 raise ValueError(f"{speakers} speakers need ref_target_masks [{speakers + 1}, h, w] (speakers, background)")
             if ref_target_masks.shape[-2:] != (lat_h, lat_w):
                 raise ValueError(f"ref_target_masks must be at latent size {lat_h}x{lat_w}, got {list(ref_target_masks.shape)}")
+            if ref_target_masks.shape[-3] != speakers + 1:
+                raise ValueError(
+                    f"ref_target_masks has {ref_target_masks.shape[-3]} rows for {speakers} speakers; "
+                    f"pass {speakers + 1} masks (one per speaker, then the background)"
+                )
             masks = token_masks(ref_target_masks.to(tokens.device), grid[1:], dtype)
             if masks.shape[0] not in (1, b):
                 raise ValueError(f"ref_target_masks has batch {masks.shape[0]}, expected {b} or none")
