@@ -54,6 +54,20 @@ def runs(golden_model: InfiniteTalkDiT, clip_fea: torch.Tensor, golden_dir: Path
     return results
 
 
+_STAGES = ["patch_embedding", "time_embedding", "time_projection", "text_embedding", "img_emb", "audio_proj"]
+_BLOCK_STAGES = ["self_attn_out", "x_ref_attn_map", "audio_cross_attn_out", "out"]
+
+
+def _pipeline_order(name: str) -> tuple[int, int, int]:
+    """Sort key: embeddings, then block 0 stages, block 1 stages, ..., then the head."""
+    if name in _STAGES:
+        return (0, _STAGES.index(name), 0)
+    if name.startswith("block"):
+        block, stage = name[len("block"):].split(".", 1)
+        return (1, int(block), _BLOCK_STAGES.index(stage) if stage in _BLOCK_STAGES else 99)
+    return (2, 0, 0)
+
+
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
@@ -70,7 +84,7 @@ def test_output_matches_reference(runs: dict, case: str) -> None:
 def test_intermediates_match_reference_stage_by_stage(runs: dict, case: str) -> None:
     g, inputs, _, capture = runs[case]
     speakers = inputs["audio"].shape[1]
-    names = [k[len("inter."):] for k in g if k.startswith("inter.")]
+    names = sorted((k[len("inter."):] for k in g if k.startswith("inter.")), key=_pipeline_order)
     assert names, "golden case has no intermediates"
     failures = []
     for name in names:
@@ -84,7 +98,7 @@ def test_intermediates_match_reference_stage_by_stage(runs: dict, case: str) -> 
             failures.append(f"{name}: shape {list(got.shape)} != golden {list(want.shape)}")
         elif not torch.allclose(got.float(), want, atol=ATOL, rtol=RTOL):
             failures.append(f"{name}: max abs err {_max_err(got, want):.3g}")
-    assert not failures, "stages differing from the reference:\n" + "\n".join(failures)
+    assert not failures, "stages differing from the reference (first = where it starts):\n" + "\n".join(failures)
 
 
 def test_two_speaker_null_audio_branch_matches_reference(runs: dict, golden_model: InfiniteTalkDiT) -> None:
