@@ -125,17 +125,18 @@ def explain_key_mismatch(
             "diffusion_pytorch_model-0000N-of-00007.safetensors shards with their index.json, or a ComfyUI "
             "single file such as wan2.1_i2v_480p_14B_fp16.safetensors)"
         )
-    if any(".k_img." in k or k.startswith("img_emb.") for k in missing) and has_base:
-        return (
-            "the checkpoint has no image cross-attention (k_img/v_img, img_emb): it is a Wan2.1 T2V model; "
-            "InfiniteTalk needs the I2V-14B base (Wan2.1-I2V-14B-480P)"
-        )
     n_have, n_want = _block_count(provided), _block_count(expected)
     if n_have and n_want and n_have != n_want:
         return (
             f"the checkpoint has {n_have} transformer blocks but the model was built with {n_want}: wrong model "
             "size (e.g. 1.3B vs 14B) or an incomplete shard set; build the model from "
             "infer_dit_config(checkpoint shapes)"
+        )
+    no_img = not any(".k_img." in k or k.startswith("img_emb.") for k in provided)
+    if no_img and has_base and any(".k_img." in k or k.startswith("img_emb.") for k in missing):
+        return (
+            "the checkpoint has no image cross-attention (k_img/v_img, img_emb): it is a Wan2.1 T2V model; "
+            "InfiniteTalk needs the I2V-14B base (Wan2.1-I2V-14B-480P)"
         )
     if mismatched:
         return (

@@ -17,7 +17,7 @@ nodes_model_loading.py / custom_linear.py):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +45,17 @@ def is_fp8(dtype: torch.dtype) -> bool:
     return dtype in FP8_DTYPES
 
 
+def refuse_unsupported(keys: Iterable[str], file: str = "") -> None:
+    """Formats recognisable from key names alone that we cannot dequantise."""
+    if any(k.endswith(("._data", "._scale")) for k in keys):
+        raise WeightLoadError(
+            f"{file} is an optimum-quanto quantized checkpoint (keys like '<layer>.weight._data'), e.g. "
+            "InfiniteTalk's quant_models/*.safetensors; this loader cannot read that format. Use the bf16/fp16 "
+            "release or a ComfyUI fp8 (e4m3fn, scaled or not) file.",
+            files=[file],
+        )
+
+
 def plan_quantization(
     infos: Mapping[str, TensorInfo],
     read_small: Callable[[str], torch.Tensor],
@@ -61,14 +72,7 @@ def plan_quantization(
     scales: dict[str, str] = {}
     scheme = "fp8" if any(is_fp8(i.dtype) for i in infos.values()) else "none"
 
-    if any(k.endswith("._data") or k.endswith("._scale") for k in keys):
-        raise WeightLoadError(
-            f"{file} is an optimum-quanto quantized checkpoint (keys like '<layer>.weight._data'), e.g. "
-            "InfiniteTalk's quant_models/*.safetensors; this loader cannot read that format. Use the bf16/fp16 "
-            "release or a ComfyUI fp8 (e4m3fn, scaled or not) file.",
-            files=[file],
-        )
-
+    refuse_unsupported(keys, file)
     layer_formats: dict[str, str] = {}
     qmeta = metadata.get("_quantization_metadata")
     if qmeta:
@@ -115,14 +119,14 @@ def plan_quantization(
 
 def dequantize(weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """fp8 (or any) weight [out, ...] times a per-tensor or per-output-channel scale -> float32."""
-    w = weight.to(torch.float32)
+    w = weight.to(torch.float32, copy=True)
     if scale is None:
         return w
     s = scale.to(device=w.device, dtype=torch.float32)
     if s.numel() == 1:
-        return w * s.reshape(())
+        return w.mul_(s.reshape(()))
     if w.ndim >= 1 and s.numel() == w.shape[0]:
-        return w * s.reshape((w.shape[0],) + (1,) * (w.ndim - 1))
+        return w.mul_(s.reshape((w.shape[0],) + (1,) * (w.ndim - 1)))
     raise WeightLoadError(
         f"scale of shape {list(scale.shape)} does not fit a weight of shape {list(weight.shape)} "
         "(expected one value, or one per output channel)"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +27,11 @@ from torch import nn
 
 from .checksums import MANIFEST_NAME, verify_files, write_manifest
 from .errors import WeightLoadError, explain_key_mismatch, format_files, key_mismatch_error
-from .fp8 import dequantize, is_fp8, plan_quantization
+from .fp8 import is_fp8, plan_quantization, refuse_unsupported
 from .layouts import Layout, detect_layout
-from .lora import LoraPlan, LoraSpec, lora_delta, open_lora
+from .lora import LoraPatch, LoraPlan, LoraSpec, open_lora
 from .sources import TensorInfo, TensorSource, open_source
+from .transfer import Job, run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def _map_sources(
     overridden: list[str] = []
     for i, src in enumerate(sources):
         keys = src.keys()
+        refuse_unsupported(keys, src.name)
         layout: Layout = detect_layout(keys, targets, file=src.name)
         ref_of = {k: layout.to_reference(k) for k in keys}
         infos = {ref_of[k]: src.info(k) for k in keys}
@@ -249,7 +250,7 @@ def load_module(
 
         for spec in loras:
             plans.append(open_lora(spec, shapes))
-        patches: dict[str, list[tuple[LoraPlan, object]]] = {}
+        patches: dict[str, list[tuple[LoraPlan, LoraPatch]]] = {}
         for lp in plans:
             for tgt, ps in lp.patches.items():
                 patches.setdefault(tgt, []).extend((lp, p) for p in ps)
@@ -272,48 +273,27 @@ def load_module(
             key=lambda n: (plan[n].source, plan[n].info.path, getattr(srcs[plan[n].source], "offset", lambda k: 0)(plan[n].key)),
         )
 
+        jobs = [
+            Job(
+                name=n,
+                source=srcs[plan[n].source],
+                key=plan[n].key,
+                info=plan[n].info,
+                want=_target_dtype(targets[n], n in linear, n in fp32_names, dtype, compute_dtype),
+                shape=shapes[n],
+                scale_key=plan[n].scale_key,
+                patches=tuple(patches.get(n, ())),
+            )
+            for n in order
+        ]
         dtype_counts: dict[str, int] = {}
         bytes_read = 0
         assigned: dict[int, torch.Tensor] = {}
-
-        def fetch(n: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-            r = plan[n]
-            s = srcs[r.source]
-            return s.read(r.key), (s.read(r.scale_key) if r.scale_key else None)
-
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights-read") if read_ahead else None
-        try:
-            pending = pool.submit(fetch, order[0]) if (pool and order) else None
-            for i, name in enumerate(order):
-                if pool:
-                    raw, scale = pending.result()
-                    pending = pool.submit(fetch, order[i + 1]) if i + 1 < len(order) else None
-                else:
-                    raw, scale = fetch(name)
-                bytes_read += raw.numel() * raw.element_size()
-                meta = targets[name]
-                want = _target_dtype(meta, name in linear, name in fp32_names, dtype, compute_dtype)
-                t = raw.to(device)
-                del raw
-                mine = patches.get(name, ())
-                if scale is not None:
-                    t = dequantize(t, scale)
-                elif is_fp8(t.dtype) and (mine or t.dtype != want):
-                    t = t.to(torch.float32)
-                if mine:
-                    t = t.to(torch.float32)
-                    for lp, p in mine:
-                        t += lora_delta(p, lp.source, shapes[name], device)
-                if is_fp8(want) and not is_fp8(t.dtype):
-                    lim = torch.finfo(want).max
-                    t = t.clamp(-lim, lim)
-                t = t.to(want).reshape(shapes[name])
-                assigned[id(meta)] = _assign(module, name, t)
-                dname = str(want).replace("torch.", "")
-                dtype_counts[dname] = dtype_counts.get(dname, 0) + 1
-        finally:
-            if pool:
-                pool.shutdown(wait=True, cancel_futures=True)
+        for job, t in run_jobs(jobs, device, read_ahead=read_ahead):
+            bytes_read += job.info.nbytes
+            assigned[id(targets[job.name])] = _assign(module, job.name, t)
+            dname = str(job.want).replace("torch.", "")
+            dtype_counts[dname] = dtype_counts.get(dname, 0) + 1
         for name in plan:  # tied names: point at the tensor loaded for the first name
             if first_name[id(targets[name])] != name:
                 _assign(module, name, assigned[id(targets[name])])

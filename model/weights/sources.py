@@ -85,9 +85,20 @@ class TensorSource(Protocol):
 
     def info(self, key: str) -> TensorInfo: ...
 
-    def read(self, key: str) -> torch.Tensor: ...
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor, in a fresh CPU buffer, or (with `out`, a 1-D uint8 CPU tensor at least as large) as a
+        typed view of `out`'s first bytes: the loader's reusable staging buffers."""
+        ...
 
     def close(self) -> None: ...
+
+
+def typed_view(buf: torch.Tensor, dtype: torch.dtype, shape: Sequence[int]) -> torch.Tensor:
+    """The first bytes of a uint8 buffer seen as a tensor of `dtype` and `shape`."""
+    n = 1
+    for s in shape:
+        n *= s
+    return buf[: n * _itemsize(dtype)].view(dtype).reshape(tuple(shape))
 
 
 class SafetensorsFile:
@@ -194,12 +205,13 @@ class SafetensorsFile:
         """Byte offset of the tensor's data (to read a file front to back)."""
         return self._data_start + self._entries[key][2]
 
-    def read(self, key: str) -> torch.Tensor:
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
         tag, shape, b, end = self._entries[key]
         dtype = SAFETENSORS_DTYPES[tag]
         if self._st is not None:
-            return self._st.get_tensor(key).clone()
-        buf = torch.empty(end - b, dtype=torch.uint8)
+            t = self._st.get_tensor(key)
+            return t.clone() if out is None else typed_view(out, dtype, shape).copy_(t)
+        buf = torch.empty(end - b, dtype=torch.uint8) if out is None else out[: end - b]
         if end > b:
             view = memoryview(buf.numpy())
             done = 0
@@ -208,7 +220,7 @@ class SafetensorsFile:
                 if got <= 0:
                     raise self._fail(f"file ended while reading {key!r}")
                 done += got
-        return buf.view(dtype).reshape(shape)
+        return typed_view(buf, dtype, shape)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -296,8 +308,8 @@ class ShardedCheckpoint:
     def offset(self, key: str) -> int:
         return self._where[key].offset(key)
 
-    def read(self, key: str) -> torch.Tensor:
-        return self._where[key].read(key)
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self._where[key].read(key, out)
 
     def close(self) -> None:
         for sh in self._shards.values():
@@ -347,8 +359,8 @@ class MultiFileSource:
     def offset(self, key: str) -> int:
         return self._where[key].offset(key)
 
-    def read(self, key: str) -> torch.Tensor:
-        return self._where[key].read(key)
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self._where[key].read(key, out)
 
     def close(self) -> None:
         for f in self._files:
@@ -412,8 +424,9 @@ class TorchFile:
         t = self._tensors[key]
         return TensorInfo(key, tuple(t.shape), t.dtype, self.path)
 
-    def read(self, key: str) -> torch.Tensor:
-        return self._tensors[key].clone()
+    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        t = self._tensors[key]
+        return t.clone() if out is None else typed_view(out, t.dtype, t.shape).copy_(t)
 
     def close(self) -> None:
         self._tensors = {}
