@@ -1,0 +1,143 @@
+"""The three attentions of a DiT block: self-attention (3-D RoPE), text+image cross-attention and
+the InfiniteTalk audio cross-attention (per latent frame, optional 1-D speaker RoPE).
+
+All use `scaled_dot_product_attention` (flash / memory-efficient kernels on CUDA) with the default
+scale 1/sqrt(head_dim) and no masks: every sequence here is unpadded.
+Attribute names equal the reference's so state-dict keys match a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import RMSNorm
+from .rope import apply_rotary
+from .speakers import reference_attention_map
+
+logger = logging.getLogger(__name__)
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, L, n*d] -> [B, n, L, d]"""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """[B, n, L, d] -> [B, L, n*d]"""
+    return x.transpose(1, 2).flatten(2)
+
+
+def _qk_norm(dim: int, eps: float, enabled: bool) -> nn.Module:
+    return RMSNorm(dim, eps=eps) if enabled else nn.Identity()
+
+
+class SelfAttention(nn.Module):
+    """Full self-attention over all video tokens with RMS-normed q/k and 3-D RoPE.
+
+    Optionally also returns the reference-frame attention map that routes speakers (H >= 2).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6, head_groups: int = 2) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_groups = head_groups
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = _qk_norm(dim, eps, qk_norm)
+        self.norm_k = _qk_norm(dim, eps, qk_norm)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: torch.Tensor,
+        ref_masks: torch.Tensor | None = None,
+        ref_tokens: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # x: [B, L, C]; rope: complex [L, d/2]; ref_masks: [B or 1, M, ref_tokens] or None
+        # -> out [B, L, C], attn_map [B, M, L] or None
+        n = self.num_heads
+        q = apply_rotary(_heads(self.norm_q(self.q(x)), n), rope)
+        k = apply_rotary(_heads(self.norm_k(self.k(x)), n), rope)
+        v = _heads(self.v(x), n)
+        out = self.o(_merge(F.scaled_dot_product_attention(q, k, v)))
+        attn_map = None
+        if ref_masks is not None:
+            with torch.no_grad():
+                attn_map = reference_attention_map(q, k, ref_masks, ref_tokens, self.head_groups)
+        return out, attn_map
+
+
+class TextImageCrossAttention(nn.Module):
+    """Cross-attention to the text tokens plus, separately, to the CLIP image tokens; outputs summed."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = _qk_norm(dim, eps, qk_norm)
+        self.norm_k = _qk_norm(dim, eps, qk_norm)
+        self.k_img = nn.Linear(dim, dim)
+        self.v_img = nn.Linear(dim, dim)
+        self.norm_k_img = _qk_norm(dim, eps, qk_norm)
+
+    def forward(self, x: torch.Tensor, ctx_text: torch.Tensor, ctx_img: torch.Tensor) -> torch.Tensor:
+        # x: [B, L, C], ctx_text: [B, text_len, C], ctx_img: [B, 257, C] -> [B, L, C]
+        n = self.num_heads
+        q = _heads(self.norm_q(self.q(x)), n)
+        k = _heads(self.norm_k(self.k(ctx_text)), n)
+        v = _heads(self.v(ctx_text), n)
+        k_img = _heads(self.norm_k_img(self.k_img(ctx_img)), n)
+        v_img = _heads(self.v_img(ctx_img), n)
+        text = F.scaled_dot_product_attention(q, k, v)
+        image = F.scaled_dot_product_attention(q, k_img, v_img)
+        return self.o(_merge(text) + _merge(image))
+
+
+class AudioCrossAttention(nn.Module):
+    """Each latent frame's visual tokens attend to that frame's audio tokens (all speakers).
+
+    K and V come from one `kv_linear` whose output is laid out (2, heads, head_dim): K first.
+    With speaker positions (H >= 2) q and k are rotated by the 1-D RoPE first; no qk-norm.
+    """
+
+    def __init__(self, dim: int, audio_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_linear = nn.Linear(dim, dim)
+        self.kv_linear = nn.Linear(audio_dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        audio: torch.Tensor,
+        q_rope: torch.Tensor | None = None,
+        k_rope: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # x: [B, T*S, C] (S tokens per latent frame), audio: [B, T, Na, Ca]
+        # q_rope: complex [B, 1, T*S, d/2]; k_rope: complex [Na, d/2]  -> [B, T*S, C]
+        b, length, c = x.shape
+        frames = audio.shape[1]
+        n = self.num_heads
+        q = _heads(self.q_linear(x), n)  # [B, n, T*S, d]
+        if q_rope is not None:
+            q = apply_rotary(q, q_rope)
+        s = length // frames
+        q = q.unflatten(2, (frames, s)).transpose(1, 2).flatten(0, 1)  # [B*T, n, S, d]
+        kv = self.kv_linear(audio).unflatten(-1, (2, n, -1))  # [B, T, Na, 2, n, d]
+        k = kv[..., 0, :, :].flatten(0, 1).transpose(1, 2)  # [B*T, n, Na, d]
+        v = kv[..., 1, :, :].flatten(0, 1).transpose(1, 2)
+        if k_rope is not None:
+            k = apply_rotary(k, k_rope)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B*T, n, S, d]
+        out = out.transpose(1, 2).reshape(b, frames * s, c)
+        return self.proj(out)

@@ -1,0 +1,248 @@
+"""The InfiniteTalk DiT: Wan2.1 I2V transformer + audio adapter, batched.
+
+One forward denoises a batch of same-shaped video latents: guidance branches (cond / no-text /
+no-audio) and different sessions stack on the batch axis, and each element's result equals a
+call with that element alone. Parameter names equal the reference `WanModel` state-dict keys, so
+a real checkpoint loads with `load_state_dict(strict=True)`; build on the meta device and load
+with `assign=True` to avoid allocating twice. The RoPE tables are cached per shape and device,
+never stored in the state dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .audio_proj import AudioProjector
+from .block import BlockContext, DiTBlock
+from .config import DiTConfig
+from .layers import FP32LayerNorm, Head, ImageEmbedding, RMSNorm, linear_fp32, sinusoidal_embedding
+from .rope import RopeCache, rope_1d_freqs
+from .speakers import MAX_SPEAKERS, speaker_key_positions, token_masks
+
+logger = logging.getLogger(__name__)
+
+
+def _batch(t: torch.Tensor, b: int, name: str) -> torch.Tensor:
+    """Broadcast a batch-1 tensor to b; reject other mismatches."""
+    if t.shape[0] == b:
+        return t
+    if t.shape[0] == 1:
+        return t.expand(b, *t.shape[1:])
+    raise ValueError(f"{name} has batch {t.shape[0]}, expected {b} (or 1 to share it)")
+
+
+class InfiniteTalkDiT(nn.Module):
+    """Wan2.1 I2V diffusion transformer with the InfiniteTalk/MultiTalk audio adapter."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.dim
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(dim, cfg.out_dim, cfg.patch_size, cfg.eps)
+        self.img_emb = ImageEmbedding(cfg.clip_dim, dim, cfg.img_norm_eps)
+        self.audio_proj = AudioProjector(cfg)
+        self._rope = RopeCache(cfg.head_dim, cfg.rope_theta)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_embedding.weight.device
+
+    # ----------------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor | Sequence[torch.Tensor],
+        clip_fea: torch.Tensor,
+        y: torch.Tensor,
+        audio: torch.Tensor,
+        ref_target_masks: torch.Tensor | None = None,
+        *,
+        audio_scale: float = 1.0,
+        capture: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow for a batch of noisy latents.
+
+        x: [B, out_dim, T, h, w] noisy latent. t: [B] (or scalar) timesteps in [0, 1000].
+        context: [B, Lc, text_dim] text embeddings (Lc <= text_len; zero-padded to text_len here),
+            or a list of B tensors [Lc_i, text_dim].
+        clip_fea: [B, clip_tokens, clip_dim]. y: [B, in_dim - out_dim, T, h, w] (frame mask + cond latent).
+        audio: [B, H, F, audio_window, audio_layers, audio_width], F = 1 + vae_scale*(T-1), H in 1..4.
+        ref_target_masks: [H+1, h, w] or [B, H+1, h, w] speaker/background masks at latent size;
+            required when H >= 2, ignored when H == 1.
+        Tensors with batch 1 are shared across the batch. audio_scale multiplies the audio
+        cross-attention output (0 skips it). Returns float32 [B, out_dim, T, h, w].
+
+        capture: if a dict, intermediates are stored in it (golden `inter.*` names, batch first):
+        patch_embedding [B, C, f, hh, ww], time_embedding [B, C], time_projection [B, 6C],
+        text_embedding [B, text_len, C], img_emb [B, 257, C], audio_proj [B, H, T, ct, output_dim],
+        block{i}.self_attn_out / .audio_cross_attn_out (before audio_scale) / .out [B, L, C],
+        block{i}.x_ref_attn_map [B, H+1, L] (only when H >= 2), head [B, L, prod(patch)*out_dim].
+        """
+        cfg = self.cfg
+        dtype = self.dtype
+        if x.dim() != 5 or x.shape[1] != cfg.out_dim:
+            raise ValueError(f"x must be [B, {cfg.out_dim}, T, h, w], got {list(x.shape)}")
+        b, _, frames, lat_h, lat_w = x.shape
+        pt, ph, pw = cfg.patch_size
+        if frames % pt or lat_h % ph or lat_w % pw:
+            raise ValueError(f"latent size {frames}x{lat_h}x{lat_w} is not divisible by patch_size {cfg.patch_size}")
+        grid = (frames // pt, lat_h // ph, lat_w // pw)
+
+        # video tokens
+        y = _batch(y, b, "y")
+        if y.shape[1:] != (cfg.in_dim - cfg.out_dim, frames, lat_h, lat_w):
+            raise ValueError(f"y must be [B, {cfg.in_dim - cfg.out_dim}, {frames}, {lat_h}, {lat_w}], got {list(y.shape)}")
+        patches = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))  # [B, C, f, hh, ww]
+        tokens = patches.flatten(2).transpose(1, 2)  # [B, L, C]
+
+        # timestep (float32)
+        t = t.reshape(-1)
+        t = _batch(t, b, "t")
+        e = linear_fp32(self.time_embedding[2], torch.nn.functional.silu(
+            linear_fp32(self.time_embedding[0], sinusoidal_embedding(cfg.freq_dim, t))))
+        e0 = linear_fp32(self.time_projection[1], torch.nn.functional.silu(e))  # [B, 6C]
+
+        # text and image context
+        ctx_text = self.text_embedding(self._pad_text(context, b).to(dtype))
+        ctx_img = self.img_emb(_batch(clip_fea, b, "clip_fea").to(dtype))
+
+        # audio tokens
+        speakers, audio_tokens = self._audio_tokens(audio, b, frames, capture)
+        block_ctx = BlockContext(
+            rope=self._rope.get(grid, tokens.device),
+            ctx_text=ctx_text,
+            ctx_img=ctx_img,
+            audio=audio_tokens.to(dtype),
+            num_speakers=speakers,
+            ref_tokens=grid[1] * grid[2],
+            audio_scale=float(audio_scale),
+        )
+        if speakers > 1:
+            if ref_target_masks is None:
+                raise ValueError(f"{speakers} speakers need ref_target_masks [{speakers + 1}, h, w] (speakers, background)")
+            if ref_target_masks.shape[-2:] != (lat_h, lat_w):
+                raise ValueError(f"ref_target_masks must be at latent size {lat_h}x{lat_w}, got {list(ref_target_masks.shape)}")
+            if ref_target_masks.shape[-3] != speakers + 1:
+                raise ValueError(
+                    f"ref_target_masks has {ref_target_masks.shape[-3]} rows for {speakers} speakers; "
+                    f"pass {speakers + 1} masks (one per speaker, then the background)"
+                )
+            masks = token_masks(ref_target_masks.to(tokens.device), grid[1:], dtype)
+            if masks.shape[0] not in (1, b):
+                raise ValueError(f"ref_target_masks has batch {masks.shape[0]}, expected {b} or none")
+            key_pos = speaker_key_positions(
+                speakers, cfg.context_tokens, cfg.audio_rope_class_range, cfg.audio_rope_class_interval, tokens.device
+            )
+            block_ctx = dataclasses.replace(
+                block_ctx, ref_masks=masks, audio_k_rope=rope_1d_freqs(key_pos, cfg.head_dim)
+            )
+
+        if capture is not None:
+            capture.update(
+                patch_embedding=patches, time_embedding=e, time_projection=e0,
+                text_embedding=ctx_text, img_emb=ctx_img,
+            )
+        e0 = e0.unflatten(1, (6, cfg.dim))
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, e0, block_ctx, capture, f"block{i}.")
+
+        out = self.head(tokens, e)  # [B, L, prod(patch)*out_dim] float32
+        if capture is not None:
+            capture["head"] = out
+        return self.unpatchify(out, grid)
+
+    # ----------------------------------------------------------------------------------------
+    def _pad_text(self, context: torch.Tensor | Sequence[torch.Tensor], b: int) -> torch.Tensor:
+        """Zero-pad text embeddings to text_len -> [B, text_len, text_dim]."""
+        cfg = self.cfg
+        rows = list(context) if not isinstance(context, torch.Tensor) else None
+        if rows is None:
+            context = _batch(context, b, "context")
+            if context.dim() != 3:
+                raise ValueError(f"context must be [B, Lc, {cfg.text_dim}], got {list(context.shape)}")
+            rows = list(context)
+        if len(rows) != b:
+            raise ValueError(f"context has {len(rows)} entries, expected {b}")
+        out = rows[0].new_zeros(b, cfg.text_len, cfg.text_dim)
+        for i, r in enumerate(rows):
+            if r.dim() != 2 or r.shape[1] != cfg.text_dim or r.shape[0] > cfg.text_len:
+                raise ValueError(f"context[{i}] must be [Lc <= {cfg.text_len}, {cfg.text_dim}], got {list(r.shape)}")
+            out[i, : r.shape[0]] = r
+        return out
+
+    def _audio_tokens(
+        self, audio: torch.Tensor, b: int, frames: int, capture: dict[str, torch.Tensor] | None
+    ) -> tuple[int, torch.Tensor]:
+        """audio [B, H, F, W, layers, width] -> (H, tokens [B, T, H*context_tokens, output_dim])."""
+        cfg = self.cfg
+        want = (cfg.video_frames(frames), cfg.audio_window, cfg.audio_layers, cfg.audio_width)
+        if audio.dim() != 6 or tuple(audio.shape[2:]) != want:
+            raise ValueError(
+                f"audio must be [B, H, {want[0]}, {want[1]}, {want[2]}, {want[3]}] "
+                f"(speakers, 1+{cfg.vae_scale}*(T-1) video frames, windows, wav2vec layers, width); "
+                f"got {list(audio.shape)}"
+            )
+        audio = _batch(audio, b, "audio")
+        speakers = audio.shape[1]
+        if not 1 <= speakers <= MAX_SPEAKERS:
+            raise ValueError(f"{speakers} speakers: supported are 1..{MAX_SPEAKERS}")
+        proj = self.audio_proj(audio.flatten(0, 1).to(self.dtype))  # [B*H, T, ct, Ca]
+        proj = proj.unflatten(0, (b, speakers))  # [B, H, T, ct, Ca]
+        if capture is not None:
+            capture["audio_proj"] = proj
+        return speakers, proj.transpose(1, 2).flatten(2, 3)  # [B, T, H*ct, Ca]
+
+    def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """[B, f*hh*ww, pt*ph*pw*c] (channel fastest) -> float32 [B, c, f*pt, hh*ph, ww*pw]."""
+        f, hh, ww = grid
+        pt, ph, pw = self.cfg.patch_size
+        c = self.cfg.out_dim
+        u = tokens.reshape(tokens.shape[0], f, hh, ww, pt, ph, pw, c)
+        u = u.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return u.reshape(tokens.shape[0], c, f * pt, hh * ph, ww * pw).float()
+
+    # ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_random_weights_(self, seed: int = 0, gain: float = 1.0) -> InfiniteTalkDiT:
+        """Fill every parameter in place with seeded random values on its own device (tests, benches).
+
+        Norm scales 1 + 0.1N, biases 0.05N, modulations 0.1N, other weights gain*N/sqrt(fan_in).
+        Works after `to_empty(device=...)` of a meta-built model.
+        """
+        gens: dict[torch.device, torch.Generator] = {}
+
+        def randn(p: torch.Tensor) -> torch.Tensor:
+            g = gens.get(p.device)
+            if g is None:
+                g = gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
+            return torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32)
+
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if isinstance(module, (nn.LayerNorm, RMSNorm, FP32LayerNorm)) and name == "weight":
+                    val = 1 + 0.1 * randn(p)
+                elif name == "bias":
+                    val = 0.05 * randn(p)
+                elif name == "modulation":
+                    val = 0.1 * randn(p)
+                else:
+                    fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
+                    val = gain * randn(p) / math.sqrt(fan_in)
+                p.copy_(val)
+        return self
