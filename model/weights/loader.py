@@ -151,8 +151,9 @@ def _target_dtype(
 def _assign(module: nn.Module, name: str, value: torch.Tensor) -> torch.Tensor:
     owner_name, _, attr = name.rpartition(".")
     owner = module.get_submodule(owner_name) if owner_name else module
-    if attr in owner._parameters:
-        new = nn.Parameter(value, requires_grad=False)
+    if attr in owner._parameters:  # keep the flag the module was built with (as load_state_dict(assign=True))
+        old = owner._parameters[attr]
+        new = nn.Parameter(value, requires_grad=old.requires_grad and value.is_floating_point())
         owner._parameters[attr] = new
         return new
     owner._buffers[attr] = value
