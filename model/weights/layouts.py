@@ -144,10 +144,10 @@ class Layout:
         return ", ".join(parts)
 
 
-def _candidate_prefixes(keys: list[str]) -> list[str]:
+def _candidate_prefixes(keys: list[str], unknown_wrapper: bool) -> list[str]:
     cands = [""] + [p for p in KNOWN_PREFIXES if any(k.startswith(p) for k in keys)]
     firsts = {k.split(".", 1)[0] + "." for k in keys if "." in k}
-    if len(firsts) == 1:  # every key under one unknown wrapper, e.g. "dit."
+    if unknown_wrapper and len(firsts) == 1:  # every key under one unknown wrapper, e.g. "dit."
         cands.append(next(iter(firsts)))
     return list(dict.fromkeys(cands))
 
@@ -156,7 +156,8 @@ def classify_content(keys: Iterable[str]) -> tuple[str, ...]:
     """Which model parts a set of reference-named keys contains."""
     keys = list(keys)
     found = []
-    if any(k.startswith(("patch_embedding.", "head.head.", "time_embedding.")) or ".self_attn." in k for k in keys):
+    if any(k.startswith(("head.head.", "head.modulation", "time_embedding.")) or
+           (k.startswith("blocks.") and ".self_attn." in k) for k in keys):
         found.append("wan-base")
     if any(k.startswith("audio_proj.") or ".audio_cross_attn." in k for k in keys):
         found.append("infinitetalk-adapter")
@@ -176,7 +177,7 @@ def detect_layout(keys: Iterable[str], target_keys: Iterable[str] | None = None,
     keys = list(keys)
     targets = set(target_keys) if target_keys is not None else None
     best: tuple[int, int, Layout] | None = None
-    for prefix in _candidate_prefixes(keys):
+    for prefix in _candidate_prefixes(keys, unknown_wrapper=targets is not None):
         for naming in ("reference", "diffusers"):
             lay = Layout(prefix, naming, ())
             mapped = [lay.to_reference(k) for k in keys]

@@ -114,3 +114,17 @@ def test_infer_dit_config_defaults_to_wan_head_dim_128():
 def test_infer_dit_config_refuses_non_dit_shapes():
     with pytest.raises(WeightLoadError, match="not the weights of a Wan DiT"):
         infer_dit_config({"encoder.conv1.weight": (96, 3, 3, 3, 3)})
+
+
+def test_inspect_describes_dit_vae_and_clip_files(golden_dir, capsys):
+    from model.weights.inspect import describe_checkpoint, main
+
+    cfg = json.loads((golden_dir / "dit_config.json").read_text())
+    d = describe_checkpoint([golden_dir / "dit_weights.safetensors"], head_dim=cfg["dim"] // cfg["num_heads"])
+    assert d["sources"][0]["content"] == ["wan-base", "infinitetalk-adapter"]
+    assert d["dit_config"]["num_layers"] == cfg["num_layers"] and d["dit_config"]["dim"] == cfg["dim"]
+    d = describe_checkpoint([golden_dir / "vae_weights.safetensors", golden_dir / "clip_weights.safetensors"])
+    assert [s["content"] for s in d["sources"]] == [["vae"], ["clip"]]
+    assert "dit_config" not in d
+    assert main([str(golden_dir / "nope.safetensors")]) == 2
+    assert "weight file not found" in capsys.readouterr().err
