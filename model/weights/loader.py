@@ -101,12 +101,18 @@ def _kept_fp32(module: nn.Module, names: Iterable[str], patterns: Sequence[str])
 
 def _map_sources(
     sources: Sequence[TensorSource], targets: Mapping[str, torch.Tensor]
-) -> tuple[dict[str, _Ref], list[str], list[str], list[str]]:
-    """Reference key -> _Ref over all sources (later sources override earlier ones)."""
+) -> tuple[dict[str, _Ref], list[str], list[str], list[str], list[str]]:
+    """Reference key -> _Ref over all sources (later sources override earlier ones).
+
+    Also returns the unexpected keys, the overridden ones, and the "foreign" ones: in a file whose model
+    keys carry a prefix (ComfyUI's `model.diffusion_model.`), unused keys without it belong to the other
+    models of an all-in-one checkpoint (`first_stage_model.` VAE, text encoders) and are skipped.
+    """
     plan: dict[str, _Ref] = {}
     layouts: list[str] = []
     unexpected: list[str] = []
     overridden: list[str] = []
+    foreign: list[str] = []
     for i, src in enumerate(sources):
         keys = src.keys()
         refuse_unsupported(keys, src.name)
@@ -121,13 +127,13 @@ def _map_sources(
             if rk in quant.aux:
                 continue
             if rk not in targets:
-                unexpected.append(rk)
+                (foreign if layout.prefix and not k.startswith(layout.prefix) else unexpected).append(rk)
                 continue
             if rk in plan:
                 overridden.append(rk)
             scale = quant.scales.get(rk)
             plan[rk] = _Ref(i, k, infos[rk], back[scale] if scale else None)
-    return plan, layouts, unexpected, overridden
+    return plan, layouts, unexpected, overridden, foreign
 
 
 def _target_dtype(
@@ -227,10 +233,13 @@ def load_module(
         if manifest is not None and manifest is not False:
             manifest_path, record = _check_manifest(files, manifest)
 
-        plan, layouts, unexpected, overridden = _map_sources(srcs, targets)
+        plan, layouts, unexpected, overridden, foreign = _map_sources(srcs, targets)
         for lay in layouts:
             logger.info("weights: %s", lay)
-        ignored = [k for k in unexpected if _ignored(k, ignore)]
+        if foreign:
+            logger.info("weights: skipping %d tensors of other models in the same file (e.g. %s)",
+                        len(foreign), ", ".join(foreign[:3]))
+        ignored = foreign + [k for k in unexpected if _ignored(k, ignore)]
         unexpected = [k for k in unexpected if not _ignored(k, ignore)]
         missing = [k for k in targets if k not in plan]
         mismatched = [

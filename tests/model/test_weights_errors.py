@@ -95,6 +95,17 @@ def test_unexpected_keys_fail_strict_and_are_reported_otherwise(ref, tmp_path):
     assert set(report.ignored) == {"textual.head.weight", "log_scale"}
 
 
+def test_all_in_one_comfyui_file_skips_the_other_models(ref, tmp_path):
+    sd = with_prefix(ref, "model.diffusion_model.")
+    sd["first_stage_model.decoder.conv_in.weight"] = torch.zeros(3)
+    sd["cond_stage_model.t5xxl.shared.weight"] = torch.zeros(3)
+    report = load(save(sd, tmp_path / "aio.safetensors"))
+    assert set(report.ignored) == {"first_stage_model.decoder.conv_in.weight", "cond_stage_model.t5xxl.shared.weight"}
+    sd["model.diffusion_model.blocks.0.extra.weight"] = torch.zeros(3)  # inside the model prefix: really unexpected
+    with pytest.raises(WeightLoadError, match=r"1 unexpected"):
+        load(save(sd, tmp_path / "aio2.safetensors"))
+
+
 def test_missing_keys_non_strict_stay_on_meta_and_are_reported(ref, tmp_path):
     path = save(base_only(ref), tmp_path / "m.safetensors")
     m = meta_model(CFG)
