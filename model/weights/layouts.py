@@ -146,9 +146,9 @@ class Layout:
 
 def _candidate_prefixes(keys: list[str], unknown_wrapper: bool) -> list[str]:
     cands = [""] + [p for p in KNOWN_PREFIXES if any(k.startswith(p) for k in keys)]
-    firsts = {k.split(".", 1)[0] + "." for k in keys if "." in k}
-    if unknown_wrapper and len(firsts) == 1:  # every key under one unknown wrapper, e.g. "dit."
-        cands.append(next(iter(firsts)))
+    firsts = sorted({k.split(".", 1)[0] + "." for k in keys if "." in k})
+    if unknown_wrapper and len(firsts) <= 16:  # an unknown wrapper, e.g. "dit.", or "visual." of a full CLIP
+        cands.extend(firsts)
     return list(dict.fromkeys(cands))
 
 
@@ -187,7 +187,10 @@ def detect_layout(keys: Iterable[str], target_keys: Iterable[str] | None = None,
                 score = sum(k.startswith(prefix) for k in keys) if prefix else 0
                 if naming == "diffusers":  # only when its marker names are there, and then it wins
                     score = score + 1 if any(m in k for k in keys for m in _DIFFUSERS_MARKERS) else -1
-            rank = (score, len(prefix) if naming == "reference" else len(prefix) - 1)
+            # ties: with targets the smaller change wins (no prefix, reference names); without, the longest
+            # known prefix ("model.diffusion_model." over "model.")
+            length = -len(prefix) if targets is not None else len(prefix)
+            rank = (score, length * 2 + (naming == "reference"))
             if best is None or rank > best[:2]:
                 best = (*rank, lay)
     assert best is not None

@@ -159,7 +159,9 @@ def _assign(module: nn.Module, name: str, value: torch.Tensor) -> torch.Tensor:
     owner = module.get_submodule(owner_name) if owner_name else module
     if attr in owner._parameters:  # keep the flag the module was built with (as load_state_dict(assign=True))
         old = owner._parameters[attr]
-        new = nn.Parameter(value, requires_grad=old.requires_grad and value.is_floating_point())
+        new = value if isinstance(value, nn.Parameter) else nn.Parameter(
+            value, requires_grad=old.requires_grad and value.is_floating_point()
+        )
         owner._parameters[attr] = new
         return new
     owner._buffers[attr] = value

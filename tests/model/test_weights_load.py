@@ -215,3 +215,33 @@ def test_sources_read_lazily_and_own_their_memory(ref, tmp_path):
     t += 1  # owned, writable, valid after the file is closed
     assert torch.equal(t, ref[k] + 1)
     assert isinstance(Path(src.name), Path)
+
+
+def test_tied_weights_stay_tied_and_are_read_once(tmp_path):
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Linear(4, 3, bias=False)
+            self.head = torch.nn.Linear(4, 3, bias=False)
+            self.head.weight = self.embed.weight
+
+    w = torch.randn(3, 4)
+    path = save({"embed.weight": w, "head.weight": w.clone()}, tmp_path / "tied.safetensors")
+    with torch.device("meta"):
+        m = Tied()
+    report = load_module(m, path)
+    assert m.head.weight is m.embed.weight and torch.equal(m.head.weight, w)
+    assert report.bytes_read == w.numel() * 4
+
+
+def test_submodel_of_a_bigger_checkpoint_is_found_by_its_wrapper(tmp_path):
+    """A CLIP-like file (visual.* + textual.* + log_scale) loads into a vision-only module."""
+    vis = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    want = {k: torch.randn(v.shape) for k, v in vis.state_dict().items()}
+    sd = {"visual." + k: v for k, v in want.items()}
+    sd.update({"textual.embed.weight": torch.randn(5, 4), "log_scale": torch.tensor(1.0)})
+    with torch.device("meta"):
+        m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    report = load_module(m, save(sd, tmp_path / "clip.safetensors"))
+    assert_same({k: v.detach() for k, v in m.state_dict().items()}, want)
+    assert set(report.ignored) == {"textual.embed.weight", "log_scale"}
