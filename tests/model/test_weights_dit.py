@@ -128,3 +128,16 @@ def test_bf16_load_equals_casting_the_loaded_model(golden, tmp_path):
     load_module(model, save(weights, tmp_path / "m.safetensors"), dtype=torch.bfloat16)
     for k, v in model.state_dict().items():
         assert v.dtype == torch.bfloat16 and torch.equal(v, weights[k].to(torch.bfloat16)), k
+
+
+def test_load_infinitetalk_dit_builds_and_fills_the_model_from_files_alone(golden, tmp_path):
+    from model.weights.dit import load_infinitetalk_dit
+
+    ref_kwargs, weights, inputs, golden_out = golden
+    sources = LAYOUTS["wan-shards+infinitetalk-adapter"](weights, tmp_path)
+    model, report = load_infinitetalk_dit(sources, dtype=torch.float32,
+                                          head_dim=ref_kwargs["dim"] // ref_kwargs["num_heads"],
+                                          text_len=ref_kwargs["text_len"])
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert report.loaded == len(weights)
+    assert torch.allclose(run(model, inputs), golden_out, atol=1e-4, rtol=1e-4)
