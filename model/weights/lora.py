@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import prod
 from pathlib import Path
 
 import torch
@@ -171,17 +172,8 @@ def plan_lora(source: TensorSource, targets: Mapping[str, tuple[int, ...]], spec
                 )
             up, down = source.info(roles["up"]), source.info(roles["down"])
             want = targets[weight]
-            numel = 1
-            for s in want:
-                numel *= s
             rank = down.shape[0]
-            in_flat = 1
-            for s in down.shape[1:]:
-                in_flat *= s
-            up_cols = 1
-            for s in up.shape[1:]:
-                up_cols *= s
-            if up_cols != rank or up.shape[0] != want[0] or up.shape[0] * in_flat != numel:
+            if prod(up.shape[1:]) != rank or up.shape[0] != want[0] or up.shape[0] * prod(down.shape[1:]) != prod(want):
                 raise WeightLoadError(
                     f"LoRA {file}: {roles['up']} {list(up.shape)} x {roles['down']} {list(down.shape)} does not "
                     f"fit {weight} {list(want)}; is this a LoRA for another model size?",
@@ -202,12 +194,7 @@ def plan_lora(source: TensorSource, targets: Mapping[str, tuple[int, ...]], spec
                 unmatched.append(roles[role])
                 continue
             d = source.info(roles[role])
-            want_n, got_n = 1, 1
-            for s in targets[tgt]:
-                want_n *= s
-            for s in d.shape:
-                got_n *= s
-            if want_n != got_n:
+            if prod(targets[tgt]) != prod(d.shape):
                 raise WeightLoadError(
                     f"LoRA {file}: {roles[role]} {list(d.shape)} does not fit {tgt} {list(targets[tgt])}",
                     files=[file],
