@@ -1,0 +1,45 @@
+"""One call from weight files to a ready InfiniteTalk DiT: infer its sizes, build it on meta, fill it.
+
+The generic machinery (load_module) knows nothing of the DiT; this is the convenience the pipeline and
+the server use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .config_infer import infer_dit_config
+from .loader import LoadReport, load_module
+from .lora import LoraSpec
+from .sources import read_shapes
+
+logger = logging.getLogger(__name__)
+
+
+def load_infinitetalk_dit(
+    sources: Sequence[str | Path] | str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = torch.bfloat16,
+    loras: Sequence[LoraSpec | str | Path] = (),
+    head_dim: int = 128,
+    text_len: int = 512,
+    **load_kwargs,
+):
+    """Build `model.dit.InfiniteTalkDiT` from the shapes in `sources` and load them into it (eval mode,
+    no grad). Returns (model, LoadReport). `load_kwargs` go to `load_module` (strict, manifest, ...)."""
+    from model.dit import DiTConfig, InfiniteTalkDiT  # the only place model.weights knows the DiT
+
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    kwargs = infer_dit_config(read_shapes(sources), head_dim=head_dim, text_len=text_len)
+    logger.info("DiT config inferred from the weights: %s", kwargs)
+    with torch.device("meta"):
+        model = InfiniteTalkDiT(DiTConfig.from_reference_kwargs(kwargs))
+    model.eval().requires_grad_(False)
+    report: LoadReport = load_module(model, sources, device=device, dtype=dtype, loras=loras, **load_kwargs)
+    return model, report
