@@ -1,0 +1,130 @@
+"""Endless InfiniteTalk for live use: one window per call, frames yielded as the VAE decodes them.
+
+A live window covers output frames [first - M, first + N) where M = motion frames and N = new frames
+(F = M + N): its first M frames re-generate the previous window's last M frames (they are not
+shown again) and its last N frames are new. The first window conditions on the source frame itself
+(one-frame motion latent, as the reference's first window does) and also drops its first M frames,
+which stand for the audio just before the session began. Everything else (noise from one seeded
+generator, clean motion paste, guidance, Euler steps, colour matching against the first source frame,
+the next window's motion frames = the last M colour-corrected frames) is the reference's loop.
+
+The colour match uses per-frame statistics, so it is applied to each decoded chunk as it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.colour import match_colours
+from model.sampling import X0_RENOISE
+from model.vae import video_to_frames
+
+from .long_video import draw_window_noise, u8_to_unit
+from .pipeline import InfiniteTalkPipeline, WindowCondition
+from .settings import WindowSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveSource:
+    """The avatar at generation size: uint8 [N, H, W, 3] (N = 1 for a still image).
+
+    fps: the source video's frame rate (a video loops at its own speed whatever the output rate).
+    speaker_masks: [S+1, H/8, W/8] masks for S >= 2 speakers (speakers then background), else None.
+    """
+
+    frames: Tensor
+    fps: float = 25.0
+    speaker_masks: Tensor | None = None
+
+    def index_at(self, output_frame: int, output_fps: float) -> int:
+        """Source frame shown at an output frame: a still image is frame 0; a video loops."""
+        n = self.frames.shape[0]
+        if n == 1:
+            return 0
+        return int(max(0, output_frame) * self.fps / output_fps) % n
+
+
+@dataclass
+class LiveState:
+    source: LiveSource
+    colour_ref: Tensor | None
+    motion_pixels: Tensor  # [3, Mp, H, W] in [-1, 1]
+    generator: torch.Generator
+    windows: int = 0
+    conditions: dict[int, WindowCondition] = field(default_factory=dict)
+
+
+class LiveWindowRunner:
+    """Makes consecutive windows for one or more sessions (state is per session)."""
+
+    def __init__(self, pipe: InfiniteTalkPipeline, settings: WindowSettings, output_fps: float = 25.0,
+                 max_cached_conditions: int = 8) -> None:
+        self.pipe = pipe
+        self.settings = settings
+        self.output_fps = output_fps
+        self.max_cached_conditions = max_cached_conditions
+
+    def start(self, source: LiveSource, seed: int) -> LiveState:
+        """New session state: motion = the first source frame, noise generator seeded once."""
+        h, w = source.frames.shape[1:3]
+        stride = 2 * self.pipe.vae_stride
+        if h % stride or w % stride:
+            raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
+        first = u8_to_unit(source.frames[0])[:, None]  # [3, 1, H, W]
+        colour_ref = first if self.settings.colour_strength > 0 else None
+        return LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
+
+    def _condition(self, state: LiveState, index: int) -> WindowCondition:
+        cond = state.conditions.get(index)
+        if cond is None:
+            cond = self.pipe.condition(u8_to_unit(state.source.frames[index])[:, None], self.settings.frame_num)
+            if len(state.conditions) >= self.max_cached_conditions:
+                state.conditions.pop(next(iter(state.conditions)))
+            state.conditions[index] = cond
+        return cond
+
+    def window(self, state: LiveState, audio: Tensor, first_frame: int) -> Iterator[np.ndarray]:
+        """Generate the window whose new frames start at output frame `first_frame`.
+
+        audio: [S, F, 5, layers, width] windowed speech features for the window's F frames
+        (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
+        """
+        s = self.settings
+        M, F = s.motion_frames, s.frame_num
+        if audio.shape[1] != F:
+            raise ValueError(f"audio covers {audio.shape[1]} frames; a window needs {F} (motion {M} + new {F - M})")
+        h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
+        noise = draw_window_noise(state.generator, s, (h, w), first=state.windows == 0)
+        step_noise = None
+        if s.update == X0_RENOISE:
+            gen, shape = state.generator, tuple(noise.shape)
+
+            def step_noise(i: int) -> Tensor:
+                return torch.randn(shape, generator=gen)
+
+        cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
+        motion_latent = self.pipe.encode_motion(state.motion_pixels)
+        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise)
+        state.windows += 1
+        produced = 0
+        recent: Tensor | None = None
+        for chunk in self.pipe.decode_stream(latent):
+            chunk = chunk.float()
+            if state.colour_ref is not None:
+                chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
+            recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
+            start = max(0, M - produced)
+            produced += chunk.shape[1]
+            # Keep the motion frames current as frames are shown, so a window cut short by an
+            # interrupt still continues from what was last produced.
+            state.motion_pixels = recent[:, -M:].clone() if produced >= M else state.motion_pixels
+            if start < chunk.shape[1]:
+                yield from video_to_frames(chunk[:, start:]).cpu().numpy()
