@@ -1,5 +1,6 @@
 """InfiniteTalk generation: per-window operations and the reference's long-video loop."""
 
+from .bundle import InfiniteTalkBundle, MissingWeightsError, ModelFiles, load_bundle
 from .long_video import (
     WindowRecord,
     audio_rows,
@@ -10,8 +11,10 @@ from .long_video import (
 )
 from .pipeline import InfiniteTalkPipeline, StepTrace, TextConditioning, WindowCondition
 from .settings import WindowSettings
+from .timing import StageTimes
 
 __all__ = [
+    "InfiniteTalkBundle", "MissingWeightsError", "ModelFiles", "StageTimes", "load_bundle",
     "InfiniteTalkPipeline", "StepTrace", "TextConditioning", "WindowCondition", "WindowRecord",
     "WindowSettings", "audio_rows", "draw_window_noise", "generate_long_video", "mirror_pad", "u8_to_unit",
 ]

@@ -28,6 +28,7 @@ from model.vae import video_to_frames
 from .long_video import draw_window_noise, u8_to_unit
 from .pipeline import InfiniteTalkPipeline, WindowCondition
 from .settings import WindowSettings
+from .timing import maybe_stage
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class LiveWindowRunner:
         for chunk in self.pipe.decode_stream(latent):
             chunk = chunk.float()
             if state.colour_ref is not None:
-                chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
+                with maybe_stage(self.pipe.times, "colour_match"):
+                    chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
             recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
             start = max(0, M - produced)
             produced += chunk.shape[1]

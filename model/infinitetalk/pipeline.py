@@ -34,6 +34,7 @@ from model.sampling import (
 from model.vae import WanVAE
 
 from .settings import WindowSettings
+from .timing import StageTimes, maybe_stage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class InfiniteTalkPipeline:
         self.clip = clip
         self.device = torch.device(device)
         self.text = TextConditioning(text.prompt.to(self.device), text.negative.to(self.device))
+        self.times: StageTimes | None = None  # attach one to measure per-stage time
 
     @property
     def vae_stride(self) -> int:
@@ -92,10 +94,11 @@ class InfiniteTalkPipeline:
             raise ValueError(f"cond_image must be [3, 1, H, W], got {list(cond_image.shape)}")
         img = cond_image.to(self.device, torch.float32)
         _, _, h, w = img.shape
-        clip_in = img[None].to(self.clip_dtype)
-        clip_fea = self.clip.encode_image(clip_in).float()
+        with maybe_stage(self.times, "clip"):
+            clip_fea = self.clip.encode_image(img[None].to(self.clip_dtype)).float()
         clip_video = torch.cat([img, img.new_zeros(3, frame_num - 1, h, w)], dim=1)
-        latent = self.vae.encode(clip_video[None].to(self.vae.dtype))[0]  # [16, T, h, w]
+        with maybe_stage(self.times, "vae_encode_condition"):
+            latent = self.vae.encode(clip_video[None].to(self.vae.dtype))[0]  # [16, T, h, w]
         mask = torch.zeros(4, *latent.shape[1:], device=self.device, dtype=latent.dtype)
         mask[:, 0] = 1.0
         return WindowCondition(img, clip_fea, torch.cat([mask, latent], dim=0))
@@ -107,7 +110,8 @@ class InfiniteTalkPipeline:
     @torch.no_grad()
     def encode_motion(self, pixels: Tensor) -> Tensor:
         """pixels [3, M, H, W] in [-1, 1] -> clean motion latent [16, 1 + (M-1)//4, h, w]."""
-        return self.vae.encode(pixels[None].to(self.device, self.vae.dtype))[0]
+        with maybe_stage(self.times, "vae_encode_motion"):
+            return self.vae.encode(pixels[None].to(self.device, self.vae.dtype))[0]
 
     # ------------------------------------------------------------------ sampling
     def _branch_inputs(self, names: tuple[str, ...], audio: Tensor) -> tuple[list[Tensor], list[Tensor]]:
@@ -186,7 +190,8 @@ class InfiniteTalkPipeline:
             latent[:, :tm] = motion
             if trace is not None:
                 trace("latent", i, latent)
-            preds = self._predict(latent, timesteps[i], cond, names, contexts, audios, masks, settings)
+            with maybe_stage(self.times, "dit_step"):
+                preds = self._predict(latent, timesteps[i], cond, names, contexts, audios, masks, settings)
             if trace is not None:
                 for name, p in preds.items():
                     trace(f"pred_{name}", i, p)
@@ -205,10 +210,16 @@ class InfiniteTalkPipeline:
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
         """latent [16, T, h, w] -> frames [3, 1 + 4(T-1), H, W] in [-1, 1]."""
-        return self.vae.decode(latent[None].to(self.vae.dtype))[0]
+        with maybe_stage(self.times, "vae_decode"):
+            return self.vae.decode(latent[None].to(self.vae.dtype))[0]
 
     @torch.no_grad()
     def decode_stream(self, latent: Tensor) -> Iterator[Tensor]:
         """Like `decode`, yielding [3, n, H, W] chunks as each latent frame is decoded (1 then 4s)."""
-        for chunk in self.vae.decode_stream(latent[None].to(self.vae.dtype)):
+        stream = self.vae.decode_stream(latent[None].to(self.vae.dtype))
+        while True:
+            with maybe_stage(self.times, "vae_decode"):
+                chunk = next(stream, None)
+            if chunk is None:
+                return
             yield chunk[0]

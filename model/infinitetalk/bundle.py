@@ -1,0 +1,217 @@
+"""Find and load every file InfiniteTalk needs, from the folder layout its release uses.
+
+    WEIGHTS/
+      Wan2.1-I2V-14B-480P/                 the base model release
+        config.json
+        diffusion_pytorch_model-0000N-of-0000M.safetensors + diffusion_pytorch_model.safetensors.index.json
+        Wan2.1_VAE.pth                     (or .safetensors)
+        models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth   (or .safetensors)
+        models_t5_umt5-xxl-enc-bf16.pth + google/umt5-xxl/        (optional: the text encoder)
+      chinese-wav2vec2-base/               (Hugging Face folder)
+      InfiniteTalk/single/infinitetalk.safetensors               (the audio adapter; multi/ for 2 speakers)
+      prompt_embeddings.safetensors        (optional: precomputed text, see `python -m model.text`)
+
+Everything missing is reported at once, with the names expected, before anything is loaded.
+A JSON file can name the paths explicitly instead (`ModelFiles.from_json`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from model.audio.loader import check_wav2vec2_folder, load_wav2vec2
+from model.clip_vision import CLIPVisionConfig, load_clip_vision
+from model.dit import DiTConfig, InfiniteTalkDiT
+from model.text import DEFAULT_NEGATIVE_PROMPT, UMT5TextEncoder, load_prompt_embeddings
+from model.vae import VAEConfig, load_wan_vae
+from model.weights import LoraSpec, load_module
+
+from .pipeline import InfiniteTalkPipeline, TextConditioning
+
+log = logging.getLogger(__name__)
+
+BASE_DIR = "Wan2.1-I2V-14B-480P"
+VAE_NAMES = ("Wan2.1_VAE.safetensors", "Wan2.1_VAE.pth")
+CLIP_NAMES = (
+    "models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors",
+    "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+)
+T5_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "umt5_xxl_fp16.safetensors", "models_t5_umt5-xxl-enc-bf16.safetensors")
+WAV2VEC_DIR = "chinese-wav2vec2-base"
+ADAPTER_PATHS = ("InfiniteTalk/single/infinitetalk.safetensors", "InfiniteTalk/multi/infinitetalk.safetensors")
+PROMPT_FILE = "prompt_embeddings.safetensors"
+# Optional sidecars for non-standard sizes (tiny test models): kwargs of the configs.
+VAE_CONFIG, CLIP_CONFIG = "vae_config.json", "clip_config.json"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Some model files are missing; the message lists each one with the names looked for."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Paths of everything InfiniteTalk needs. `dit` lists base files/index/folder; the adapter goes last."""
+
+    dit: tuple[Path, ...]
+    dit_config: Path
+    vae: Path
+    clip: Path
+    wav2vec2: Path
+    adapter: Path | None = None
+    text_encoder: Path | None = None
+    prompt_embeddings: Path | None = None
+    loras: tuple[tuple[Path, float], ...] = field(default_factory=tuple)
+
+    @classmethod
+    def discover(cls, root: str | Path, multi_speaker: bool = False) -> ModelFiles:
+        """Find the files in the release layout (module docstring); raise listing all that is missing."""
+        root = Path(root)
+        if not root.is_dir():
+            raise MissingWeightsError(f"weights folder {root} does not exist")
+        base = root / BASE_DIR if (root / BASE_DIR).is_dir() else root
+        missing: list[str] = []
+
+        def first(folder: Path, names: tuple[str, ...], what: str) -> Path | None:
+            for n in names:
+                if (folder / n).exists():
+                    return folder / n
+            missing.append(f"{what}: one of {', '.join(str(folder / n) for n in names)}")
+            return None
+
+        dit_files = sorted(base.glob("diffusion_pytorch_model*.safetensors"))
+        index = base / "diffusion_pytorch_model.safetensors.index.json"
+        if index.exists():
+            dit: tuple[Path, ...] = (index,)
+        elif dit_files:
+            dit = tuple(dit_files)
+        else:
+            dit = ()
+            missing.append(f"DiT weights: {base}/diffusion_pytorch_model-0000N-of-0000M.safetensors (+ its index json)")
+        config = base / "config.json"
+        if not config.exists():
+            missing.append(f"DiT config: {config}")
+        vae = first(base, VAE_NAMES, "VAE")
+        clip = first(base, CLIP_NAMES, "CLIP vision tower")
+        wav = root / WAV2VEC_DIR
+        if not wav.is_dir():
+            missing.append(f"wav2vec2 speech model: folder {wav} (config.json, model.safetensors or pytorch_model.bin)")
+        adapters = [root / p for p in ADAPTER_PATHS]
+        if multi_speaker:
+            adapters.reverse()
+        adapter = next((a for a in adapters if a.exists()), None)
+        t5 = next((base / n for n in T5_NAMES if (base / n).exists()), None)
+        prompts = root / PROMPT_FILE if (root / PROMPT_FILE).exists() else None
+        if t5 is None and prompts is None:
+            missing.append(
+                f"text conditioning: {base / T5_NAMES[0]} with {base / 'google/umt5-xxl'} (the umT5 encoder), "
+                f"or {root / PROMPT_FILE} (precompute it with `python -m model.text precompute`)"
+            )
+        if missing:
+            raise MissingWeightsError(
+                f"InfiniteTalk weights in {root} are incomplete; missing:\n  - " + "\n  - ".join(missing)
+            )
+        if adapter is None:
+            log.warning("no InfiniteTalk adapter file (%s) found: the DiT files must already contain it", ADAPTER_PATHS[0])
+        return cls(dit, config, vae, clip, wav, adapter, base if t5 else None, prompts)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ModelFiles:
+        """Explicit paths: {"dit": [...], "dit_config", "vae", "clip", "wav2vec2", "adapter"?,
+        "text_encoder"?, "prompt_embeddings"?, "loras"?: [[path, strength], ...]} (relative to the file)."""
+        path = Path(path)
+        d = json.loads(path.read_text())
+        rel = lambda p: (path.parent / p) if p is not None else None  # noqa: E731
+        required = ("dit", "dit_config", "vae", "clip", "wav2vec2")
+        absent = [k for k in required if k not in d]
+        if absent:
+            raise MissingWeightsError(f"{path}: missing entries {absent}")
+        files = cls(
+            tuple(rel(p) for p in (d["dit"] if isinstance(d["dit"], list) else [d["dit"]])),
+            rel(d["dit_config"]), rel(d["vae"]), rel(d["clip"]), rel(d["wav2vec2"]), rel(d.get("adapter")),
+            rel(d.get("text_encoder")), rel(d.get("prompt_embeddings")),
+            tuple((rel(p), float(s)) for p, s in d.get("loras", [])),
+        )
+        gone = [str(p) for p in files.all_paths() if not p.exists()]
+        if gone:
+            raise MissingWeightsError(f"{path} names files that do not exist: {gone}")
+        return files
+
+    def all_paths(self) -> list[Path]:
+        out = [*self.dit, self.dit_config, self.vae, self.clip, self.wav2vec2]
+        out += [p for p in (self.adapter, self.text_encoder, self.prompt_embeddings) if p is not None]
+        return out + [p for p, _ in self.loras]
+
+    def with_loras(self, loras: list[tuple[Path, float]]) -> ModelFiles:
+        return ModelFiles(self.dit, self.dit_config, self.vae, self.clip, self.wav2vec2, self.adapter,
+                          self.text_encoder, self.prompt_embeddings, tuple(loras))
+
+
+@dataclass
+class InfiniteTalkBundle:
+    """A loaded pipeline plus its speech model (the live backend needs both)."""
+
+    pipe: InfiniteTalkPipeline
+    wav2vec2: torch.nn.Module
+    files: ModelFiles | None = None
+    description: str = ""
+
+
+def _sidecar(folder: Path, name: str) -> dict | None:
+    p = folder / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def load_bundle(
+    files: ModelFiles,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+) -> InfiniteTalkBundle:
+    """Load every network to `device` (DiT in `dtype`; VAE and wav2vec2 in fp32; CLIP in fp16 on CUDA)."""
+    device = torch.device(device)
+    check_wav2vec2_folder(files.wav2vec2)
+    cfg = DiTConfig.from_reference_kwargs(json.loads(files.dit_config.read_text()))
+    with torch.device("meta"):
+        dit = InfiniteTalkDiT(cfg)
+    dit.eval().requires_grad_(False)
+    sources = [*files.dit, *([files.adapter] if files.adapter else [])]
+    loras = [LoraSpec(p, s) for p, s in files.loras]
+    report = load_module(dit, sources, device=device, dtype=dtype, loras=loras)
+    log.info("DiT loaded: %d tensors, %.1f GB in %.1f s", report.loaded, report.bytes_read / 1e9, report.seconds)
+
+    folder = files.vae.parent
+    vae_kwargs = _sidecar(folder, VAE_CONFIG)
+    vae = load_wan_vae(files.vae, VAEConfig.from_reference_kwargs(vae_kwargs) if vae_kwargs else None, device=device)
+    clip_kwargs = _sidecar(files.clip.parent, CLIP_CONFIG)
+    clip_dtype = torch.float16 if device.type == "cuda" else torch.float32
+    clip = load_clip_vision(files.clip, CLIPVisionConfig.from_reference_kwargs(clip_kwargs) if clip_kwargs else None,
+                            device=device, dtype=clip_dtype)
+    wav2vec2 = load_wav2vec2(files.wav2vec2, device=device)
+    text = _text_conditioning(files, cfg.text_dim, device, prompt, negative_prompt)
+    pipe = InfiniteTalkPipeline(dit, vae, clip, text, device)
+    desc = f"infinitetalk: DiT {cfg.num_layers}x{cfg.dim} ({dtype}) on {device}"
+    return InfiniteTalkBundle(pipe, wav2vec2, files, desc)
+
+
+def _text_conditioning(files: ModelFiles, text_dim: int, device: torch.device, prompt: str | None,
+                       negative: str | None) -> TextConditioning:
+    if files.text_encoder is not None and (prompt is not None or files.prompt_embeddings is None):
+        encoder = UMT5TextEncoder.from_folder(files.text_encoder, device=device)
+        p = prompt or "a person is talking"
+        neg = negative or DEFAULT_NEGATIVE_PROMPT
+        pe, ne = encoder.encode([p, neg])
+        del encoder
+        return TextConditioning(pe.float(), ne.float())
+    if files.prompt_embeddings is None:
+        raise MissingWeightsError("no text conditioning: give prompt_embeddings.safetensors or the umT5 encoder")
+    if prompt is not None:
+        log.warning("prompt %r ignored: no text encoder, using %s", prompt, files.prompt_embeddings)
+    emb = load_prompt_embeddings(files.prompt_embeddings, text_dim=text_dim)
+    return TextConditioning(emb.prompt, emb.negative)

@@ -1,0 +1,124 @@
+"""A tiny random-weight InfiniteTalk written in the release's folder layout.
+
+Used by tests and by `serve --preset tiny-random`: the files go through the same discovery and
+loaders as real weights, so everything but the sizes and the weights is what production runs.
+Its video is noise: the weights are random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
+from model.dit import DiTConfig, InfiniteTalkDiT
+from model.text import save_prompt_embeddings
+from model.vae import VAEConfig, WanVAE
+
+from .bundle import (
+    ADAPTER_PATHS,
+    BASE_DIR,
+    CLIP_CONFIG,
+    CLIP_NAMES,
+    PROMPT_FILE,
+    VAE_CONFIG,
+    VAE_NAMES,
+    WAV2VEC_DIR,
+)
+
+log = logging.getLogger(__name__)
+
+ADAPTER_PREFIXES = ("audio_proj.",)
+ADAPTER_PARTS = (".norm_x.", ".audio_cross_attn.")
+
+TINY_WAV2VEC2 = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+    conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False,
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=8,
+)
+TINY_CLIP = CLIPVisionConfig(image_size=32, patch_size=2, dim=32, mlp_ratio=2.0, num_heads=2, num_layers=2)
+
+
+def tiny_dit_config() -> DiTConfig:
+    """DiTConfig.tiny() with audio and CLIP widths matching the tiny wav2vec2 and CLIP tower."""
+    return dataclasses.replace(
+        DiTConfig.tiny(), audio_layers=TINY_WAV2VEC2["num_hidden_layers"], audio_width=TINY_WAV2VEC2["hidden_size"],
+        clip_dim=TINY_CLIP.dim, clip_tokens=TINY_CLIP.num_tokens,
+    )
+
+
+def _is_adapter(key: str) -> bool:
+    return key.startswith(ADAPTER_PREFIXES) or any(p in key for p in ADAPTER_PARTS)
+
+
+def _random_(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
+        if name.endswith(("gamma", "norm.weight")) or ("norm" in name and name.endswith("weight")):
+            p.data = 1 + 0.1 * torch.randn(p.shape, generator=g)
+        else:
+            p.data = torch.randn(p.shape, generator=g) / math.sqrt(fan_in)
+
+
+def write_tiny_weights(root: str | Path, seed: int = 0) -> Path:
+    """Write a complete tiny model under `root` in the release layout; returns `root`."""
+    root = Path(root)
+    base = root / BASE_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    cfg = tiny_dit_config()
+    dit = InfiniteTalkDiT(cfg).init_random_weights_(seed)
+    sd = {k: v.contiguous() for k, v in dit.state_dict().items()}
+    base_keys = sorted(k for k in sd if not _is_adapter(k))
+    halves = [base_keys[: len(base_keys) // 2], base_keys[len(base_keys) // 2 :]]
+    weight_map = {}
+    for i, keys in enumerate(halves, start=1):
+        name = f"diffusion_pytorch_model-{i:05d}-of-{len(halves):05d}.safetensors"
+        save_file({k: sd[k] for k in keys}, base / name)
+        weight_map.update({k: name for k in keys})
+    index = {"metadata": {"total_size": sum(sd[k].numel() * 4 for k in base_keys)}, "weight_map": weight_map}
+    (base / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    config = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    config.update(model_type="i2v", _note="tiny random InfiniteTalk for tests; its video is noise")
+    (base / "config.json").write_text(json.dumps(config, indent=1))
+    adapter = root / ADAPTER_PATHS[0]
+    adapter.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: sd[k] for k in sd if _is_adapter(k)}, adapter)
+
+    vae_cfg = VAEConfig.tiny()
+    vae = WanVAE(vae_cfg)
+    _random_(vae, seed + 1)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, base / VAE_NAMES[0])
+    vae_kwargs = {f.name: getattr(vae_cfg, f.name) for f in dataclasses.fields(vae_cfg)}
+    (base / VAE_CONFIG).write_text(json.dumps(vae_kwargs))
+
+    clip = CLIPVisionEncoder(TINY_CLIP)
+    _random_(clip, seed + 2)
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, base / CLIP_NAMES[0])
+    clip_kwargs = {f.name: getattr(TINY_CLIP, f.name) for f in dataclasses.fields(TINY_CLIP)}
+    clip_kwargs["normalize_mean"], clip_kwargs["normalize_std"] = clip_kwargs.pop("mean"), clip_kwargs.pop("std")
+    (base / CLIP_CONFIG).write_text(json.dumps(clip_kwargs))
+
+    wav = Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2))
+    wav.save_pretrained(root / WAV2VEC_DIR, safe_serialization=True)
+    (root / WAV2VEC_DIR / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": 16000,
+    }))
+
+    g = torch.Generator().manual_seed(seed + 3)
+    save_prompt_embeddings(root / PROMPT_FILE, torch.randn(8, cfg.text_dim, generator=g),
+                           torch.randn(10, cfg.text_dim, generator=g),
+                           {"prompt_text": "tiny random", "negative_text": "tiny random", "encoder": "random"})
+    log.info("wrote a tiny random InfiniteTalk to %s", root)
+    return root
