@@ -289,21 +289,31 @@ class WsConnection:
             return
         self._closing = True
         current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        # Wait for them: a send stuck in drain shares aiohttp's drain waiter with our close below,
+        # and its cancellation would otherwise land on that close.
+        await asyncio.gather(*tasks, return_exceptions=True)
         if error is not None:
             self.ctx.metrics.error(error["code"])
             log.info("websocket closing %d: %s: %s", code, error["code"], error["message"])
         ws = self.ws
+        transport = self.request.transport
         try:
             if error is not None and not ws.closed:
                 await asyncio.wait_for(ws.send_json(error), 1.0)
             await asyncio.wait_for(ws.close(code=code, message=(error or {}).get("code", "").encode()[:120]), 2.0)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-            transport = self.request.transport
+        except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
+            if current is not None and getattr(current, "cancelling", lambda: 0)():
+                raise  # we are being cancelled ourselves
             if transport is not None:
                 transport.abort()
+        # A client that does not read keeps unsent bytes in the transport forever: cut it off.
+        if transport is not None and not transport.is_closing() and code == CLOSE_TIMEOUT:
+            transport.abort()
+        elif transport is not None and transport.get_write_buffer_size() > 0:
+            transport.abort()
 
     async def _cleanup(self) -> None:
         if not self._closing:

@@ -27,16 +27,22 @@ class BlockPatternGenerator(PatternGenerator):
     """The pattern backend with its fingerprints painted as flat grey 16x16 blocks, so they survive JPEG.
 
     block 0: the frame's audio code (see `audio_code`); block 1: 255 for speech windows, else 0.
+    noise: fill the rest with random pixels (large JPEGs, to fill socket buffers).
     """
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, noise: bool = False, **kw) -> None:
         kw.setdefault("size", (64, 48))
         super().__init__(**kw)
+        self.noise = noise
+        self._rng = np.random.default_rng(0)
 
     def generate(self, state, job):
         w, h = self.size
         for img in super().generate(state, job):
-            out = np.zeros((h, w, 3), np.uint8)
+            if self.noise:
+                out = self._rng.integers(0, 256, (h, w, 3), np.uint8)
+            else:
+                out = np.zeros((h, w, 3), np.uint8)
             out[:BLOCK, :BLOCK] = img[1, 0, 0]
             out[:BLOCK, BLOCK : 2 * BLOCK] = img[0, 0, 2]
             yield out
