@@ -87,13 +87,15 @@ class LiveServer:
 async def live_server(
     generator: Generator | None = None,
     upload_dir: Path | None = None,
+    builtins: dict | None = None,
     **config: object,
 ) -> AsyncIterator[LiveServer]:
-    """The real app on 127.0.0.1:<free port>, with two synthetic built-in avatars."""
+    """The real app on 127.0.0.1:<free port>; built-ins default to two synthetic avatars ("test" first)."""
     generator = generator or BlockPatternGenerator()
     engine = Engine(generator)
-    builtins = {"test": lambda: make_avatar("test"), "other": lambda: make_avatar("other", (48, 64))}
-    store = AvatarStore(builtins, upload_dir, "test", UploadLimits(
+    if builtins is None:
+        builtins = {"test": lambda: make_avatar("test"), "other": lambda: make_avatar("other", (48, 64))}
+    store = AvatarStore(builtins, upload_dir, next(iter(builtins)), UploadLimits(
         max_bytes=int(config.get("max_upload_bytes", 10 * 1024 * 1024)),
         max_pixels=int(config.get("max_upload_pixels", 40_000_000)),
     ))
