@@ -122,6 +122,7 @@ async def test_lite_backend_through_the_websocket_returns_the_input_speech_sampl
             log = WsLog([])
             receiver = asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time))
             await ws_send_realtime(ws, speech)
+            await ws.send_json({"type": "end_of_speech"})
             await asyncio.sleep(0.8)
             await ws.send_json({"type": "bye"})
             await asyncio.wait_for(receiver, 5)
