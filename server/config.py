@@ -15,6 +15,8 @@ class ServerConfig:
     max_sessions: live sessions over both transports; one more gets 429 / close 4429.
     max_upload_bytes / max_upload_pixels: avatar upload limits (413 beyond them).
     hello_timeout_s: a websocket must send `hello` this soon after connecting (else 4408).
+    ws_idle_timeout_s: a websocket client that sends nothing (audio or control) for this long is
+        closed with 4408, so forgotten clients do not keep a generator busy with idle video.
     ws_send_queue_frames: frames queued per websocket before new ones are dropped (client reads slowly).
     ws_stall_timeout_s: a websocket whose client has not read anything for this long while frames
         are being dropped is closed with 4408.
@@ -30,6 +32,7 @@ class ServerConfig:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 40_000_000
     hello_timeout_s: float = 10.0
+    ws_idle_timeout_s: float = 300.0
     ws_send_queue_frames: int = 25
     ws_stall_timeout_s: float = 5.0
     ws_max_message_bytes: int = 1024 * 1024 + 4

@@ -45,11 +45,15 @@ def to_pcm16(audio: np.ndarray) -> np.ndarray:
 
 
 class AvatarVideoTrack(MediaStreamTrack):
-    """Video out: the session's frames as they are paced, pts = global index * (90000 / fps)."""
+    """Video out: the session's frames as they are paced, pts = global index * (90000 / fps).
+
+    Up to `max_queue` frames (200 ms) wait for a sender that fell behind (a CPU hiccup) and then
+    leave back to back; beyond that the oldest are dropped (counted), so video never lags for long.
+    """
 
     kind = "video"
 
-    def __init__(self, fps: int, max_queue: int = 3) -> None:
+    def __init__(self, fps: int, max_queue: int = 5) -> None:
         super().__init__()
         self.fps = fps
         self._ticks = VIDEO_CLOCK // fps

@@ -199,8 +199,14 @@ class WsConnection:
         log.info("websocket session %s open (avatar %s, %s)", self.session.id, avatar.name, hello.pcm)
 
     async def _read_loop(self) -> None:
-        async for msg in self.ws:
-            if self._closing:
+        idle = self.ctx.config.ws_idle_timeout_s
+        while not self._closing:
+            try:
+                msg = await self.ws.receive(timeout=idle)
+            except asyncio.TimeoutError as exc:
+                raise _Close(CLOSE_TIMEOUT, messages.error(
+                    "idle_timeout", f"nothing received for {idle:.0f} s; reconnect when you have speech")) from exc
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 return
             if msg.type == WSMsgType.BINARY:
                 self._on_audio(msg.data)

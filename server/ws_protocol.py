@@ -56,15 +56,15 @@ class Hello:
     jpeg_quality: int
 
 
-def _int_field(value: Any, name: str, lo: int, hi: int) -> int:
+def _int_field(value: Any, name: str, lo: int, hi: int, code: str = "bad_hello") -> int:
     """JSON integers (integral floats like 16000.0 too); anything else is a protocol error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         isinstance(value, float) and (not math.isfinite(value) or not value.is_integer())
     ):
-        raise ProtocolError("bad_hello", f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+        raise ProtocolError(code, f"{name} must be an integer from {lo} to {hi}, got {value!r}")
     v = int(value)
     if not lo <= v <= hi:
-        raise ProtocolError("bad_hello", f"{name} must be from {lo} to {hi}, got {v}")
+        raise ProtocolError(code, f"{name} must be from {lo} to {hi}, got {v}")
     return v
 
 
@@ -89,8 +89,8 @@ def parse_hello(text: str, default_quality: int = 80) -> Hello:
     audio = msg.get("audio", {})
     if not isinstance(audio, dict):
         raise ProtocolError("bad_hello", "'audio' must be an object {sample_rate, channels, format}")
-    rate = _int_field(audio.get("sample_rate", 16000), "audio.sample_rate", 8000, 192000)
-    channels = _int_field(audio.get("channels", 1), "audio.channels", 1, 8)
+    rate = _int_field(audio.get("sample_rate", 16000), "audio.sample_rate", 8000, 192000, "bad_audio_format")
+    channels = _int_field(audio.get("channels", 1), "audio.channels", 1, 8, "bad_audio_format")
     fmt = audio.get("format", "s16")
     try:
         pcm = PcmFormat(rate, channels, fmt if isinstance(fmt, str) else repr(fmt))

@@ -120,6 +120,7 @@ class WsLog:
     """Everything a websocket client received, in order: ('json', dict) or ('frame', FrameMessage, t)."""
 
     items: list
+    close_code: int | None = None
 
     @property
     def frames(self) -> list:
@@ -141,11 +142,17 @@ async def ws_receive_all(ws, log: WsLog, loop_time) -> None:
 
     from server.ws_protocol import unpack_frame
 
-    async for msg in ws:
+    while True:
+        msg = await ws.receive()
         if msg.type == WSMsgType.BINARY:
             log.items.append(("frame", unpack_frame(msg.data), loop_time()))
         elif msg.type == WSMsgType.TEXT:
             log.items.append(("json", _json.loads(msg.data), loop_time()))
+        elif msg.type == WSMsgType.CLOSE:
+            log.close_code = msg.data  # what the server sent in its close frame
+            return
+        elif msg.type in (WSMsgType.CLOSED, WSMsgType.ERROR, WSMsgType.CLOSING):
+            return
 
 
 async def ws_send_realtime(ws, pcm: np.ndarray, chunk: int = 320, rate: int = 16000, speaker: int = 0) -> None:

@@ -145,3 +145,56 @@ class RtcTestClient:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def scripted_call(url: str, wav: str, out: str, lead_s: float, speech_s: float, tail_s: float) -> None:
+    """The call the WebRTC end-to-end test makes, run in its own process (as a browser would be):
+    play `lead_s` of silence then `speech_s` of the WAV, interrupt, wait for idle, ping, wait
+    `tail_s`, hang up. Writes result.json and audio.npy (received audio, mono float32) to `out`."""
+    import wave
+    from pathlib import Path
+
+    with wave.open(wav) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)[: int(16000 * speech_s)]
+    mic = WavMicrophone(resample_to_48k(np.concatenate([np.zeros(int(16000 * lead_s), np.int16), pcm])))
+    client = RtcTestClient(mic)
+    result: dict = {}
+    try:
+        answer = await client.connect(url)
+        result["answer"] = {k: v for k, v in answer.items() if k != "sdp"}
+        if answer["status"] != 200:
+            return
+        await client.wait_for(lambda: client.of_type("ready") and client.video_times, 10)
+        await client.wait_for(lambda: mic.finished, 15)
+        result["t_interrupt"] = time.monotonic()
+        client.send({"type": "interrupt"})
+        await client.wait_for(lambda: "interrupted" in [m["state"] for m in client.of_type("state")], 3)
+        await client.wait_for(lambda: client.of_type("state")[-1]["state"] == "idle", 3)
+        result["t_idle"] = time.monotonic()
+        client.send({"type": "ping", "t": 7})
+        await client.wait_for(lambda: client.of_type("pong"), 3)
+        await asyncio.sleep(tail_s)
+    finally:
+        result.update(
+            messages=client.messages, video_times=client.video_times, video_sizes=client.video_sizes,
+            mic_t0=mic.t0, audio_t0=client.audio_t0 if client.audio_chunks else None,
+            audio_rate=getattr(client, "audio_rate", None), mic_pcm_48k_samples=int(mic.pcm.size),
+        )
+        np.save(Path(out) / "audio.npy", client.audio())
+        np.save(Path(out) / "mic.npy", mic.pcm)
+        (Path(out) / "result.json").write_text(json.dumps(result))
+        await client.close()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("--wav", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--lead-s", type=float, default=0.5)
+    ap.add_argument("--speech-s", type=float, default=3.5)
+    ap.add_argument("--tail-s", type=float, default=0.6)
+    a = ap.parse_args()
+    asyncio.run(scripted_call(a.url, a.wav, a.out, a.lead_s, a.speech_s, a.tail_s))

