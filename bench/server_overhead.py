@@ -205,8 +205,13 @@ async def webrtc_phase(seconds: float, pcm: np.ndarray) -> dict:
             @pc.on("track")
             def on_track(track):
                 async def read():
+                    from aiortc.mediastreams import MediaStreamError
+
                     while not stop.is_set():
-                        await track.recv()
+                        try:
+                            await track.recv()
+                        except MediaStreamError:
+                            return
                         if track.kind == "video":
                             counts.append(time.monotonic())
 
