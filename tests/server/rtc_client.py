@@ -63,9 +63,10 @@ class WavMicrophone(MediaStreamTrack):
 class RtcTestClient:
     """Connects to `POST /offer`, records what comes back (video frame times, audio, control messages)."""
 
-    def __init__(self, mic: WavMicrophone | None) -> None:
+    def __init__(self, mic: WavMicrophone | None, *more_mics: WavMicrophone) -> None:
         self.pc = RTCPeerConnection()
         self.mic = mic
+        self.more_mics = more_mics
         self.messages: list[tuple[float, dict]] = []
         self.video_times: list[float] = []
         self.video_sizes: list[tuple[int, int]] = []
@@ -104,6 +105,8 @@ class RtcTestClient:
     async def connect(self, url: str, **extra) -> dict:
         if self.mic is not None:
             self.pc.addTrack(self.mic)
+            for m in self.more_mics:
+                self.pc.addTransceiver(m, direction="sendonly")
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.addTransceiver("video", direction="recvonly")

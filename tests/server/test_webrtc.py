@@ -10,7 +10,7 @@ import av
 import numpy as np
 
 from .helpers import BlockPatternGenerator, live_server
-from .rtc_client import MIC_RATE, RtcTestClient
+from .rtc_client import MIC_RATE, RtcTestClient, WavMicrophone
 
 SR = 16_000
 REPO = Path(__file__).resolve().parents[2]
@@ -157,3 +157,27 @@ async def test_a_peer_that_never_connects_is_closed_with_its_session():
                 await asyncio.sleep(0.05)
             assert not srv.ctx.engine.sessions and srv.ctx.sessions.active == 0
         await client.pc.close()
+
+
+async def test_two_microphones_feed_the_two_speakers_of_one_session():
+    seconds = 1.5
+    tone = (np.sin(np.arange(int(MIC_RATE * seconds)) * 2 * np.pi * 220 / MIC_RATE) * 8000).astype(np.int16)
+    async with live_server() as srv:
+        client = RtcTestClient(WavMicrophone(tone), WavMicrophone(tone // 2))
+        try:
+            assert (await client.connect(srv.url, speakers=2))["status"] == 200
+            await client.wait_for(lambda: client.of_type("ready") and client.video_times, 10)
+            (peer,) = [c for c in srv.ctx.connections]
+            assert peer.session.settings.speakers == 2 and len(peer._mic_tracks) == 2
+            fifos_fed = [0, 0]
+            original = peer.session.push_audio
+
+            def spy(samples, speaker=0, arrival=None):
+                fifos_fed[speaker] += len(samples)
+                original(samples, speaker, arrival)
+
+            peer.session.push_audio = spy
+            await asyncio.sleep(1.0)
+            assert min(fifos_fed) > 0.7 * 16000  # about 1 s of 16 kHz audio from each microphone
+        finally:
+            await client.close()
