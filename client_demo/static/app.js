@@ -28,8 +28,12 @@ function authHeaders(extra = {}) {
   return t ? { ...extra, Authorization: `Bearer ${t}` } : extra;
 }
 
+// Errors stack up (newest last) until dismissed, so one failure does not hide another.
 function showError(message) {
-  $("error-text").textContent = message;
+  const box = $("error-text");
+  const lines = box.textContent ? box.textContent.split("\n") : [];
+  if (!lines.includes(message)) lines.push(message);
+  box.textContent = lines.slice(-4).join("\n");
   $("error").hidden = false;
 }
 
