@@ -12,7 +12,7 @@ const demo = {
   mic: null,            // MediaStream from getUserMedia
   audioCtx: null,       // mic level meter
   frameTimes: [],       // requestVideoFrameCallback times in the last second
-  stats: { rvfcFrames: 0, decodedFrames: 0, latencyS: null, state: "disconnected", messages: 0 },
+  stats: { rvfcFrames: 0, decodedFrames: 0, latencyS: null, state: "disconnected", messages: 0, stateHistory: [], sessionId: null, readyCount: 0 },
   timers: [],
   generation: 0,        // bumped per connection so stale frame callbacks stop
 };
@@ -59,6 +59,8 @@ async function getJSON(path) {
 }
 
 function setState(state) {
+  const h = demo.stats.stateHistory;
+  if (h[h.length - 1] !== state) h.push(state);
   demo.stats.state = state;
   $("state").textContent = state;
   $("state").dataset.state = state;
@@ -213,6 +215,8 @@ function onControl(event) {
   demo.stats.messages += 1;
   switch (msg.type) {
     case "ready":
+      demo.stats.sessionId = msg.session_id;
+      demo.stats.readyCount += 1;
       if (msg.backend_description) $("backend").textContent = `backend: ${msg.backend_description} · ${msg.fps} fps · ${msg.width}×${msg.height}`;
       break;
     case "stats":
@@ -302,6 +306,7 @@ async function start() {
     return;
   }
   $("stop").disabled = false;
+  $("mute").disabled = false;
   $("interrupt").disabled = false;
   startReadouts();
 }
@@ -325,7 +330,16 @@ function stop(byUser = true) {
   $("start").disabled = false;
   $("stop").disabled = true;
   $("interrupt").disabled = true;
+  setMuted(false);
+  $("mute").disabled = true;
   if (byUser) clearError();
+}
+
+// A muted microphone keeps sending silence, so the avatar goes idle instead of the call dropping.
+function setMuted(muted) {
+  if (demo.mic) for (const t of demo.mic.getAudioTracks()) t.enabled = !muted;
+  $("mute").setAttribute("aria-pressed", String(muted));
+  $("mute").textContent = muted ? "Unmute mic" : "Mute mic";
 }
 
 function interrupt() {
@@ -336,6 +350,7 @@ function interrupt() {
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", () => stop(true));
 $("interrupt").addEventListener("click", interrupt);
+$("mute").addEventListener("click", () => setMuted($("mute").getAttribute("aria-pressed") !== "true"));
 $("avatar-select").addEventListener("change", (e) => selectAvatar(e.target.value));
 $("upload").addEventListener("click", () => uploadAvatar().catch((err) => showError(err.message)));
 $("error-close").addEventListener("click", clearError);
