@@ -92,7 +92,6 @@ class _Peer:
         self.window_s = 0.0
         self.state = ""
         self.buffered_s = 0.0
-        self.seen_speaking = False
         self.ready = asyncio.Event()
         self.progress = asyncio.Event()
         self.failed = asyncio.Event()
@@ -114,8 +113,6 @@ class _Peer:
         elif kind in ("state", "stats"):
             self.state = str(msg.get("state", self.state))
             s.add_state(self.state)
-            if self.state == "speaking":
-                self.seen_speaking = True
             if kind == "stats":
                 self.buffered_s = float(msg.get("buffered_speech_s") or 0.0)
                 if msg.get("latency_s") is not None:
@@ -255,11 +252,17 @@ async def _drive(pc: RTCPeerConnection, channel: Any, track: SourceTrack, peer: 
         summary.interrupted = True
         ok = await _wait(peer, lambda: summary.idle_after_interrupt(mark), opts.timeout_s)
     else:
-        # The track keeps sending silence, so up to one window of it may sit in the server's buffer.
+        # Speech sent last comes back about one latency later; the track keeps sending silence after
+        # it, so up to one window of that silence may still sit in the server's buffer.
+        done_at = time.monotonic()
         margin = peer.window_s + 1.5 / peer.fps
-        ok = await _wait(
-            peer, lambda: peer.seen_speaking and peer.state == "idle" and peer.buffered_s <= margin, opts.timeout_s
-        )
+
+        def played() -> bool:
+            # Without a measured latency yet (no stats), wait a conservative 3 s instead.
+            wait_s = summary.latencies[-1] + 2 / peer.fps if summary.latencies else 3.0
+            return peer.state == "idle" and peer.buffered_s <= margin and time.monotonic() >= done_at + wait_s
+
+        ok = await _wait(peer, played, opts.timeout_s)
     if not ok:
         log.warning("session did not return to idle in time (state %r, %.2f s buffered)", peer.state, peer.buffered_s)
     await asyncio.sleep(opts.tail_s)

@@ -105,8 +105,9 @@ class RunSummary:
             "session_id": self.session_id,
             "size": [self.width, self.height],
             "frames": self.frames,
-            "speech_frames": self.speech_frames,
-            "filler_frames": self.filler_frames,
+            # Only the websocket protocol flags frames; over WebRTC these are unknown.
+            "speech_frames": self.speech_frames if self.transport == "ws" else None,
+            "filler_frames": self.filler_frames if self.transport == "ws" else None,
             "fps": round(self.fps, 2),
             "mean_latency_s": None if math.isnan(self.mean_latency_s) else round(self.mean_latency_s, 3),
             "audio_sent_s": round(self.audio_sent_s, 2),
@@ -120,10 +121,10 @@ class RunSummary:
     def text(self) -> str:
         """The human summary printed at the end of a CLI run."""
         lat = "n/a" if math.isnan(self.mean_latency_s) else f"{self.mean_latency_s * 1000:.0f} ms"
+        kinds = f" ({self.speech_frames} speech, {self.filler_frames} filler)" if self.transport == "ws" else ""
         lines = [
             f"backend: {self.backend_description or self.backend or '?'}",
-            f"frames received: {self.frames} ({self.speech_frames} speech, {self.filler_frames} filler) "
-            f"at {self.fps:.1f} fps, {self.width}x{self.height}",
+            f"frames received: {self.frames}{kinds} at {self.fps:.1f} fps, {self.width}x{self.height}",
             f"mean latency: {lat}; audio sent {self.audio_sent_s:.1f} s",
             f"states: {' -> '.join(self.states) or 'none'}",
         ]
