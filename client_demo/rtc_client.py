@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from .audio_source import AudioSource
-from .sinks import FrameSink
+from .sinks import FrameSink, SinkThread
 from .summary import RunOptions, RunSummary
 from .ws_client import ServerError
 
@@ -88,6 +88,7 @@ class _Peer:
     def __init__(self, summary: RunSummary, sink: FrameSink | None, fps: int = 25) -> None:
         self.summary = summary
         self.sink = sink
+        self.worker = SinkThread("rtc-sink") if sink is not None else None
         self.fps = fps
         self.window_s = 0.0
         self.state = ""
@@ -115,6 +116,7 @@ class _Peer:
             s.add_state(self.state)
             if kind == "stats":
                 self.buffered_s = float(msg.get("buffered_speech_s") or 0.0)
+                s.filler_frames = int(msg.get("filler_frames") or 0)
                 if msg.get("latency_s") is not None:
                     s.latencies.append(float(msg["latency_s"]))
         elif kind == "error":
@@ -134,9 +136,13 @@ class _Peer:
             index = max(round((t - self._t0) * self.fps), self._last_index + 1)
             self._last_index = index
             self.summary.frame_received()
-            if self.sink is not None:
-                self.sink.video(index, frame.to_ndarray(format="rgb24"))
+            if self.worker is not None:
+                self.worker.call(self._deliver_video, index, frame)
             self.progress.set()
+
+    def _deliver_video(self, index: int, frame: av.VideoFrame) -> None:
+        assert self.sink is not None
+        self.sink.video(index, frame.to_ndarray(format="rgb24"))
 
     async def consume_audio(self, track: MediaStreamTrack) -> None:
         while True:
@@ -144,15 +150,19 @@ class _Peer:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            channels = len(frame.layout.channels)
-            pcm = frame.to_ndarray()
-            pcm = pcm.reshape(channels, -1).T if frame.format.is_planar else pcm.reshape(-1, channels)
-            if pcm.dtype != np.int16:
-                pcm = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
             self.summary.audio_rate = frame.sample_rate
-            self.summary.audio_samples += pcm.shape[0]
-            if self.sink is not None:
-                self.sink.audio(pcm if channels > 1 else pcm[:, 0], frame.sample_rate)
+            self.summary.audio_samples += frame.samples
+            if self.worker is not None:
+                self.worker.call(self._deliver_audio, frame)
+
+    def _deliver_audio(self, frame: av.AudioFrame) -> None:
+        assert self.sink is not None
+        channels = len(frame.layout.channels)
+        pcm = frame.to_ndarray()
+        pcm = pcm.reshape(channels, -1).T if frame.format.is_planar else pcm.reshape(-1, channels)
+        if pcm.dtype != np.int16:
+            pcm = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
+        self.sink.audio(pcm if channels > 1 else pcm[:, 0], frame.sample_rate)
 
 
 async def _post_offer(http: aiohttp.ClientSession, opts: RunOptions, offer: RTCSessionDescription) -> dict[str, Any]:
@@ -214,6 +224,8 @@ async def run_webrtc(
         for t in consumers:
             t.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)
+        if peer.worker is not None:
+            await asyncio.to_thread(peer.worker.join)
         if own_http:
             await http.close()
     return summary

@@ -7,6 +7,9 @@ the returned audio is appended sample by sample, so the file plays in sync like 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -201,3 +204,44 @@ class MultiSink:
     def close(self) -> None:
         for s in self.sinks:
             s.close()
+
+
+class SinkThread:
+    """Runs sink work (JPEG decode, colour conversion, encoding) on one worker thread, in order.
+
+    The network side stays responsive while the encoder works: a websocket client that stops
+    reading gets frames dropped by the server, and aiortc's RTP handling shares the event loop.
+    PyAV and OpenCV release the GIL while they work, so this is real parallelism.
+    """
+
+    def __init__(self, name: str = "client-sink") -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args = item
+            if self._error is None:
+                try:
+                    fn(*args)
+                except BaseException as exc:  # noqa: BLE001 - re-raised from join()
+                    log.exception("sink failed")
+                    self._error = exc
+
+    def call(self, fn: Callable[..., None], *args: object) -> None:
+        """Queue `fn(*args)` after everything queued before it."""
+        self._queue.put((fn, args))
+
+    def join(self, timeout: float = 60.0) -> None:
+        """Finish the queued work and stop; raises the first error a queued call raised."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"sink thread still busy after {timeout:.0f} s ({self._queue.qsize()} calls queued)")
+        if self._error is not None:
+            raise RuntimeError(f"writing the received stream failed: {self._error}") from self._error

@@ -59,6 +59,8 @@ class RunSummary:
     frames: int = 0
     speech_frames: int = 0
     filler_frames: int = 0
+    missing_frames: int = 0  # frame indices the server skipped (websocket: dropped for a slow reader)
+    padded_frames: int = 0  # speech frames without a latency: the window was flushed early, padded with silence
     audio_samples: int = 0
     audio_rate: int = 0
     audio_sent_s: float = 0.0
@@ -105,9 +107,11 @@ class RunSummary:
             "session_id": self.session_id,
             "size": [self.width, self.height],
             "frames": self.frames,
-            # Only the websocket protocol flags frames; over WebRTC these are unknown.
+            # Only the websocket protocol flags each frame; over WebRTC fillers come from the stats.
             "speech_frames": self.speech_frames if self.transport == "ws" else None,
-            "filler_frames": self.filler_frames if self.transport == "ws" else None,
+            "filler_frames": self.filler_frames,
+            "missing_frames": self.missing_frames if self.transport == "ws" else None,
+            "padded_frames": self.padded_frames if self.transport == "ws" else None,
             "fps": round(self.fps, 2),
             "mean_latency_s": None if math.isnan(self.mean_latency_s) else round(self.mean_latency_s, 3),
             "audio_sent_s": round(self.audio_sent_s, 2),
@@ -121,7 +125,8 @@ class RunSummary:
     def text(self) -> str:
         """The human summary printed at the end of a CLI run."""
         lat = "n/a" if math.isnan(self.mean_latency_s) else f"{self.mean_latency_s * 1000:.0f} ms"
-        kinds = f" ({self.speech_frames} speech, {self.filler_frames} filler)" if self.transport == "ws" else ""
+        kinds = (f" ({self.speech_frames} speech, {self.filler_frames} filler, {self.missing_frames} skipped)"
+                 if self.transport == "ws" else f" ({self.filler_frames} filler, per the server's stats)")
         lines = [
             f"backend: {self.backend_description or self.backend or '?'}",
             f"frames received: {self.frames}{kinds} at {self.fps:.1f} fps, {self.width}x{self.height}",

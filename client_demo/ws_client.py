@@ -18,8 +18,15 @@ import cv2
 import numpy as np
 
 from .audio_source import AudioSource
-from .protocol import AudioFormat, ProtocolError, audio_message, build_hello, parse_frame_message
-from .sinks import FrameSink
+from .protocol import (
+    AudioFormat,
+    FrameMessage,
+    ProtocolError,
+    audio_message,
+    build_hello,
+    parse_frame_message,
+)
+from .sinks import FrameSink, SinkThread
 from .summary import RunOptions, RunSummary
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,10 @@ class _Receiver:
     def __init__(self, summary: RunSummary, sink: FrameSink | None, samples_per_frame: int, rate: int) -> None:
         self.summary = summary
         self.sink = sink
+        self.worker = SinkThread("ws-sink") if sink is not None else None
+        self.last_index = -1
+        self.last_consumed_at = time.monotonic()
+        self.window_s = 0.0
         self.spf = samples_per_frame
         self.rate = rate
         self.consumed_samples = 0  # 16 kHz input samples the returned frames were made from
@@ -56,18 +67,31 @@ class _Receiver:
         s.frame_received()
         s.speech_frames += msg.speech
         s.filler_frames += msg.filler
+        skipped = max(0, msg.index - self.last_index - 1) if self.last_index >= 0 else 0
+        s.missing_frames += skipped
+        self.last_index = max(self.last_index, msg.index)
+        if msg.latency_s is None and msg.speech:
+            s.padded_frames += 1  # a speech window flushed before all its audio came: padded with silence
         if msg.latency_s is not None:
             s.latencies.append(msg.latency_s)
             self.consumed_samples += self.spf
-        pcm = np.frombuffer(msg.pcm, "<i2")
-        s.audio_samples += pcm.size
-        if self.sink is not None:
-            bgr = cv2.imdecode(np.frombuffer(msg.jpeg, np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ProtocolError(f"frame {msg.index}: the JPEG payload does not decode")
-            self.sink.audio(pcm, self.rate)
-            self.sink.video(msg.index, bgr[:, :, ::-1])
+            self.last_consumed_at = time.monotonic()
+        s.audio_samples += len(msg.pcm) // 2
+        if self.worker is not None:
+            self.worker.call(self._deliver, msg, skipped)
         self.progress.set()
+
+    def _deliver(self, msg: FrameMessage, skipped: int) -> None:
+        """Sink thread: decode the JPEG and hand image + audio on. Frames the server skipped (it drops
+        them for clients that read too slowly) become silence, so the audio stays aligned with the pts."""
+        assert self.sink is not None
+        if skipped:
+            self.sink.audio(np.zeros(skipped * self.spf, np.int16), self.rate)
+        bgr = cv2.imdecode(np.frombuffer(msg.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ProtocolError(f"frame {msg.index}: the JPEG payload does not decode")
+        self.sink.audio(np.frombuffer(msg.pcm, "<i2"), self.rate)
+        self.sink.video(msg.index, bgr[:, :, ::-1])
 
     def on_json(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -157,6 +181,7 @@ async def run_websocket(
             ready = await _await_ready(ws, summary)
             spf = int(ready.get("samples_per_frame", summary.audio_rate // int(ready.get("fps", 25))))
             rx = _Receiver(summary, sink, spf, summary.audio_rate)
+            rx.window_s = int(ready.get("window_frames", 0)) / int(ready.get("fps", 25))
             rx_task = asyncio.create_task(rx.run(ws), name="ws-receiver")
             try:
                 sent = await _send_audio(ws, source, opts, summary, rx)
@@ -169,6 +194,8 @@ async def run_websocket(
                 if not rx_task.done():
                     rx_task.cancel()
                     await asyncio.gather(rx_task, return_exceptions=True)
+                if rx.worker is not None:
+                    await asyncio.to_thread(rx.worker.join)
             summary.close_code = ws.close_code
     finally:
         if own_http:
@@ -221,8 +248,13 @@ async def _drain(
     else:
         if not ws.closed:
             await ws.send_json({"type": "end_of_speech"})
+        # Done when every sent frame came back, or when speech frames stopped coming for a while (the
+        # last partial frame may come back without a latency, or the server dropped frames).
+        quiet_s = max(1.0, 2 * rx.window_s)
         ok = await _wait_until(
-            lambda: rx.consumed_samples >= sent_16k - rx.spf or rx_task.done(), rx.progress, deadline, 5
+            lambda: rx.consumed_samples >= sent_16k - rx.spf or rx_task.done()
+            or (rx.state == "idle" and time.monotonic() - rx.last_consumed_at > quiet_s),
+            rx.progress, deadline, 5,
         )
         if not ok:
             log.warning("only %d of %d sent samples came back before the timeout", rx.consumed_samples, sent_16k)
