@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
+import importlib.util
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from server.config import ServerConfig
 from streaming.engine import Engine
 from streaming.generator import Avatar, Generator
 
+log = logging.getLogger(__name__)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
@@ -33,13 +38,27 @@ def _synthetic_avatar(name: str, size: tuple[int, int]) -> Avatar:
 
 
 def make_backend() -> tuple[Generator, dict[str, Any], str]:
-    """(generator, built-in avatar loaders, default avatar name)."""
+    """(generator, built-in avatar loaders, default avatar name).
+
+    The real CPU backend `lite` with its built-in portrait(s) when this checkout has it; until the
+    lite branch is merged, the engine's pattern test backend. Only the absence of `streaming.lite`
+    selects the fallback: any error inside lite fails the tests.
+    """
+    if importlib.util.find_spec("streaming.lite") is not None:
+        avatars = importlib.import_module("streaming.avatars")
+        backends = importlib.import_module("streaming.backends")
+        builtins: dict[str, Any] = {
+            n: (lambda n=n: avatars.load_avatar(avatars.builtin_avatar_path(n), name=n))
+            for n in avatars.BUILTIN_AVATARS
+        }
+        builtins["plain"] = lambda: _synthetic_avatar("plain", (160, 120))
+        return backends.create_generator("lite"), builtins, avatars.DEFAULT_AVATAR
     from tests.streaming.pattern_backend import PatternGenerator
 
-    gen = PatternGenerator(new_frames=4, size=(160, 120))
+    log.warning("streaming.lite not in this checkout: client tests run on the pattern test backend")
     builtins = {"plain": lambda: _synthetic_avatar("plain", (160, 120)),
                 "tall": lambda: _synthetic_avatar("tall", (96, 128))}
-    return gen, builtins, "plain"
+    return PatternGenerator(new_frames=4, size=(160, 120)), builtins, "plain"
 
 
 def free_port() -> int:

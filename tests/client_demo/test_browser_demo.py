@@ -179,3 +179,23 @@ async def test_demo_page_uploads_an_avatar_and_selects_it(server, speech_dir: Pa
             )
         finally:
             await browser.close()
+
+
+async def test_fps_readout_falls_back_to_webrtc_stats_without_video_frame_callbacks(server, speech_dir: Path) -> None:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium_path(), args=chromium_args(speech_dir / "speech_de1.wav")
+        )
+        try:
+            page = await browser.new_page()
+            await page.add_init_script("delete HTMLVideoElement.prototype.requestVideoFrameCallback")
+            await page.goto(server.url + "/")
+            await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
+            await page.click("#start")
+            await page.wait_for_function("window.avatarDemo.stats.decodedFrames > 25", timeout=20_000)
+            await page.wait_for_function(
+                "parseInt(document.querySelector('#fps').textContent) > 10", timeout=5_000
+            )
+            assert await page.evaluate("window.avatarDemo.stats.rvfcFrames") == 0
+        finally:
+            await browser.close()
