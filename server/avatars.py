@@ -12,6 +12,7 @@ import io
 import logging
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ class AvatarStore:
         self._cache_size = cache_size
         self._lock = threading.RLock()
         Image.MAX_IMAGE_PIXELS = self.limits.max_pixels
+        # Pillow warns between 1x and 2x that limit; decode_image refuses those itself (413).
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         if default not in self.builtins and self._upload_path(default) is None:
             raise ValueError(
                 f"default avatar {default!r} is neither built in ({', '.join(sorted(self.builtins)) or 'none'}) "

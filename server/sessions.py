@@ -62,8 +62,6 @@ class SessionManager:
         await session.close(reason)
         if session.counters.dropped_frames:
             self.metrics.dropped.labels("engine").inc(session.counters.dropped_frames)
-        if session.error is not None:
-            self.metrics.error(session.error.code)
 
     def mean_fps(self) -> float:
         values = [f for s in self.engine.sessions.values() if (f := s.latency.fps()) is not None]

@@ -258,6 +258,7 @@ class PeerSession:
         if self._closed or session is not self.session:
             return
         if session.error is not None:
+            self.ctx.metrics.error(session.error.code)
             self.send(messages.error(session.error.code, session.error.message))
             reason = f"session failed: {session.error.code}"
         else:

@@ -119,16 +119,37 @@ class WsConnection:
         self._closing = False
         self._slot_held = False
         self._overflow_reported = 0.0
-        self._closers: set[asyncio.Task] = set()
+        self._close_request: tuple[int, dict[str, Any] | None] | None = None
+        self._close_requested = asyncio.Event()
+        self._done = asyncio.Event()
+        self._reading = False
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
+        """Handshake, then read until the client leaves or something asks to close.
+
+        Background closes (session failure, stalled client, shutdown) are handed to this
+        coroutine: it stops reading first, so aiohttp's close handshake can wait for the
+        client's close frame instead of dropping the connection.
+        """
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.metrics.connections.labels(TRANSPORT).inc()
         try:
             await self._open()
-            await self._read_loop()
+            self._reading = True
+            reader = asyncio.create_task(self._read_loop(), name="ws-reader")
+            requested = asyncio.create_task(self._close_requested.wait())
+            await asyncio.wait({reader, requested}, return_when=asyncio.FIRST_COMPLETED)
+            requested.cancel()
+            if not reader.done():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                await self.close(*self._close_request)
+            else:
+                reader.result()  # re-raises _Close / ProtocolError from the reader
+                if self._close_request is not None:
+                    await self.close(*self._close_request)
         except _Close as c:
             await self.close(c.code, c.error)
         except ProtocolError as exc:
@@ -140,6 +161,7 @@ class WsConnection:
             await self.close(1011, messages.error("internal_error", "internal server error (see the server log)"))
         finally:
             await self._cleanup()
+            self._done.set()
 
     async def _open(self) -> None:
         ctx = self.ctx
@@ -263,10 +285,10 @@ class WsConnection:
             self._close_later(CLOSE_NORMAL)
 
     def _close_later(self, code: int, error: dict[str, Any] | None = None) -> None:
-        """Close from a background task (the reader loop then ends on its own)."""
-        task = asyncio.create_task(self.close(code, error))
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
+        """Ask `run()` to close (from a background task or on shutdown); the first request wins."""
+        if self._close_request is None:
+            self._close_request = (code, error)
+        self._close_requested.set()
 
     async def _send_loop(self) -> None:
         while True:
@@ -289,21 +311,31 @@ class WsConnection:
             return
         self._closing = True
         current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        # Wait for them: a send stuck in drain shares aiohttp's drain waiter with our close below,
+        # and its cancellation would otherwise land on that close.
+        await asyncio.gather(*tasks, return_exceptions=True)
         if error is not None:
             self.ctx.metrics.error(error["code"])
             log.info("websocket closing %d: %s: %s", code, error["code"], error["message"])
         ws = self.ws
+        transport = self.request.transport
         try:
             if error is not None and not ws.closed:
                 await asyncio.wait_for(ws.send_json(error), 1.0)
             await asyncio.wait_for(ws.close(code=code, message=(error or {}).get("code", "").encode()[:120]), 2.0)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-            transport = self.request.transport
+        except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
+            if current is not None and getattr(current, "cancelling", lambda: 0)():
+                raise  # we are being cancelled ourselves
             if transport is not None:
                 transport.abort()
+        # A client that does not read keeps unsent bytes in the transport forever: cut it off.
+        if transport is not None and not transport.is_closing() and code == CLOSE_TIMEOUT:
+            transport.abort()
+        elif transport is not None and transport.get_write_buffer_size() > 0:
+            transport.abort()
 
     async def _cleanup(self) -> None:
         if not self._closing:
@@ -322,4 +354,10 @@ class WsConnection:
         self.ctx.metrics.connections.labels(TRANSPORT).dec()
 
     async def shutdown(self) -> None:
-        await self.close(CLOSE_GOING_AWAY)
+        if not self._reading:  # still in the handshake: nothing to hand over
+            await self.close(CLOSE_GOING_AWAY)
+        self._close_later(CLOSE_GOING_AWAY)
+        try:
+            await asyncio.wait_for(self._done.wait(), 5.0)
+        except asyncio.TimeoutError:
+            log.warning("websocket did not close within 5 s of shutdown")

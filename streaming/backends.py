@@ -10,9 +10,10 @@ from typing import Any
 from .generator import Generator
 
 BACKENDS = {
-    "lite": "CPU portrait animator (not InfiniteTalk): runs anywhere",
-    "infinitetalk": "the InfiniteTalk model (needs the model port and weights)",
+    "lite": "CPU portrait animator, not InfiniteTalk",
+    "infinitetalk": "the InfiniteTalk model",
 }
+"""name -> a few words for humans (the CLI prints them next to the URL)."""
 
 
 class BackendUnavailable(RuntimeError):

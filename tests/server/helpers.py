@@ -27,16 +27,22 @@ class BlockPatternGenerator(PatternGenerator):
     """The pattern backend with its fingerprints painted as flat grey 16x16 blocks, so they survive JPEG.
 
     block 0: the frame's audio code (see `audio_code`); block 1: 255 for speech windows, else 0.
+    noise: fill the rest with random pixels (large JPEGs, to fill socket buffers).
     """
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, noise: bool = False, **kw) -> None:
         kw.setdefault("size", (64, 48))
         super().__init__(**kw)
+        self.noise = noise
+        self._rng = np.random.default_rng(0)
 
     def generate(self, state, job):
         w, h = self.size
         for img in super().generate(state, job):
-            out = np.zeros((h, w, 3), np.uint8)
+            if self.noise:
+                out = self._rng.integers(0, 256, (h, w, 3), np.uint8)
+            else:
+                out = np.zeros((h, w, 3), np.uint8)
             out[:BLOCK, :BLOCK] = img[1, 0, 0]
             out[:BLOCK, BLOCK : 2 * BLOCK] = img[0, 0, 2]
             yield out
@@ -81,13 +87,15 @@ class LiveServer:
 async def live_server(
     generator: Generator | None = None,
     upload_dir: Path | None = None,
+    builtins: dict | None = None,
     **config: object,
 ) -> AsyncIterator[LiveServer]:
-    """The real app on 127.0.0.1:<free port>, with two synthetic built-in avatars."""
+    """The real app on 127.0.0.1:<free port>; built-ins default to two synthetic avatars ("test" first)."""
     generator = generator or BlockPatternGenerator()
     engine = Engine(generator)
-    builtins = {"test": lambda: make_avatar("test"), "other": lambda: make_avatar("other", (48, 64))}
-    store = AvatarStore(builtins, upload_dir, "test", UploadLimits(
+    if builtins is None:
+        builtins = {"test": lambda: make_avatar("test"), "other": lambda: make_avatar("other", (48, 64))}
+    store = AvatarStore(builtins, upload_dir, next(iter(builtins)), UploadLimits(
         max_bytes=int(config.get("max_upload_bytes", 10 * 1024 * 1024)),
         max_pixels=int(config.get("max_upload_pixels", 40_000_000)),
     ))
