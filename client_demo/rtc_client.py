@@ -122,6 +122,9 @@ class _Peer:
         elif kind == "error":
             log.error("server error: %s: %s", msg.get("code"), msg.get("message"))
             s.errors.append({"code": msg.get("code"), "message": msg.get("message")})
+        elif kind == "warning":
+            log.warning("server warning: %s: %s", msg.get("code"), msg.get("message"))
+            s.warnings.append({"code": msg.get("code"), "message": msg.get("message")})
         self.progress.set()
 
     async def consume_video(self, track: MediaStreamTrack) -> None:

@@ -233,6 +233,9 @@ function onControl(event) {
     case "error":
       showError(`server: ${msg.code}: ${msg.message}`);
       break;
+    case "warning":
+      showError(`server warning: ${msg.code}${msg.message ? `: ${msg.message}` : ""}`);
+      break;
     default:
       break;
   }

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
-import importlib.util
-import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,11 +17,11 @@ from aiohttp import web
 
 from server.app import build_app
 from server.avatars import AvatarStore
+from server.cli import builtin_avatars
 from server.config import ServerConfig
+from streaming.backends import create_generator
 from streaming.engine import Engine
 from streaming.generator import Avatar, Generator
-
-log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -38,27 +35,12 @@ def _synthetic_avatar(name: str, size: tuple[int, int]) -> Avatar:
 
 
 def make_backend() -> tuple[Generator, dict[str, Any], str]:
-    """(generator, built-in avatar loaders, default avatar name).
-
-    The real CPU backend `lite` with its built-in portrait(s) when this checkout has it; until the
-    lite branch is merged, the engine's pattern test backend. Only the absence of `streaming.lite`
-    selects the fallback: any error inside lite fails the tests.
-    """
-    if importlib.util.find_spec("streaming.lite") is not None:
-        avatars = importlib.import_module("streaming.avatars")
-        backends = importlib.import_module("streaming.backends")
-        builtins: dict[str, Any] = {
-            n: (lambda n=n: avatars.load_avatar(avatars.builtin_avatar_path(n), name=n))
-            for n in avatars.BUILTIN_AVATARS
-        }
-        builtins["plain"] = lambda: _synthetic_avatar("plain", (160, 120))
-        return backends.create_generator("lite"), builtins, avatars.DEFAULT_AVATAR
-    from tests.streaming.pattern_backend import PatternGenerator
-
-    log.warning("streaming.lite not in this checkout: client tests run on the pattern test backend")
-    builtins = {"plain": lambda: _synthetic_avatar("plain", (160, 120)),
-                "tall": lambda: _synthetic_avatar("tall", (96, 128))}
-    return PatternGenerator(new_frames=4, size=(160, 120)), builtins, "plain"
+    """(generator, built-in avatar loaders, default avatar name): what `infinitetalk-live serve`
+    uses by default (the CPU backend `lite`, the shipped portrait), plus a plain synthetic avatar so
+    the tests have a second one to switch to."""
+    builtins, default = builtin_avatars()
+    builtins = {**builtins, "plain": lambda: _synthetic_avatar("plain", (160, 120))}
+    return create_generator("lite"), builtins, default
 
 
 def free_port() -> int:
@@ -95,10 +77,10 @@ async def running_server(upload_dir: Path) -> AsyncIterator[RunningServer]:
         yield RunningServer(url, info, avatars, engine)
     finally:
         await runner.cleanup()
-        # Leaked asyncio futures (e.g. a cancelled window's JobCancelled that nobody retrieved) log
-        # "exception never retrieved" when garbage-collected; collect now, inside the test, rather
-        # than at a random later moment (on CPython 3.11 a collection during pytest's own ast.parse
-        # that formats such a traceback breaks it with "AST constructor recursion depth mismatch").
+        # Leaked asyncio futures with unretrieved exceptions log a traceback when garbage-collected;
+        # collect now, inside the test, rather than at a random later moment: on CPython 3.11 a
+        # collection during pytest's own ast.parse whose finalizer formats a traceback (which calls
+        # ast.parse again) fails the run with "AST constructor recursion depth mismatch".
         gc.collect()
 
 
