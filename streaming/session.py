@@ -173,6 +173,8 @@ class Session:
             await asyncio.gather(self._scheduler, return_exceptions=True)
         if in_flight is not None and not in_flight.done():
             await asyncio.wait([in_flight], timeout=30)
+        if in_flight is not None and in_flight.done() and not in_flight.cancelled():
+            in_flight.exception()  # retrieved: else asyncio logs it from __del__ during a later GC
         if self._gen_state is not None and self.worker.alive:
             try:
                 await asyncio.wait_for(asyncio.wrap_future(self.worker.call(self.generator.close_session, self._gen_state)), 30)

@@ -1,0 +1,58 @@
+"""Builds the aiohttp application: routes, per-app state, and an explicit shutdown that closes every
+websocket, peer connection and session (and the engine when the app owns it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from streaming.engine import Engine
+
+from .avatar_routes import add_avatar_routes
+from .avatars import AvatarStore
+from .config import ServerConfig
+from .context import CONTEXT, ServerContext
+from .encode import JpegEncoder
+from .errors import error_middleware
+from .metrics import Metrics
+from .routes import add_routes, default_static_dir
+from .sessions import SessionManager
+from .webrtc import handle_offer
+from .ws import handle_ws
+
+log = logging.getLogger(__name__)
+
+
+def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_engine: bool = False) -> web.Application:
+    """The whole server as a `web.Application`. With `owns_engine`, cleanup also stops the engine."""
+    metrics = Metrics(engine.generator.name)
+    sessions = SessionManager(engine, metrics, config.max_sessions)
+    metrics.bind(sessions.mean_fps, lambda: engine.worker.queue_depth)
+    ctx = ServerContext(config, engine, avatars, metrics, sessions, JpegEncoder())
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_upload_bytes + 1024 * 1024)
+    app[CONTEXT] = ctx
+    add_routes(app, config.static_dir if config.static_dir is not None else default_static_dir())
+    add_avatar_routes(app)
+    app.router.add_post("/offer", handle_offer)
+    app.router.add_get("/ws", handle_ws)
+
+    async def on_shutdown(app: web.Application) -> None:
+        ctx.stopping = True
+        conns = list(ctx.connections)
+        log.info("shutting down: closing %d connection(s)", len(conns))
+        results = await asyncio.gather(*(c.shutdown() for c in conns), return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception):
+                log.warning("error while closing a connection: %r", r)
+
+    async def on_cleanup(app: web.Application) -> None:
+        await engine.close_all()
+        if owns_engine:
+            await engine.shutdown()
+        ctx.encoder.close()
+
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,55 @@
+"""Per-app state shared by the handlers (no module-level globals): stored under `CONTEXT` in the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from streaming.engine import Engine
+
+from .avatars import AvatarStore
+from .config import PROTOCOL_VERSION, ServerConfig
+from .encode import JpegEncoder
+from .metrics import Metrics
+from .sessions import SessionManager
+
+
+class Connection(Protocol):
+    """A live client connection (websocket or WebRTC peer) that the app closes on shutdown."""
+
+    async def shutdown(self) -> None: ...
+
+
+@dataclass
+class ServerContext:
+    config: ServerConfig
+    engine: Engine
+    avatars: AvatarStore
+    metrics: Metrics
+    sessions: SessionManager
+    encoder: JpegEncoder
+    connections: set[Connection] = field(default_factory=set)
+    stopping: bool = False
+
+    def info(self) -> dict[str, Any]:
+        g = self.engine.generator
+        return {
+            "backend": g.name,
+            "backend_description": g.description,
+            "fps": g.window.fps,
+            "sample_rate": 16000,
+            "samples_per_frame": g.window.samples_per_frame,
+            "window_frames": g.window.new_frames,
+            "protocol_version": PROTOCOL_VERSION,
+            "max_upload_bytes": self.config.max_upload_bytes,
+            "auth_required": False,
+        }
+
+
+CONTEXT: web.AppKey[ServerContext] = web.AppKey("infinitetalk_context", ServerContext)
+
+
+def context_of(request: web.Request) -> ServerContext:
+    return request.app[CONTEXT]

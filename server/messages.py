@@ -1,0 +1,62 @@
+"""JSON messages common to the data channel and the websocket (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from streaming.generator import SAMPLE_RATE
+from streaming.session import Session
+
+from .config import PROTOCOL_VERSION
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def ready(session: Session, websocket: bool) -> dict[str, Any]:
+    g = session.generator
+    w, h = session.output_size
+    msg: dict[str, Any] = {"type": "ready"}
+    if websocket:
+        msg["version"] = PROTOCOL_VERSION
+    msg.update({
+        "session_id": session.id,
+        "backend": g.name,
+        "backend_description": g.description,
+        "fps": g.window.fps,
+        "width": w,
+        "height": h,
+        "window_frames": g.window.new_frames,
+        "avatar": session.avatar.name,
+    })
+    if websocket:
+        msg["sample_rate"] = SAMPLE_RATE
+        msg["samples_per_frame"] = g.window.samples_per_frame
+    return msg
+
+
+def stats(session: Session, frames: int, dropped_extra: int = 0) -> dict[str, Any]:
+    """frames: frames this connection has sent; dropped_extra: frames the transport dropped."""
+    s = session.stats()
+    return {
+        "type": "stats",
+        "state": s["state"],
+        "latency_s": _num(s["latency_s"]),
+        "latency_mean_s": _num(s["latency_mean_s"]),
+        "fps": _num(s["fps"]),
+        "frames": frames,
+        "filler_frames": s["filler_frames"],
+        "dropped_frames": s["dropped_frames"] + dropped_extra,
+        "buffered_speech_s": _num(s["buffered_speech_s"]),
+        "backend": s["backend"],
+    }
+
+
+def state(value: str) -> dict[str, Any]:
+    return {"type": "state", "state": value}
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}

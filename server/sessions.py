@@ -1,0 +1,72 @@
+"""Admission control over engine sessions, shared by the websocket and WebRTC transports.
+
+A slot is reserved before the (awaited) session start so two clients racing for the last slot
+cannot both get in; `--max-sessions` counts both transports together.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streaming.engine import Engine
+from streaming.generator import Avatar
+from streaming.session import Session, SessionSettings
+
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class TooManySessions(RuntimeError):
+    """Every session slot is taken; the client should retry later."""
+
+
+class SessionManager:
+    def __init__(self, engine: Engine, metrics: Metrics, max_sessions: int) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.max_sessions = max_sessions
+        self._slots = 0
+        self._by_transport: dict[str, int] = {"websocket": 0, "webrtc": 0}
+
+    @property
+    def active(self) -> int:
+        return self._slots
+
+    def reserve(self, transport: str) -> None:
+        """Take a slot or raise TooManySessions. Pair with `release()`."""
+        if self._slots >= self.max_sessions:
+            self.metrics.error("too_many_sessions")
+            raise TooManySessions(
+                f"the server is at its limit of {self.max_sessions} session(s); try again later "
+                "(the operator can raise it with --max-sessions)"
+            )
+        self._slots += 1
+        self._by_transport[transport] += 1
+        self.metrics.sessions.labels(transport).set(self._by_transport[transport])
+
+    def release(self, transport: str) -> None:
+        self._slots = max(0, self._slots - 1)
+        self._by_transport[transport] = max(0, self._by_transport[transport] - 1)
+        self.metrics.sessions.labels(transport).set(self._by_transport[transport])
+
+    async def open(self, avatar: Avatar, speakers: int, transport: str, session_id: str | None = None) -> Session:
+        """Start an engine session inside an already reserved slot."""
+        session = await self.engine.open_session(avatar, SessionSettings(speakers=speakers), session_id)
+        self.metrics.sessions_opened.labels(transport).inc()
+        return session
+
+    async def finish(self, session: Session, reason: str) -> None:
+        """Close a session and account for what it dropped."""
+        await session.close(reason)
+        if session.counters.dropped_frames:
+            self.metrics.dropped.labels("engine").inc(session.counters.dropped_frames)
+
+    def mean_fps(self) -> float:
+        values = [f for s in self.engine.sessions.values() if (f := s.latency.fps()) is not None]
+        return sum(values) / len(values) if values else 0.0
+
+    def describe_backend(self) -> dict[str, Any]:
+        g = self.engine.generator
+        return {"backend": g.name, "backend_description": g.description}

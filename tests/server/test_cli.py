@@ -1,0 +1,61 @@
+"""The `infinitetalk-live` CLI as a user runs it: a real subprocess, real port, real signals."""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+async def test_serve_prints_its_url_serves_health_and_exits_0_on_sigterm(tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--port", "0", "--avatar-dir", str(tmp_path),
+        "--log-level", "warning", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        m = re.fullmatch(r"infinitetalk-live: open (http://127\.0\.0\.1:(\d+)/) in a browser "
+                         r"\(backend: lite — CPU portrait animator, not InfiniteTalk\)\n", line)
+        assert m, line
+        url = m.group(1)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "healthz") as r:
+                assert r.status == 200 and (await r.json())["backend"] == "lite"
+            async with http.get(url + "api/avatars") as r:
+                assert (await r.json())["default"] == "astronaut"
+            ws = await http.ws_connect(url.replace("http", "ws") + "ws")
+            await ws.send_json({"type": "hello", "version": 1})
+            ready = await asyncio.wait_for(ws.receive_json(), 10)
+            assert ready["type"] == "ready" and ready["backend"] == "lite"
+            proc.send_signal(signal.SIGTERM)
+            while (msg := await asyncio.wait_for(ws.receive(), 10)).type != aiohttp.WSMsgType.CLOSE:
+                pass
+            assert msg.data == 1001
+            await ws.close()
+        assert await asyncio.wait_for(proc.wait(), 8) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_render_and_bench_are_listed_but_say_when_they_arrive():
+    help_text = run_cli("--help").stdout
+    assert all(cmd in help_text for cmd in ("serve", "render", "bench"))
+    for cmd in ("render", "bench"):
+        done = run_cli(cmd)
+        assert done.returncode == 2 and "arrives with" in done.stderr
+    done = run_cli("serve", "--backend", "infinitetalk")
+    assert done.returncode == 2 and "not available yet" in done.stderr
