@@ -1,0 +1,59 @@
+"""Settings of the live wav2vec2 feature extractor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model.audio import TARGET_LUFS
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """How the live extractor trades latency and compute for closeness to the whole-clip features.
+
+    All lengths are in video frames (25 fps: one frame = 40 ms = 640 samples = 2 conv frames).
+
+    left_context_frames: encoder tokens before each block that the bidirectional encoder sees.
+    lookahead_frames: tokens after each block the encoder waits for. Adds directly to latency.
+    block_frames: frames emitted per encoder run (the encoder runs once per block on
+        left context + block + look-ahead tokens). Larger blocks cost less per second of audio but
+        make a block's first frame wait up to block_frames - 1 more frames.
+    stats_horizon_s: memory of the running normalisation statistics: cumulative (like the whole
+        clip) for this many seconds, then exponential forgetting with this time constant, so a
+        long session follows a changed microphone level. None: cumulative forever.
+    stats_warmup_frames: the session's first frames wait for this many frames of audio and are all
+        normalised with the statistics of that audio. None: block_frames + lookahead_frames (at
+        most 25), which the first block waits for anyway, so the warm-up adds no latency.
+    loudness: estimate the reference's -23 LUFS gain live (it only changes an epsilon).
+    loudness_window_s: window of the live loudness meter (None: whole session).
+    """
+
+    left_context_frames: int = 50
+    lookahead_frames: int = 8
+    block_frames: int = 4
+    stats_horizon_s: float | None = 60.0
+    stats_warmup_frames: int | None = None
+    loudness: bool = True
+    loudness_window_s: float | None = None
+    target_lufs: float = TARGET_LUFS
+
+    def __post_init__(self) -> None:
+        if self.left_context_frames < 0 or self.lookahead_frames < 0:
+            raise ValueError("left_context_frames and lookahead_frames must be >= 0")
+        if self.block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1, got {self.block_frames}")
+        if self.stats_warmup_frames is not None and self.stats_warmup_frames < 1:
+            raise ValueError(f"stats_warmup_frames must be >= 1 or None, got {self.stats_warmup_frames}")
+        if self.stats_horizon_s is not None and self.stats_horizon_s <= 0:
+            raise ValueError(f"stats_horizon_s must be > 0 seconds or None, got {self.stats_horizon_s}")
+
+    @property
+    def warmup_frames(self) -> int:
+        if self.stats_warmup_frames is not None:
+            return self.stats_warmup_frames
+        return min(self.block_frames + self.lookahead_frames, 25)
+
+    @property
+    def max_delay_frames(self) -> int:
+        """Most frames a frame waits after its own 40 ms of audio is complete before it is emitted."""
+        return self.lookahead_frames + self.block_frames - 1

@@ -1,0 +1,245 @@
+"""Live wav2vec2 features (streaming/features) against the whole-clip path of model/audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.audio import (
+    conv_features,
+    load_wav2vec2,
+    loudness_normalize,
+    normalize_input,
+    num_video_frames,
+    whole_clip_embedding,
+)
+from streaming.features import (
+    SLOT,
+    FeatureSettings,
+    IncrementalConvStack,
+    IncrementalFeatureExtractor,
+    NormStats,
+    whole_clip_norm_stats,
+)
+from tests.helpers.lite import read_wav_16k
+from tests.helpers.w2v_models import frame_aligned, frame_cosines, save_and_load, tiny_config
+
+SPEECH = ["speech_en1", "speech_en2", "speech_de1"]
+HUGE = 100_000  # frames: a left context / look-ahead that covers any test clip
+
+
+@pytest.fixture(scope="module")
+def models(golden_dir, tmp_path_factory):
+    """The golden tiny model and a random one with the base model's conv stack, both loaded from disk."""
+    return {
+        "golden": load_wav2vec2(golden_dir / "wav2vec2_tiny"),
+        "group": save_and_load(tiny_config("group"), tmp_path_factory.mktemp("w2v_group")),
+    }
+
+
+@pytest.fixture(scope="module")
+def speech(speech_dir):
+    return {name: read_wav_16k(speech_dir / f"{name}.wav") for name in SPEECH}
+
+
+def _stream(ex: IncrementalFeatureExtractor, x: np.ndarray, sizes) -> torch.Tensor:
+    """Push x in pieces of the given sizes (cycled), then flush -> all frames."""
+    out, i, k = [], 0, 0
+    while i < x.shape[0]:
+        n = int(sizes[k % len(sizes)])
+        out.append(ex.push(x[i:i + n]))
+        i, k = i + n, k + 1
+    out.append(ex.flush())
+    return torch.cat(out)
+
+
+def _conv_stream(stack: IncrementalConvStack, x: np.ndarray, size: int) -> torch.Tensor:
+    return torch.cat([stack.push(x[i:i + size]) for i in range(0, x.shape[0], size)] + [stack.flush()])
+
+
+# ---- the CNN: each sample once, same result as the whole clip ---------------------------------------
+
+
+@pytest.mark.parametrize("which", ["golden", "group", "layer"])
+def test_conv_features_over_20ms_pushes_equal_whole_clip_given_its_statistics(models, speech, which,
+                                                                              tmp_path):
+    model = models.get(which) or save_and_load(tiny_config("layer"), tmp_path)
+    x = speech["speech_en1"][: 3 * 16000 + 123]  # not a whole number of slots: flush runs a partial one
+    ref = conv_features(model, normalize_input(loudness_normalize(x)))
+    stack = IncrementalConvStack(model, fixed_stats=whole_clip_norm_stats(model, x))
+    got = _conv_stream(stack, x, 320)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, atol=2e-5 * float(ref.abs().max()), rtol=1e-4)
+
+
+def test_running_statistics_converge_to_the_whole_clip(models, speech):
+    model = models["group"]
+    x = speech["speech_en1"]
+    ref = conv_features(model, normalize_input(loudness_normalize(x)))
+    got = _conv_stream(IncrementalConvStack(model, stats_horizon_s=None), x, 320)
+    cos = torch.nn.functional.cosine_similarity(got, ref, dim=-1)
+    last_second = slice(-50, None)
+    assert float(cos[last_second].mean()) > 0.999
+    assert float(cos[:5].mean()) < float(cos[last_second].mean())  # the start really is estimated
+
+
+def test_warmup_slots_share_the_statistics_of_the_warmup_audio(models, speech):
+    model, warm = models["group"], 6
+    x = speech["speech_en1"][: 20 * SLOT]
+    live = _conv_stream(IncrementalConvStack(model, warmup_slots=warm), x, 320)
+    head = x[: warm * SLOT]
+    fixed = IncrementalConvStack(model, fixed_stats=whole_clip_norm_stats(model, head))
+    expected = fixed.push(head)
+    torch.testing.assert_close(live[: expected.shape[0]], expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(live[expected.shape[0]:][:4], fixed.push(x[warm * SLOT:])[:4], atol=1e-4)
+
+
+def test_fixed_statistics_must_carry_conv_moments_for_group_models(models):
+    with pytest.raises(ValueError, match="whole_clip_norm_stats"):
+        IncrementalConvStack(models["group"], fixed_stats=NormStats(1.0, 0.0, 1.0))
+
+
+# ---- embeddings: live vs the whole clip --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["golden", "group"])
+def test_with_full_context_and_clip_statistics_live_equals_the_whole_clip(models, speech, which):
+    """Token f is conv frame 2f: for a stream of 640 * S samples that IS the reference's interpolation."""
+    model = models[which]
+    x = frame_aligned(speech["speech_de1"])
+    settings = FeatureSettings(left_context_frames=HUGE, lookahead_frames=HUGE)
+    ex = IncrementalFeatureExtractor(model, settings, fixed_stats=whole_clip_norm_stats(model, x))
+    got = _stream(ex, x, [320])
+    torch.testing.assert_close(got, whole_clip_embedding(model, x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def lookahead_sweep(models, speech):
+    """Per model and look-ahead: per-frame cosines (live at otherwise default settings vs whole clip)."""
+    out = {}
+    for which, model in models.items():
+        for la in (0, 4, 8, 16):
+            cos = []
+            for x in speech.values():
+                x = frame_aligned(x)
+                ex = IncrementalFeatureExtractor(model, FeatureSettings(lookahead_frames=la))
+                cos.append(frame_cosines(_stream(ex, x, [1600]), whole_clip_embedding(model, x)))
+            out[which, la] = cos
+    return out
+
+
+@pytest.mark.parametrize(("which", "mean_min", "p5_min"), [("golden", 0.97, 0.90), ("group", 0.99, 0.95)])
+def test_live_embeddings_stay_close_to_the_whole_clip_at_default_settings(lookahead_sweep, which, mean_min,
+                                                                          p5_min):
+    cos = torch.cat(lookahead_sweep[which, FeatureSettings().lookahead_frames])
+    assert float(cos.mean()) >= mean_min
+    assert float(cos.quantile(0.05)) >= p5_min
+
+
+@pytest.mark.parametrize("which", ["golden", "group"])
+def test_more_lookahead_is_not_worse(lookahead_sweep, which):
+    means = [[float(c.mean()) for c in lookahead_sweep[which, la]] for la in (0, 4, 8, 16)]
+    p5 = [float(torch.cat(lookahead_sweep[which, la]).quantile(0.05)) for la in (0, 4, 8, 16)]
+    for shorter, longer in zip(means, means[1:], strict=False):
+        assert all(b >= a - 0.002 for a, b in zip(shorter, longer, strict=True)), means
+    assert all(b >= a - 0.01 for a, b in zip(p5, p5[1:], strict=False)), p5
+    assert np.mean(means[-1]) > np.mean(means[0]) + 0.005  # look-ahead matters at all
+
+
+def test_loudness_gain_only_moves_an_epsilon(models, speech):
+    """g before (x - mean) / sqrt(var + 1e-7) is (x - mean) / sqrt(var + 1e-7 / g^2): nearly, not exactly, a no-op."""
+    model = models["group"]
+    x = frame_aligned(speech["speech_de1"], 3.0)
+    with_gain = _stream(IncrementalFeatureExtractor(model, FeatureSettings(loudness=True)), x, [640])
+    without = _stream(IncrementalFeatureExtractor(model, FeatureSettings(loudness=False)), x, [640])
+    diff = float((with_gain - without).abs().max())
+    assert 0 < diff < 1e-4 * float(without.abs().max())
+
+
+# ---- frame counts, timing, chunking -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("samples", [29 * SLOT, 29 * SLOT + 1, 50 * SLOT, 50 * SLOT + 319, 32000 + 321, 500])
+@pytest.mark.parametrize("lookahead", [0, 3])
+def test_frame_count_after_flush_is_the_reference_count(models, samples, lookahead):
+    rng = np.random.default_rng(samples)
+    x = (0.1 * rng.standard_normal(samples)).astype(np.float32)
+    ex = IncrementalFeatureExtractor(models["golden"], FeatureSettings(lookahead_frames=lookahead, block_frames=2))
+    out = _stream(ex, x, [320])
+    assert out.shape[0] == ex.frames_emitted == num_video_frames(samples)  # 29 * 640 -> 28 (float quirk)
+
+
+@pytest.mark.parametrize(("block", "lookahead"), [(4, 8), (1, 0), (3, 2)])
+def test_samples_needed_is_exact(models, block, lookahead):
+    settings = FeatureSettings(block_frames=block, lookahead_frames=lookahead, stats_warmup_frames=5)
+    for frames in (1, 7, 29):
+        ex = IncrementalFeatureExtractor(models["golden"], settings)
+        need = ex.samples_needed(frames)
+        x = (0.1 * np.random.default_rng(frames).standard_normal(need)).astype(np.float32)
+        ex.push(x[:-1])
+        assert ex.frames_emitted < frames
+        ex.push(x[-1:])
+        assert ex.frames_emitted >= frames
+
+
+def test_chunk_size_does_not_change_the_output(models, speech):
+    x = np.concatenate([speech["speech_de1"], speech["speech_de1"][:1000]])  # ends mid-slot
+    model = models["golden"]
+    rng = np.random.default_rng(0)
+    runs = {
+        "20ms": [320], "100ms": [1600], "random": rng.integers(1, 3000, 500).tolist(), "whole": [x.shape[0]],
+    }
+    outs = {k: _stream(IncrementalFeatureExtractor(model), x, v) for k, v in runs.items()}
+    for k, v in outs.items():
+        torch.testing.assert_close(v, outs["20ms"], atol=1e-5, rtol=1e-5, msg=k)
+
+
+def test_push_after_flush_needs_reset_and_reset_starts_over(models, speech):
+    model = models["golden"]
+    x = frame_aligned(speech["speech_de1"], 2.0)
+    ex = IncrementalFeatureExtractor(model)
+    first = _stream(ex, x, [640])
+    with pytest.raises(RuntimeError, match="reset"):
+        ex.push(x[:320])
+    assert ex.flush().shape[0] == 0
+    ex.reset()
+    torch.testing.assert_close(_stream(ex, x, [640]), first, atol=0, rtol=0)
+
+
+def test_rejects_integer_pcm(models):
+    with pytest.raises(ValueError, match="scale integer PCM"):
+        IncrementalFeatureExtractor(models["golden"]).push(np.zeros(320, np.int16))
+
+
+# ---- silence, dtype ----------------------------------------------------------------------------------
+
+
+def test_silence_embedding_is_cached_and_equals_pushing_zeros(models, speech):
+    model = models["golden"]
+    ex = IncrementalFeatureExtractor(model)
+    ex.push(speech["speech_de1"][:16000])  # a session's own state does not leak into it
+    calls = []
+    hook = model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        first = ex.silence_embedding(30)
+        n = len(calls)
+        again = ex.silence_embedding(30)
+    finally:
+        hook.remove()
+    assert n > 0 and len(calls) == n and again is first
+    fresh = IncrementalFeatureExtractor(model)
+    torch.testing.assert_close(first, _stream(fresh, np.zeros(30 * SLOT, np.float32), [320]), atol=1e-5, rtol=1e-5)
+    assert first.shape == (30, model.config.num_hidden_layers, model.config.hidden_size)
+
+
+def test_runs_in_the_models_dtype(models, speech):
+    model = models["group"]
+    x = frame_aligned(speech["speech_en1"], 2.0)
+    ref = _stream(IncrementalFeatureExtractor(model), x, [320])
+    bf16 = type(model)(model.config)
+    bf16.load_state_dict(model.state_dict())
+    bf16 = bf16.to(torch.bfloat16).eval()
+    got = _stream(IncrementalFeatureExtractor(bf16), x, [320])
+    assert got.dtype == torch.bfloat16 and got.shape == ref.shape
+    assert float(frame_cosines(got, ref).mean()) > 0.99
