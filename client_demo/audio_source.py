@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
-import av
 import numpy as np
+
+from streaming.media_files import read_audio_file
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +34,6 @@ class AudioSource(Protocol):
     sample_rate: int
 
     def chunks(self) -> AsyncIterator[np.ndarray]: ...
-
-
-def read_audio_file(path: str | Path, sample_rate: int = DEFAULT_RATE) -> np.ndarray:
-    """Decode any audio file PyAV can read to mono int16 at `sample_rate`: [n]."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file {path} not found")
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
-    parts: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise ValueError(f"{path} has no audio stream")
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-    except av.error.FFmpegError as exc:
-        raise ValueError(f"cannot decode {path} as audio: {exc}") from exc
-    for out in resampler.resample(None):
-        parts.append(out.to_ndarray().reshape(-1))
-    return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
 
 
 class FileSource:

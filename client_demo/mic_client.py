@@ -16,9 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streaming.media_files import Mp4Writer
+
 from .audio_source import AudioSource, FileSource, MicrophoneUnavailable, MicSource
 from .rtc_client import run_webrtc
-from .sinks import FrameSink, Mp4Writer, MultiSink, WindowViewer, gui_available
+from .sinks import FrameSink, MultiSink, WindowViewer, gui_available
 from .summary import RunOptions, RunSummary
 from .ws_client import ServerError, run_websocket
 

@@ -1,4 +1,4 @@
-"""The `infinitetalk-live` command: `serve` (the server), `render` and `bench` (coming later)."""
+"""The `infinitetalk-live` command: `serve` (the server), `render` (files -> mp4) and `bench` (coming later)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ log = logging.getLogger("infinitetalk-live")
 
 PROG = "infinitetalk-live"
 NOT_YET = {
-    "render": "`render` (speech file -> MP4, offline) is not implemented yet: it arrives with the offline "
-              "renderer. For now, run `serve` and use the websocket client in client_demo/.",
     "bench": "`bench` is not implemented yet: it arrives with the benchmark suite. For now, run the "
              "scripts in bench/ (e.g. python bench/server_overhead.py).",
 }
@@ -57,9 +55,92 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-sessions", type=int, default=8, help="live sessions over all clients (default 8)")
     s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest avatar upload in MB (default 10)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    sub.add_parser("render", help="render a speech file to an MP4 offline (not yet available)")
+    add_backend_options(s)
+    r = sub.add_parser("render", help="render speech files to an mp4 offline, as fast as the backend goes")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, help="still portrait to animate")
+    src.add_argument("--video", type=Path, help="video whose person is made to speak (loops if shorter)")
+    r.add_argument("--audio", type=Path, required=True, help="speech of speaker 1 (any format PyAV decodes)")
+    for i in (2, 3, 4):
+        r.add_argument(f"--audio{i}", type=Path, default=None, help=f"speech of speaker {i} (multi-speaker)")
+    r.add_argument("--speaker-box", action="append", default=[], metavar="X0,Y0,X1,Y1",
+                   help="pixel box of a speaker on the source, once per speaker (default: equal vertical strips)")
+    r.add_argument("-o", "--output", type=Path, required=True, help="mp4 file to write")
+    r.add_argument("--backend", default="infinitetalk", choices=sorted(BACKENDS), help="default infinitetalk")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_backend_options(r)
     sub.add_parser("bench", help="measure backend and server throughput (not yet available)")
     return p
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH, e.g. 448x448, got {text!r}") from None
+    return h, w
+
+
+def _lora(text: str) -> tuple[Path, float]:
+    path, _, strength = text.partition(":")
+    try:
+        return Path(path), float(strength) if strength else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lora takes PATH[:STRENGTH], got {text!r}") from None
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """Options of the infinitetalk backend (ignored by lite)."""
+    g = p.add_argument_group("infinitetalk backend")
+    g.add_argument("--weights", type=Path, help="folder with the InfiniteTalk release layout (see README)")
+    g.add_argument("--weights-config", type=Path, help="JSON file naming every model file explicitly")
+    g.add_argument("--preset", default="infinitetalk",
+                   help="generation settings: infinitetalk (default), infinitetalk-lowlatency, infinitetalk-4step, "
+                        "tiny-random (a random tiny model: its video is noise)")
+    g.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8"], help="DiT weights (default bf16 on CUDA)")
+    g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
+    g.add_argument("--frames", type=int, help="frames per window, 4n+1 (preset default)")
+    g.add_argument("--motion-frames", type=int, help="frames carried into the next window, 4n+1")
+    g.add_argument("--steps", type=int, help="sampling steps")
+    g.add_argument("--shift", type=float, help="timestep shift")
+    g.add_argument("--text-scale", type=float, help="text guidance scale (1 = off)")
+    g.add_argument("--audio-scale", type=float, help="audio guidance scale (1 = off)")
+    g.add_argument("--colour-strength", type=float, help="colour correction strength 0..1 (default 1)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed (same audio + seed -> same video)")
+    g.add_argument("--lora", type=_lora, action="append", default=[], metavar="PATH[:STRENGTH]",
+                   help="LoRA merged at load, e.g. the lightx2v 4-step LoRA (repeatable)")
+    g.add_argument("--prompt", help="text prompt (needs the umT5 encoder in the weights folder)")
+    g.add_argument("--negative-prompt", help="negative prompt (default: the reference's)")
+    g.add_argument("--idle", choices=["generate", "source"], default="generate",
+                   help="when nobody speaks: generate with silent audio, or play a video avatar's source")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """The keyword options `create_generator(args.backend, ...)` takes for the chosen backend."""
+    if args.backend != "infinitetalk":
+        return {}
+    return dict(
+        weights=args.weights, weights_config=args.weights_config, preset=args.preset, device=args.device,
+        dtype=args.dtype, size=args.size, frames=args.frames, motion_frames=args.motion_frames, steps=args.steps,
+        shift=args.shift, text_scale=args.text_scale, audio_scale=args.audio_scale,
+        colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
+        negative_prompt=args.negative_prompt, idle=args.idle,
+    )
+
+
+def make_generator(args: argparse.Namespace):
+    """Build the backend or print why not (missing weights are listed by name) and return None."""
+    from model.infinitetalk import MissingWeightsError
+
+    try:
+        return create_generator(args.backend, **backend_options(args))
+    except MissingWeightsError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+    except (BackendUnavailable, ValueError, OSError) as exc:
+        print(f"{PROG}: cannot start backend {args.backend}: {exc}", file=sys.stderr)
+    return None
 
 
 def display_url(host: str, port: int) -> str:
@@ -77,10 +158,8 @@ async def serve(args: argparse.Namespace) -> int:
     from .avatars import AvatarError, AvatarStore, UploadLimits
     from .config import ServerConfig
 
-    try:
-        generator = create_generator(args.backend)
-    except (BackendUnavailable, ValueError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+    generator = await asyncio.to_thread(make_generator, args)
+    if generator is None:
         return 2
     builtins, default = builtin_avatars()
     max_bytes = int(args.max_upload_mb * 1024 * 1024)
@@ -117,12 +196,43 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def render(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from streaming.avatars import load_avatar
+
+    from .render import read_speech, render_to_mp4
+
+    paths = [args.audio] + [p for p in (args.audio2, args.audio3, args.audio4) if p is not None]
+    try:
+        speech = await asyncio.to_thread(read_speech, paths)
+        source = args.image or args.video
+        avatar = await asyncio.to_thread(load_avatar, source, source.stem)
+        if args.speaker_box:
+            boxes = tuple(tuple(int(v) for v in b.split(",")) for b in args.speaker_box)
+            if len(boxes) != len(paths) or any(len(b) != 4 for b in boxes):
+                raise ValueError(f"give one --speaker-box X0,Y0,X1,Y1 per audio file ({len(paths)})")
+            avatar = replace(avatar, speaker_boxes=boxes)
+    except (OSError, ValueError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    generator = await asyncio.to_thread(make_generator, args)
+    if generator is None:
+        return 2
+    result = await render_to_mp4(generator, avatar, speech, args.output, progress=not args.no_progress)
+    print(f"{PROG}: wrote {args.output}: {result.frames} frames ({result.seconds_of_video:.2f} s) "
+          f"in {result.wall_seconds:.1f} s ({result.realtime_factor:.2f}x real time)", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command in NOT_YET:
         print(f"{PROG}: {NOT_YET[args.command]}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "render":
+        return asyncio.run(render(args))
     if args.max_sessions < 1:
         print(f"{PROG}: --max-sessions must be >= 1", file=sys.stderr)
         return 2

@@ -21,7 +21,10 @@ class BackendUnavailable(RuntimeError):
 
 
 def create_generator(name: str, **options: Any) -> Generator:
-    """Build the backend called `name`; `options` go to its settings (e.g. lite: width=384, height=384)."""
+    """Build the backend called `name`; `options` go to its settings (lite: LiteSettings fields, e.g.
+    width=384; infinitetalk: InfiniteTalkOptions fields, e.g. weights=Path(...), preset="tiny-random").
+
+    Raises MissingWeightsError (a FileNotFoundError) naming every missing model file."""
     if name == "lite":
         try:
             from .lite import LiteGenerator, LiteSettings
@@ -29,7 +32,7 @@ def create_generator(name: str, **options: Any) -> Generator:
             raise BackendUnavailable(f"the lite backend is not installed in this build ({exc})") from exc
         return LiteGenerator(LiteSettings(**options)) if options else LiteGenerator()
     if name == "infinitetalk":
-        raise BackendUnavailable(
-            "backend 'infinitetalk' is not available yet: it arrives with the model port. Use --backend lite for now."
-        )
+        from .infinitetalk_setup import InfiniteTalkOptions, build_infinitetalk_generator
+
+        return build_infinitetalk_generator(InfiniteTalkOptions(**options))
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

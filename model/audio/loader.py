@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 from transformers import Wav2Vec2Model
+from transformers.utils import logging as transformers_logging
 
 log = logging.getLogger(__name__)
+transformers_logging.disable_progress_bar()  # no per-load progress bars in a server log
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers.utils import logging as transformers_logging
 
 from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
 from model.dit import DiTConfig, InfiniteTalkDiT
@@ -110,6 +111,7 @@ def write_tiny_weights(root: str | Path, seed: int = 0) -> Path:
     (base / CLIP_CONFIG).write_text(json.dumps(clip_kwargs))
 
     wav = Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2))
+    transformers_logging.disable_progress_bar()
     wav.save_pretrained(root / WAV2VEC_DIR, safe_serialization=True)
     (root / WAV2VEC_DIR / "preprocessor_config.json").write_text(json.dumps({
         "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,

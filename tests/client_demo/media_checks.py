@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from client_demo.audio_source import read_audio_file
+from streaming.media_files import read_audio_file
 
 
 @dataclass

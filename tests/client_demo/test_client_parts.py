@@ -12,9 +12,9 @@ import av
 import numpy as np
 import pytest
 
-from client_demo.audio_source import FileSource, MicrophoneUnavailable, MicSource, read_audio_file
-from client_demo.sinks import Mp4Writer
+from client_demo.audio_source import FileSource, MicrophoneUnavailable, MicSource
 from client_demo.summary import RunOptions, RunSummary
+from streaming.media_files import Mp4Writer, read_audio_file
 from tests.client_demo.media_checks import mp4_facts
 
 

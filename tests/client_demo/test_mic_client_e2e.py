@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from client_demo.audio_source import read_audio_file
 from client_demo.mic_client import ClientConfig, main, run_client
-from client_demo.sinks import pick_video_codec
 from client_demo.summary import RunOptions
+from streaming.media_files import pick_video_codec, read_audio_file
 from tests.client_demo.media_checks import locate_speech_chunks, mp4_facts
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,0 +1,104 @@
+"""Build the infinitetalk backend from command-line style options (weights folder or the tiny test model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from model.infinitetalk import ModelFiles, load_bundle
+from model.infinitetalk.presets import get_preset
+from model.infinitetalk.tiny import write_tiny_weights
+from model.sampling import GuidanceScales
+
+from .features import FeatureSettings
+from .infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
+
+log = logging.getLogger(__name__)
+
+TINY_RANDOM = "tiny-random"
+NOISE_WARNING = (
+    "backend infinitetalk with preset tiny-random: RANDOM WEIGHTS, THE VIDEO IS NOISE. "
+    "It exercises the whole pipeline for tests and demos; use --weights DIR for the real model."
+)
+
+
+@dataclass(frozen=True)
+class InfiniteTalkOptions:
+    """What `serve`/`render` accept for the infinitetalk backend (None = the preset's value)."""
+
+    weights: Path | None = None
+    weights_config: Path | None = None
+    preset: str = "infinitetalk"
+    device: str | None = None
+    dtype: str | None = None
+    size: tuple[int, int] | None = None
+    frames: int | None = None
+    motion_frames: int | None = None
+    steps: int | None = None
+    shift: float | None = None
+    text_scale: float | None = None
+    audio_scale: float | None = None
+    colour_strength: float | None = None
+    seed: int = 0
+    loras: tuple[tuple[Path, float], ...] = ()
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    idle: str = "generate"
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+
+
+def _dtype(name: str | None, device: torch.device) -> torch.dtype:
+    if name is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8": torch.float8_e4m3fn}
+    if name not in table:
+        raise ValueError(f"dtype {name!r} not supported: use one of {', '.join(table)}")
+    return table[name]
+
+
+def window_settings(opts: InfiniteTalkOptions):
+    base = get_preset(opts.preset)
+    changes = {k: v for k, v in (("frame_num", opts.frames), ("motion_frames", opts.motion_frames),
+                                 ("steps", opts.steps), ("shift", opts.shift),
+                                 ("colour_strength", opts.colour_strength)) if v is not None}
+    if opts.text_scale is not None or opts.audio_scale is not None:
+        changes["guidance"] = GuidanceScales(
+            opts.text_scale if opts.text_scale is not None else base.guidance.text,
+            opts.audio_scale if opts.audio_scale is not None else base.guidance.audio,
+        )
+    if "steps" in changes and base.step_list is not None:
+        changes["step_list"] = None  # an explicit step count replaces a distilled schedule
+    return dataclasses.replace(base, **changes)
+
+
+def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGenerator:
+    """Load the model (raising MissingWeightsError before anything heavy when files are missing)."""
+    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = _dtype(opts.dtype, device)
+    size = opts.size
+    if opts.preset == TINY_RANDOM:
+        log.warning(NOISE_WARNING)
+        root = Path(tempfile.mkdtemp(prefix="infinitetalk-tiny-"))
+        write_tiny_weights(root, seed=opts.seed)
+        files = ModelFiles.discover(root)
+        dtype = torch.float32 if device.type == "cpu" else dtype
+        size = size or (64, 64)
+    elif opts.weights_config is not None:
+        files = ModelFiles.from_json(opts.weights_config)
+    elif opts.weights is not None:
+        files = ModelFiles.discover(opts.weights)
+    else:
+        raise ValueError("backend infinitetalk needs --weights DIR (or --weights-config FILE, or --preset tiny-random)")
+    if opts.loras:
+        files = files.with_loras(list(files.loras) + list(opts.loras))
+    bundle = load_bundle(files, device=device, dtype=dtype, prompt=opts.prompt, negative_prompt=opts.negative_prompt)
+    if opts.preset == TINY_RANDOM:
+        bundle.description = "TINY RANDOM MODEL (video is noise) " + bundle.description
+    settings = InfiniteTalkBackendSettings(window=window_settings(opts), size=size, seed=opts.seed,
+                                           features=opts.features, idle=opts.idle)  # type: ignore[arg-type]
+    return InfiniteTalkGenerator(bundle, settings)

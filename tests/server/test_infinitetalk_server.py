@@ -1,0 +1,126 @@
+"""The infinitetalk backend behind the real server and CLI, with the tiny random model from disk."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import signal
+import sys
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+import torch
+
+from server.cli import main
+
+from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
+from .helpers import WsLog, live_server, make_avatar, read_wav, ws_receive_all, ws_send_realtime
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.set_num_threads(1)
+    return tiny_bundle(tmp_path_factory.mktemp("tiny-infinitetalk"))
+
+
+async def _stream(srv, speakers: list[np.ndarray], hello_extra: dict) -> tuple[dict, WsLog]:
+    async with aiohttp.ClientSession() as http, http.ws_connect(srv.ws_url) as ws:
+        await ws.send_json({"type": "hello", "version": 1, **hello_extra})
+        ready = await asyncio.wait_for(ws.receive_json(), 30)
+        log = WsLog([])
+        receiver = asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time))
+        await asyncio.gather(*(ws_send_realtime(ws, pcm, speaker=i) for i, pcm in enumerate(speakers)))
+        await ws.send_json({"type": "end_of_speech"})
+        await asyncio.sleep(2.5)
+        await ws.send_json({"type": "bye"})
+        await asyncio.wait_for(receiver, 10)
+    return ready, log
+
+
+async def test_live_speech_over_websocket_comes_back_sample_exact_with_paced_frames(bundle, speech_dir):
+    speech = read_wav(speech_dir / "speech_de1.wav")[: 16000 * 3]
+    gen = tiny_generator(bundle)
+    async with live_server(gen) as srv:
+        ready, log = await _stream(srv, [speech], {})
+    assert ready["backend"] == "infinitetalk" and (ready["width"], ready["height"]) == (32, 32)
+    assert ready["window_frames"] == gen.window.new_frames
+    frames = log.frames
+    assert [f.index for f in frames] == list(range(len(frames)))
+    times = np.array(log.frame_times[10:])
+    assert abs((len(times) - 1) / (times[-1] - times[0]) - 25) < 1.5
+    out = np.concatenate([f.pcm for f in frames])
+    np.testing.assert_array_equal(out[np.flatnonzero(out)], speech[np.flatnonzero(speech)])
+    fillers = [f.index for f in frames if f.filler]
+    assert len(fillers) < 0.05 * len(frames), fillers
+    assert any(f.speech for f in frames) and not frames[0].speech  # idle first, then speech
+
+
+async def test_two_speakers_over_websocket(bundle, speech_dir):
+    a = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 2]
+    b = read_wav(speech_dir / "speech_en2.wav")[: 16000 * 2]
+    avatar = make_avatar("duo", (64, 32))
+    avatar = type(avatar)(avatar.name, avatar.frames, speaker_boxes=((0, 0, 30, 32), (34, 0, 64, 32)))
+    async with live_server(tiny_generator(bundle, size=(32, 64)), builtins={"duo": lambda: avatar}) as srv:
+        ready, log = await _stream(srv, [a, b], {"speakers": 2})
+    assert ready["type"] == "ready" and (ready["width"], ready["height"]) == (64, 32)
+    out = np.concatenate([f.pcm for f in log.frames]).astype(np.int32)
+    mixed = np.clip(a.astype(np.int32) + b.astype(np.int32), -32768, 32767)
+    nz = np.flatnonzero(mixed)
+    assert np.corrcoef(out[np.flatnonzero(out)][: nz.size], mixed[nz])[0, 1] > 0.95
+    assert not log.json("error")
+
+
+def test_render_writes_an_mp4_with_every_frame_and_the_speech(tmp_path, speech_dir):
+    out = tmp_path / "talk.mp4"
+    wav = speech_dir / "speech_de1.wav"
+    from streaming.avatars import builtin_avatar_path
+
+    code = main(["render", "--image", str(builtin_avatar_path("astronaut")), "--audio", str(wav), "-o", str(out),
+                 "--preset", "tiny-random", "--size", "32x32", "--no-progress", "--seed", "3"])
+    assert code == 0
+    samples = read_wav(wav).size
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert c.streams.audio[0].codec_context.name == "aac"
+        assert v.codec_context.name == "h264" and v.average_rate == 25
+        n = sum(1 for _ in c.decode(video=0))
+    assert n == math.ceil(samples / 640)
+    with av.open(str(out)) as c:
+        audio_s = sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].rate
+    assert abs(audio_s - samples / 16000) < 0.1
+
+
+def test_missing_weights_stop_serve_and_render_before_anything_starts(tmp_path, capsys):
+    assert main(["serve", "--backend", "infinitetalk", "--weights", str(tmp_path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "incomplete" in err and "Wan2.1_VAE" in err and "chinese-wav2vec2-base" in err
+    wav = tmp_path / "none.wav"
+    assert main(["render", "--image", "x.png", "--audio", str(wav), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+async def test_serve_with_tiny_random_says_loudly_that_the_video_is_noise_then_serves():
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--backend", "infinitetalk", "--preset", "tiny-random",
+        "--size", "32x32", "--port", "0", "--log-level", "warning",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+        m = re.search(r"open (http://127\.0\.0\.1:\d+/) in a browser \(backend: infinitetalk", line)
+        assert m, line
+        async with aiohttp.ClientSession() as http, http.get(m.group(1) + "api/info") as r:
+            info = await r.json()
+        assert "video is noise" in info["backend_description"].lower()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        err = (await proc.stderr.read()).decode()
+        assert "RANDOM WEIGHTS, THE VIDEO IS NOISE" in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,148 @@
+"""The infinitetalk backend in the engine, with a tiny random model loaded from disk like real weights."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from model.infinitetalk import MissingWeightsError, ModelFiles
+from streaming.engine import Engine
+from streaming.generator import Avatar, WindowJob
+from streaming.infinitetalk_backend import speaker_masks
+from streaming.planner import PlannerSettings
+from streaming.session import SessionSettings
+
+from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.set_num_threads(1)
+    return tiny_bundle(tmp_path_factory.mktemp("tiny-infinitetalk"))
+
+
+def read_wav(path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+
+
+AVATAR = Avatar("face", np.random.default_rng(0).integers(0, 256, (1, 120, 96, 3), np.uint8))
+TWO = Avatar("two", np.random.default_rng(1).integers(0, 256, (1, 64, 128, 3), np.uint8),
+             speaker_boxes=((0, 0, 60, 64), (68, 0, 128, 64)))
+
+
+def test_missing_weights_are_listed_with_the_names_expected(tmp_path):
+    (tmp_path / "Wan2.1-I2V-14B-480P").mkdir()
+    with pytest.raises(MissingWeightsError) as err:
+        ModelFiles.discover(tmp_path)
+    msg = str(err.value)
+    for name in ("diffusion_pytorch_model", "config.json", "Wan2.1_VAE", "models_clip_open-clip", "chinese-wav2vec2-base",
+                 "prompt_embeddings.safetensors"):
+        assert name in msg
+
+
+async def offline_frames(gen, speech: np.ndarray, speakers: int = 1, avatar: Avatar = AVATAR) -> list:
+    engine = Engine(gen)
+    try:
+        settings = SessionSettings(speakers=speakers, planner=PlannerSettings(realtime=False), max_buffer_s=60)
+        session = await engine.open_session(avatar, settings)
+        for s in range(speakers):
+            session.push_audio(speech if speakers == 1 else speech[s], speaker=s)
+        session.end_input()
+        frames = [f async for f in session.frames()]
+        await session.close()
+    finally:
+        await engine.shutdown()
+    return frames
+
+
+async def test_offline_speech_becomes_whole_windows_of_frames_with_the_audio(bundle, speech_dir):
+    gen = tiny_generator(bundle)
+    speech = read_wav(speech_dir / "speech_de1.wav")[: 16000 * 2]
+    frames = await offline_frames(gen, speech)
+    n = gen.window.new_frames
+    frames_of_speech = math.ceil(speech.size / 640)
+    assert len(frames) == math.ceil(frames_of_speech / n) * n
+    assert frames[0].image.shape == (32, 32, 3) and frames[0].image.dtype == np.uint8
+    np.testing.assert_array_equal(np.concatenate([f.audio for f in frames])[: speech.size], speech)
+    # Random weights make noise, but it moves: consecutive frames differ.
+    assert np.mean([np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(frames[:-1], frames[1:], strict=True)]) > 0.5
+
+
+async def test_live_output_equals_the_offline_render_for_the_same_audio_and_seed(bundle, speech_dir):
+    speech = read_wav(speech_dir / "speech_en2.wav")[: 16000 * 2]
+    offline = await offline_frames(tiny_generator(bundle), speech)
+    gen = tiny_generator(bundle)
+    engine = Engine(gen)
+    live = []
+    try:
+        session = await engine.open_session(AVATAR, SessionSettings(max_buffer_s=10))
+        session.push_audio(speech)  # all at once, before the first window is planned
+        async for f in session.frames():
+            live.append(f)
+            if len(live) >= len(offline):
+                break
+        await session.close()
+    finally:
+        await engine.shutdown()
+    assert len(live) == len(offline)
+    for a, b in zip(live, offline, strict=True):
+        np.testing.assert_array_equal(a.audio, b.audio)
+        np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_idle_windows_use_the_cached_silence_embedding(bundle):
+    gen = tiny_generator(bundle)
+    state = gen.open_session("s", AVATAR)
+    spec = gen.window
+    loud = (np.random.default_rng(0).standard_normal((1, spec.job_samples)) * 0.2).astype(np.float32)
+    gen._push_audio(state, WindowJob("s", 0, 0, loud, speech=False))
+    rows = gen._window_rows(state, WindowJob("s", 0, 0, loud, speech=False))
+    silence = gen._silence(spec.new_frames + gen.settings.window.motion_frames + 4)
+    assert torch.equal(rows[0, :, 2], silence[2:-2])
+    assert gen._silence(7) is gen._silence(7)  # computed once
+
+
+async def test_two_speakers_each_drive_their_own_region(bundle, speech_dir):
+    masks = speaker_masks(TWO.speaker_boxes, TWO.size, (32, 64), (4, 8))
+    assert masks.shape == (3, 4, 8)
+    assert masks[0, :, :3].all() and not masks[0, :, 5:].any() and masks[1, :, 5:].all()
+    torch.testing.assert_close(masks.sum(0), torch.ones(4, 8))
+    a = read_wav(speech_dir / "speech_en1.wav")[:24000]
+    b = read_wav(speech_dir / "speech_en2.wav")[:24000]
+    gen = tiny_generator(bundle, size=(32, 64))
+    frames = await offline_frames(gen, np.stack([a, b]), speakers=2, avatar=TWO)
+    assert frames and frames[0].image.shape == (32, 64, 3)
+    np.testing.assert_allclose(np.concatenate([f.audio for f in frames])[: a.size], np.clip(a + b, -1, 1), atol=1e-6)
+
+
+async def test_interrupt_mid_speech_keeps_generating_from_the_last_frames(bundle, speech_dir):
+    gen = tiny_generator(bundle)
+    engine = Engine(gen)
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 3]
+    got = []
+    try:
+        session = await engine.open_session(AVATAR, SessionSettings(max_buffer_s=10))
+
+        async def run():
+            async for f in session.frames():
+                got.append(f)
+
+        task = asyncio.create_task(run())
+        session.push_audio(speech)
+        while not any(f.speech for f in got):
+            await asyncio.sleep(0.02)
+        session.interrupt()
+        await asyncio.sleep(1.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert session.error is None
+        await session.close()
+    finally:
+        await engine.shutdown()
+    assert not got[-1].speech
