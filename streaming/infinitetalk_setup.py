@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 
 from model.infinitetalk import ModelFiles, load_bundle
+from model.infinitetalk.manifest import record_weights, verify_weights
 from model.infinitetalk.presets import get_preset
 from model.infinitetalk.tiny import write_tiny_weights
 from model.sampling import GuidanceScales
+from model.weights import MANIFEST_NAME
 
 from .features import FeatureSettings
 from .infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
@@ -50,6 +52,9 @@ class InfiniteTalkOptions:
     negative_prompt: str | None = None
     idle: str = "generate"
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    verify_weights: str = "full"
+    """full | size | off: check the files against `weights.sha256.json` in the weights folder (or
+    beside --weights-config) before loading; the manifest is recorded after the first good load."""
 
 
 def _dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -81,6 +86,7 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = _dtype(opts.dtype, device)
     size = opts.size
+    manifest: Path | None = None
     if opts.preset == TINY_RANDOM:
         log.warning(NOISE_WARNING)
         root = Path(tempfile.mkdtemp(prefix="infinitetalk-tiny-"))
@@ -90,13 +96,20 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
         size = size or (64, 64)
     elif opts.weights_config is not None:
         files = ModelFiles.from_json(opts.weights_config)
+        manifest = opts.weights_config.parent / MANIFEST_NAME
     elif opts.weights is not None:
         files = ModelFiles.discover(opts.weights)
+        manifest = opts.weights / MANIFEST_NAME
     else:
         raise ValueError("backend infinitetalk needs --weights DIR (or --weights-config FILE, or --preset tiny-random)")
     if opts.loras:
         files = files.with_loras(list(files.loras) + list(opts.loras))
+    unrecorded: list[Path] = []
+    if manifest is not None and opts.verify_weights != "off":
+        unrecorded = verify_weights(files, manifest, opts.verify_weights)  # raises WeightLoadError naming bad files
     bundle = load_bundle(files, device=device, dtype=dtype, prompt=opts.prompt, negative_prompt=opts.negative_prompt)
+    if manifest is not None and unrecorded:
+        record_weights(manifest, unrecorded)
     if opts.preset == TINY_RANDOM:
         bundle.description = "TINY RANDOM MODEL (video is noise) " + bundle.description
     settings = InfiniteTalkBackendSettings(window=window_settings(opts), size=size, seed=opts.seed,

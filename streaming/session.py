@@ -356,8 +356,10 @@ class Session:
 
         started = time.perf_counter()
         deadline = time.monotonic() + len(self._playout) / self.spec.fps
+        w, h = self.output_size
         fut = self.worker.submit_window(
-            self._gen_state, job, on_frame, deadline=deadline, cancelled=lambda: epoch != self._epoch
+            self._gen_state, job, on_frame, deadline=deadline, cancelled=lambda: epoch != self._epoch,
+            frame_shape=(h, w, 3),
         )
         self._in_flight = asyncio.wrap_future(fut)
         try:

@@ -80,11 +80,14 @@ class GeneratorWorker:
         *,
         deadline: float,
         cancelled: Callable[[], bool] = lambda: False,
+        frame_shape: tuple[int, int, int] | None = None,
     ) -> concurrent.futures.Future:
         """Generate one window; `on_frame(i, frame)` is called on the worker thread for each frame.
 
         The future resolves to the number of frames produced, or raises the generator's error, or
         `JobCancelled` when `cancelled()` turned true (checked before starting and between frames).
+        frame_shape: (H, W, 3) the frames must have; a backend yielding anything else (another size,
+        dtype, a tensor) fails the job (its session) instead of reaching the encoders.
         """
         expected = self.generator.window.new_frames
 
@@ -101,6 +104,8 @@ class GeneratorWorker:
                         raise RuntimeError(
                             f"backend {self.generator.name!r} yielded more than {expected} frames for one window"
                         )
+                    if frame_shape is not None:
+                        check_frame(frame, frame_shape, self.generator.name)
                     on_frame(count, frame)
                     count += 1
             finally:
@@ -163,6 +168,13 @@ class GeneratorWorker:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("generator worker did not stop within %.1f s", timeout)
+
+
+def check_frame(frame: Any, shape: tuple[int, int, int], backend: str) -> None:
+    """Raise ValueError unless `frame` is a uint8 numpy array of `shape`."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != shape:
+        got = f"{type(frame).__name__} {getattr(frame, 'dtype', '')} {list(getattr(frame, 'shape', []))}"
+        raise ValueError(f"backend {backend!r} yielded a bad frame: {got.strip()}; expected uint8 {list(shape)}")
 
 
 def _STOP() -> None:  # sentinel task
