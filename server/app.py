@@ -18,6 +18,7 @@ from .encode import JpegEncoder
 from .errors import error_middleware
 from .metrics import Metrics
 from .routes import add_routes, default_static_dir
+from .security import AccessPolicy, security_middleware
 from .sessions import SessionManager
 from .webrtc import handle_offer
 from .ws import handle_ws
@@ -28,10 +29,11 @@ log = logging.getLogger(__name__)
 def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_engine: bool = False) -> web.Application:
     """The whole server as a `web.Application`. With `owns_engine`, cleanup also stops the engine."""
     metrics = Metrics(engine.generator.name)
-    sessions = SessionManager(engine, metrics, config.max_sessions)
+    sessions = SessionManager(engine, metrics, config.max_sessions, config.max_sessions_per_client)
     metrics.bind(sessions.mean_fps, lambda: engine.worker.queue_depth)
-    ctx = ServerContext(config, engine, avatars, metrics, sessions, JpegEncoder())
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_upload_bytes + 1024 * 1024)
+    ctx = ServerContext(config, engine, avatars, metrics, sessions, JpegEncoder(), AccessPolicy(config))
+    app = web.Application(middlewares=[error_middleware, security_middleware],
+                          client_max_size=config.max_upload_bytes + 1024 * 1024)
     app[CONTEXT] = ctx
     add_routes(app, config.static_dir if config.static_dir is not None else default_static_dir())
     add_avatar_routes(app)

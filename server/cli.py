@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from streaming.backends import BACKENDS, BackendUnavailable, create_generator
 
+from .cli_security import OptionError, add_security_options, security_config, ssl_context
+
 if TYPE_CHECKING:
     from streaming.generator import Avatar
 
@@ -55,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-sessions", type=int, default=8, help="live sessions over all clients (default 8)")
     s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest avatar upload in MB (default 10)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_security_options(s)
     add_backend_options(s)
     r = sub.add_parser("render", help="render speech files to an mp4 offline, as fast as the backend goes")
     src = r.add_mutually_exclusive_group(required=True)
@@ -115,6 +118,9 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--negative-prompt", help="negative prompt (default: the reference's)")
     g.add_argument("--idle", choices=["generate", "source"], default="generate",
                    help="when nobody speaks: generate with silent audio, or play a video avatar's source")
+    g.add_argument("--verify-weights", choices=["full", "size", "off"], default="full",
+                   help="check the weight files against weights.sha256.json (recorded at the first good load): "
+                        "full = sizes and sha256 (default), size = sizes only (fast), off")
 
 
 def backend_options(args: argparse.Namespace) -> dict:
@@ -126,7 +132,7 @@ def backend_options(args: argparse.Namespace) -> dict:
         dtype=args.dtype, size=args.size, frames=args.frames, motion_frames=args.motion_frames, steps=args.steps,
         shift=args.shift, text_scale=args.text_scale, audio_scale=args.audio_scale,
         colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
-        negative_prompt=args.negative_prompt, idle=args.idle,
+        negative_prompt=args.negative_prompt, idle=args.idle, verify_weights=args.verify_weights,
     )
 
 
@@ -143,9 +149,9 @@ def make_generator(args: argparse.Namespace):
     return None
 
 
-def display_url(host: str, port: int) -> str:
+def display_url(host: str, port: int, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+    return f"{scheme}://[{shown}]:{port}/" if ":" in shown else f"{scheme}://{shown}:{port}/"
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -158,6 +164,12 @@ async def serve(args: argparse.Namespace) -> int:
     from .avatars import AvatarError, AvatarStore, UploadLimits
     from .config import ServerConfig
 
+    try:
+        network = security_config(args)
+        tls = ssl_context(args)
+    except OptionError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     generator = await asyncio.to_thread(make_generator, args)
     if generator is None:
         return 2
@@ -170,13 +182,14 @@ async def serve(args: argparse.Namespace) -> int:
     except (AvatarError, ValueError) as exc:
         print(f"{PROG}: cannot use avatar {args.avatar or default!r}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
-    config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions, max_upload_bytes=max_bytes)
+    config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions, max_upload_bytes=max_bytes,
+                          **network)
     engine = Engine(generator)
     app = build_app(config, engine, store, owns_engine=True)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, args.host, args.port)
+        site = web.TCPSite(runner, args.host, args.port, ssl_context=tls)
         await site.start()
     except OSError as exc:
         await runner.cleanup()
@@ -184,8 +197,11 @@ async def serve(args: argparse.Namespace) -> int:
         return 2
     port = runner.addresses[0][1] if runner.addresses else args.port
     label = BACKENDS.get(generator.name, generator.description)
-    print(f"{PROG}: open {display_url(args.host, port)} in a browser (backend: {generator.name} — {label})",
-          flush=True)
+    url = display_url(args.host, port, "https" if tls else "http")
+    print(f"{PROG}: open {url} in a browser (backend: {generator.name} — {label})", flush=True)
+    if config.token is not None:
+        print(f"{PROG}: an access token is required: open {url}?token=YOUR_TOKEN, or type it in the page",
+              flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROTOCOL_VERSION = 1
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server for WebRTC across NATs (aiortc `RTCIceServer`, the browser's iceServers).
+
+    credential is never shown in reprs or logs. For TURN with coturn's `use-auth-secret`, leave
+    username/credential empty and give the server `turn_secret`: each client gets its own
+    short-lived credential (see docs/security.md).
+    """
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -24,6 +52,20 @@ class ServerConfig:
     ice_connect_timeout_s: a peer that is not connected this long after the answer is closed.
     ice_disconnect_grace_s: a peer that stays "disconnected" this long is closed.
     jpeg_quality: default websocket frame quality (a client may ask for another in `hello`).
+    token: the access token; None = no authentication (only allowed on loopback: the CLI refuses
+        other hosts without one). Never shown in reprs or logs.
+    allow_origins: browser origins (scheme://host[:port]) allowed besides the page's own; "*" = any.
+    trusted_proxies: peer addresses whose X-Forwarded-For names the real client (a reverse proxy).
+    max_sessions_per_client: live sessions per client address (429 / 4429 beyond).
+    rate_limit_per_s / rate_limit_burst: token bucket per client address over the costly requests
+        (POST /offer, websocket connects, avatar uploads): `burst` at once, then `per_s` a second.
+    rtc_idle_timeout_s: a WebRTC session with no speech and no control message for this long is
+        closed (`idle_timeout`), like an idle websocket.
+    rtc_media_timeout_s: a connected peer whose microphone track sends nothing for this long is
+        treated as gone (it vanished without a goodbye: no ICE consent for ~30 s otherwise).
+    ice_servers: STUN/TURN servers for the server's peer and the browser page.
+    turn_secret: coturn's static-auth-secret; TURN servers then get per-client credentials.
+    turn_ttl_s: lifetime of those credentials.
     """
 
     host: str = "127.0.0.1"
@@ -42,6 +84,17 @@ class ServerConfig:
     jpeg_quality: int = 80
     static_dir: Path | None = None
     """Browser demo folder; None -> the installed `client_demo/static`."""
+    token: str | None = field(default=None, repr=False)
+    allow_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    max_sessions_per_client: int = 4
+    rate_limit_per_s: float = 1.0
+    rate_limit_burst: int = 20
+    rtc_idle_timeout_s: float = 300.0
+    rtc_media_timeout_s: float = 10.0
+    ice_servers: tuple[IceServer, ...] = ()
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_ttl_s: int = 24 * 3600
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
@@ -54,3 +107,9 @@ class ServerConfig:
             raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
         if self.ws_send_queue_frames < 1 or self.ws_stall_timeout_s <= 0 or self.stats_interval_s <= 0:
             raise ValueError("ws_send_queue_frames, ws_stall_timeout_s and stats_interval_s must be positive")
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("the access token must be at least 8 characters (e.g. secrets.token_urlsafe(32))")
+        if self.max_sessions_per_client < 1 or self.rate_limit_burst < 1 or self.rate_limit_per_s <= 0:
+            raise ValueError("max_sessions_per_client, rate_limit_burst and rate_limit_per_s must be positive")
+        if self.rtc_idle_timeout_s <= 0 or self.rtc_media_timeout_s <= 0 or self.ws_idle_timeout_s <= 0:
+            raise ValueError("idle and media timeouts must be positive")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -14,6 +14,9 @@ from .config import PROTOCOL_VERSION, ServerConfig
 from .encode import JpegEncoder
 from .metrics import Metrics
 from .sessions import SessionManager
+
+if TYPE_CHECKING:
+    from .security import AccessPolicy
 
 
 class Connection(Protocol):
@@ -30,10 +33,14 @@ class ServerContext:
     metrics: Metrics
     sessions: SessionManager
     encoder: JpegEncoder
+    security: AccessPolicy
     connections: set[Connection] = field(default_factory=set)
     stopping: bool = False
 
-    def info(self) -> dict[str, Any]:
+    def info(self, authorized: bool, client: str) -> dict[str, Any]:
+        """`/api/info`; the STUN/TURN list (it may carry TURN credentials) only for authorised clients."""
+        from .ice import browser_ice_servers
+
         g = self.engine.generator
         return {
             "backend": g.name,
@@ -44,7 +51,8 @@ class ServerContext:
             "window_frames": g.window.new_frames,
             "protocol_version": PROTOCOL_VERSION,
             "max_upload_bytes": self.config.max_upload_bytes,
-            "auth_required": False,
+            "auth_required": self.security.auth_required,
+            "ice_servers": browser_ice_servers(self.config, client) if authorized else [],
         }
 
 

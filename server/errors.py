@@ -17,7 +17,7 @@ _CODES_BY_STATUS = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
-    429: "too_many_sessions",
+    429: "too_many_requests",
     503: "unavailable",
 }
 
@@ -25,11 +25,12 @@ _CODES_BY_STATUS = {
 class ApiError(Exception):
     """Raised by handlers; the middleware turns it into a JSON error response."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -41,7 +42,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_error(exc.status, exc.code, exc.message)
+        return json_error(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

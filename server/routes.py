@@ -50,7 +50,8 @@ async def missing_static(request: web.Request) -> web.StreamResponse:
 
 
 async def api_info(request: web.Request) -> web.Response:
-    return web.json_response(context_of(request).info())
+    ctx = context_of(request)
+    return web.json_response(ctx.info(ctx.security.authorized(request), ctx.security.client(request)))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """Admission control over engine sessions, shared by the websocket and WebRTC transports.
 
 A slot is reserved before the (awaited) session start so two clients racing for the last slot
-cannot both get in; `--max-sessions` counts both transports together.
+cannot both get in; `--max-sessions` counts both transports together, and
+`--max-sessions-per-client` caps what one client address may hold of them.
 """
 
 from __future__ import annotations
@@ -23,31 +24,48 @@ class TooManySessions(RuntimeError):
 
 
 class SessionManager:
-    def __init__(self, engine: Engine, metrics: Metrics, max_sessions: int) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics, max_sessions: int, max_per_client: int | None = None) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_sessions = max_sessions
+        self.max_per_client = max_per_client or max_sessions
         self._slots = 0
         self._by_transport: dict[str, int] = {"websocket": 0, "webrtc": 0}
+        self._by_client: dict[str, int] = {}
 
     @property
     def active(self) -> int:
         return self._slots
 
-    def reserve(self, transport: str) -> None:
-        """Take a slot or raise TooManySessions. Pair with `release()`."""
+    def held_by(self, client: str) -> int:
+        return self._by_client.get(client, 0)
+
+    def reserve(self, transport: str, client: str = "") -> None:
+        """Take a slot for `client` (its address) or raise TooManySessions. Pair with `release()`."""
         if self._slots >= self.max_sessions:
             self.metrics.error("too_many_sessions")
             raise TooManySessions(
                 f"the server is at its limit of {self.max_sessions} session(s); try again later "
                 "(the operator can raise it with --max-sessions)"
             )
+        if self.held_by(client) >= self.max_per_client:
+            self.metrics.error("too_many_sessions")
+            raise TooManySessions(
+                f"your address already holds {self.max_per_client} session(s), the limit per client; close one "
+                "first (the operator can raise it with --max-sessions-per-client)"
+            )
         self._slots += 1
+        self._by_client[client] = self.held_by(client) + 1
         self._by_transport[transport] += 1
         self.metrics.sessions.labels(transport).set(self._by_transport[transport])
 
-    def release(self, transport: str) -> None:
+    def release(self, transport: str, client: str = "") -> None:
         self._slots = max(0, self._slots - 1)
+        left = self.held_by(client) - 1
+        if left > 0:
+            self._by_client[client] = left
+        else:
+            self._by_client.pop(client, None)
         self._by_transport[transport] = max(0, self._by_transport[transport] - 1)
         self.metrics.sessions.labels(transport).set(self._by_transport[transport])
 

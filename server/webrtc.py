@@ -2,8 +2,10 @@
 
 Each peer gets an engine session, the avatar video track and the delayed speech track (both fed
 by one `FramePump`), its microphone track(s) pushed into the session, and a `control` data
-channel carrying the JSON messages of docs/protocol.md. A peer that fails ICE, closes, or never
-connects within `ice_connect_timeout_s` is closed together with its session.
+channel carrying the JSON messages of docs/protocol.md. A peer that fails ICE, closes, never
+connects within `ice_connect_timeout_s`, stops sending microphone audio for `rtc_media_timeout_s`
+(it vanished: ICE consent alone would take ~30 s to notice), or stays idle (no speech, no control
+message) for `rtc_idle_timeout_s` is closed together with its session.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from . import messages
 from .avatars import AvatarError, validate_name
 from .context import ServerContext, context_of
 from .errors import ApiError
+from .ice import rtc_configuration
 from .sessions import TooManySessions
 from .tracks import AvatarVideoTrack, FramePump, SpeechAudioTrack
 
@@ -80,11 +83,12 @@ async def handle_offer(request: web.Request) -> web.Response:
         avatar = await asyncio.to_thread(ctx.avatars.get, name)
     except AvatarError as exc:
         raise ApiError(404 if exc.code == "unknown_avatar" else 400, exc.code, exc.message) from exc
+    client = ctx.security.client(request)
     try:
-        ctx.sessions.reserve(TRANSPORT)
+        ctx.sessions.reserve(TRANSPORT, client)
     except TooManySessions as exc:
         raise ApiError(429, "too_many_sessions", str(exc)) from exc
-    peer = PeerSession(ctx, body.get("speakers", 1))
+    peer = PeerSession(ctx, body.get("speakers", 1), client)
     try:
         answer = await peer.negotiate(body["sdp"], desc, avatar)
     except BaseException:
@@ -96,11 +100,12 @@ async def handle_offer(request: web.Request) -> web.Response:
 class PeerSession:
     """One WebRTC client: peer connection, engine session, tracks, data channel, stats."""
 
-    def __init__(self, ctx: ServerContext, speakers: int) -> None:
+    def __init__(self, ctx: ServerContext, speakers: int, client: str = "") -> None:
         self.ctx = ctx
         self.id = uuid.uuid4().hex[:12]
         self.speakers = speakers
-        self.pc = RTCPeerConnection()
+        self.client = client
+        self.pc = RTCPeerConnection(rtc_configuration(ctx.config))
         self.session: Session | None = None
         self.pump: FramePump | None = None
         self.video: AvatarVideoTrack | None = None
@@ -111,6 +116,9 @@ class PeerSession:
         self._switching = asyncio.Lock()
         self._closed = False
         self._slot_held = True
+        now = asyncio.get_running_loop().time()
+        self._last_activity = now  # speech or a control message
+        self._last_media = now  # a microphone frame arrived
         ctx.connections.add(self)
         ctx.metrics.connections.labels(TRANSPORT).inc()
 
@@ -144,6 +152,7 @@ class PeerSession:
                      len(self._mic_tracks), self.speakers)
         self._spawn(self._stats_loop(), "stats")
         self._spawn(self._connect_watchdog(), "watchdog")
+        self._spawn(self._liveness_watchdog(), "liveness")
         log.info("peer %s: session %s open (avatar %s)", self.id, self.session.id, avatar.name)
         return pc.localDescription
 
@@ -191,6 +200,7 @@ class PeerSession:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            self._last_media = loop.time()
             session = self.session
             if session is None:
                 continue
@@ -232,6 +242,7 @@ class PeerSession:
             self._bad_message("control messages must be JSON objects with a string 'type'")
             return
         kind = msg["type"]
+        self._last_activity = asyncio.get_running_loop().time()
         if kind == "interrupt":
             if self.session is not None:
                 self.session.interrupt()
@@ -272,6 +283,8 @@ class PeerSession:
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         log.info("peer %s: connection %s", self.id, state)
+        if state == "connected":
+            self._last_media = asyncio.get_running_loop().time()
         if state in ("failed", "closed"):
             await self.close(f"connection {state}")
         elif state == "disconnected":
@@ -286,6 +299,28 @@ class PeerSession:
         await asyncio.sleep(self.ctx.config.ice_connect_timeout_s)
         if self.pc.connectionState != "connected":
             await self.close(f"not connected after {self.ctx.config.ice_connect_timeout_s:.0f} s")
+
+    async def _liveness_watchdog(self) -> None:
+        """Close a peer that vanished (connected, microphone silent at the RTP level) or sits idle."""
+        cfg = self.ctx.config
+        loop = asyncio.get_running_loop()
+        period = min(1.0, cfg.rtc_media_timeout_s / 4, cfg.rtc_idle_timeout_s / 4)
+        while not self._closed:
+            await asyncio.sleep(period)
+            now = loop.time()
+            session = self.session
+            if session is not None and session.state == SessionState.SPEAKING:  # a muted mic still sends silence
+                self._last_activity = now
+            if (self._mic_tracks and self.pc.connectionState == "connected"
+                    and now - self._last_media > cfg.rtc_media_timeout_s):
+                await self.close(f"no microphone audio for {cfg.rtc_media_timeout_s:.0f} s: the peer is gone")
+                return
+            if now - self._last_activity > cfg.rtc_idle_timeout_s:
+                self.ctx.metrics.error("idle_timeout")
+                self.send(messages.error("idle_timeout", f"no speech and no control message for "
+                                         f"{cfg.rtc_idle_timeout_s:.0f} s; reconnect when you have speech"))
+                await self._close_soon("idle timeout")
+                return
 
     # ------------------------------------------------------------------ control
     async def _switch_avatar(self, name: Any) -> None:
@@ -358,7 +393,7 @@ class PeerSession:
             log.warning("peer %s: peer connection close failed", self.id, exc_info=True)
         if self._slot_held:
             self._slot_held = False
-            self.ctx.sessions.release(TRANSPORT)
+            self.ctx.sessions.release(TRANSPORT, self.client)
         self.ctx.connections.discard(self)
         self.ctx.metrics.connections.labels(TRANSPORT).dec()
 

@@ -25,6 +25,7 @@ from . import messages
 from .avatars import AvatarError, validate_name
 from .context import ServerContext, context_of
 from .errors import ApiError
+from .security import WS_SUBPROTOCOL, offered_protocols, without_foreign_protocols
 from .sessions import TooManySessions
 from .ws_protocol import (
     CLOSE_GOING_AWAY,
@@ -97,8 +98,10 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     ctx = context_of(request)
     if ctx.stopping:
         raise ApiError(503, "stopping", "the server is shutting down")
-    ws = web.WebSocketResponse(max_msg_size=4 * ctx.config.ws_max_message_bytes, autoping=True, heartbeat=30.0)
-    await ws.prepare(request)
+    protocols = (WS_SUBPROTOCOL,) if WS_SUBPROTOCOL in offered_protocols(request) else ()
+    ws = web.WebSocketResponse(max_msg_size=4 * ctx.config.ws_max_message_bytes, autoping=True, heartbeat=30.0,
+                               protocols=protocols)
+    await ws.prepare(without_foreign_protocols(request))
     conn = WsConnection(ctx, ws, request)
     await conn.run()
     return ws
@@ -109,6 +112,7 @@ class WsConnection:
         self.ctx = ctx
         self.ws = ws
         self.request = request
+        self.client = ctx.security.client(request)
         self.session: Session | None = None
         self.hello: Hello | None = None
         self.out = OutQueue(ctx.config.ws_send_queue_frames)
@@ -183,7 +187,7 @@ class WsConnection:
             code = CLOSE_UNKNOWN_AVATAR if exc.code == "unknown_avatar" else CLOSE_PROTOCOL
             raise _Close(code, messages.error(exc.code, exc.message)) from exc
         try:
-            ctx.sessions.reserve(TRANSPORT)
+            ctx.sessions.reserve(TRANSPORT, self.client)
         except TooManySessions as exc:
             raise _Close(CLOSE_TOO_MANY, messages.error("too_many_sessions", str(exc))) from exc
         self._slot_held = True
@@ -355,7 +359,7 @@ class WsConnection:
             await self.ctx.sessions.finish(self.session, "websocket closed")
         if self._slot_held:
             self._slot_held = False
-            self.ctx.sessions.release(TRANSPORT)
+            self.ctx.sessions.release(TRANSPORT, self.client)
         self.ctx.connections.discard(self)
         self.ctx.metrics.connections.labels(TRANSPORT).dec()
 

@@ -15,12 +15,24 @@ const demo = {
   stats: { rvfcFrames: 0, decodedFrames: 0, latencyS: null, state: "disconnected", messages: 0, stateHistory: [], sessionId: null, readyCount: 0 },
   timers: [],
   generation: 0,        // bumped per connection so stale frame callbacks stop
+  urlToken: "",         // ?token= of the page URL, read once (then removed from the address bar)
 };
 window.avatarDemo = demo; // read by tests and handy in the console
 
 // ---------------------------------------------------------------- helpers
+// The access token (docs/security.md): typed in the field, or ?token= in the page URL. The URL's copy
+// is taken once and removed from the address bar, so it is not bookmarked, shared or sent as a referrer.
+function takeUrlToken() {
+  const url = new URL(location.href);
+  demo.urlToken = url.searchParams.get("token") || "";
+  if (demo.urlToken) {
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+}
+
 function token() {
-  return $("token").value.trim() || new URLSearchParams(location.search).get("token") || "";
+  return $("token").value.trim() || demo.urlToken;
 }
 
 function authHeaders(extra = {}) {
@@ -80,6 +92,7 @@ async function loadInfo() {
     $("backend").dataset.backend = info.backend;
     $("backend").classList.toggle("real", info.backend === "infinitetalk");
     $("token-box").hidden = !info.auth_required;
+    if (info.auth_required && !token()) showError("this server needs an access token: type it in the field on the right");
   } catch (err) {
     $("backend").textContent = "backend: unknown";
     showError(err.message);
@@ -120,7 +133,7 @@ async function loadAvatars(preferred) {
     const img = document.createElement("img");
     img.alt = a.name;
     img.loading = "lazy";
-    img.src = `/api/avatars/${encodeURIComponent(a.name)}/thumbnail`;
+    setThumbnail(img, `/api/avatars/${encodeURIComponent(a.name)}/thumbnail`);
     const label = document.createElement("span");
     label.textContent = a.name;
     btn.append(img, label);
@@ -130,6 +143,15 @@ async function loadAvatars(preferred) {
   const names = list.avatars.map((a) => a.name);
   const pick = [preferred, demo.avatar, list.default].find((n) => n && names.includes(n)) || names[0];
   if (pick) selectAvatar(pick);
+}
+
+// An <img src> cannot carry the Authorization header: with a token, fetch the thumbnail and show a blob.
+function setThumbnail(img, path) {
+  if (!token()) { img.src = path; return; }
+  fetch(path, { headers: authHeaders() })
+    .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(r.statusText))))
+    .then((blob) => { img.src = URL.createObjectURL(blob); })
+    .catch(() => { img.alt = `${img.alt} (no thumbnail)`; });
 }
 
 async function uploadAvatar() {
@@ -268,7 +290,12 @@ async function start() {
     return;
   }
   startMicMeter(demo.mic);
-  const pc = new RTCPeerConnection(); // no STUN/TURN: nothing outside this server is contacted
+  // STUN/TURN servers come from the server (--ice-server); none: host candidates only (same network).
+  let iceServers = [];
+  try {
+    iceServers = (await getJSON("/api/info")).ice_servers || [];
+  } catch (_) { /* connect without them */ }
+  const pc = new RTCPeerConnection({ iceServers });
   demo.pc = pc;
   for (const track of demo.mic.getAudioTracks()) pc.addTrack(track, demo.mic);
   pc.addTransceiver("video", { direction: "recvonly" });
@@ -358,4 +385,6 @@ $("avatar-select").addEventListener("change", (e) => selectAvatar(e.target.value
 $("upload").addEventListener("click", () => uploadAvatar().catch((err) => showError(err.message)));
 $("error-close").addEventListener("click", clearError);
 $("avatar-audio").addEventListener("change", (e) => { $("video").muted = !e.target.checked; });
+$("token").addEventListener("change", () => { clearError(); loadAvatars(); });
+takeUrlToken();
 loadInfo().then(() => loadAvatars());

@@ -88,9 +88,11 @@ async def live_server(
     generator: Generator | None = None,
     upload_dir: Path | None = None,
     builtins: dict | None = None,
+    access_log: bool = True,
     **config: object,
 ) -> AsyncIterator[LiveServer]:
-    """The real app on 127.0.0.1:<free port>; built-ins default to two synthetic avatars ("test" first)."""
+    """The real app on 127.0.0.1:<free port>; built-ins default to two synthetic avatars ("test" first).
+    access_log=False runs it like the CLI does (no access log)."""
     generator = generator or BlockPatternGenerator()
     engine = Engine(generator)
     if builtins is None:
@@ -101,7 +103,7 @@ async def live_server(
     ))
     cfg = replace(ServerConfig(port=0), **config)
     app = build_app(cfg, engine, store, owns_engine=True)
-    runner = web.AppRunner(app, shutdown_timeout=5)
+    runner = web.AppRunner(app, shutdown_timeout=5, **({} if access_log else {"access_log": None}))
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
