@@ -15,7 +15,7 @@ from .avatars import AvatarStore
 from .config import ServerConfig
 from .context import CONTEXT, ServerContext
 from .encode import JpegEncoder
-from .errors import error_middleware
+from .errors import error_middleware, quiet_client_errors
 from .metrics import Metrics
 from .routes import add_routes, default_static_dir
 from .security import AccessPolicy, security_middleware
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_engine: bool = False) -> web.Application:
     """The whole server as a `web.Application`. With `owns_engine`, cleanup also stops the engine."""
+    quiet_client_errors()
     metrics = Metrics(engine.generator.name)
     sessions = SessionManager(engine, metrics, config.max_sessions, config.max_sessions_per_client)
     metrics.bind(sessions.mean_fps, lambda: engine.worker.queue_depth)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .avatars import AvatarError, validate_name
 from .context import context_of
@@ -46,6 +47,18 @@ async def _read_limited(read, limit: int) -> bytes:
             raise ApiError(413, "too_large", f"upload larger than the limit of {limit} bytes")
 
 
+async def _read_multipart_file(request: web.Request, limit: int) -> bytes:
+    """The `file` field of a multipart body; a malformed body is the client's 400, not our 500."""
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if getattr(part, "name", None) == "file":
+                return await _read_limited(part.read_chunk, limit)
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}"[:300]) from exc
+    raise ApiError(400, "bad_request", "multipart upload without a 'file' field")
+
+
 async def upload_avatar(request: web.Request) -> web.Response:
     """POST /api/avatars?name=NAME, body = the image (raw, or multipart field `file`)."""
     ctx = context_of(request)
@@ -58,14 +71,7 @@ async def upload_avatar(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
         raise ApiError(413, "too_large", f"upload of {request.content_length} bytes; the limit is {limit}")
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        data = None
-        while (part := await reader.next()) is not None:
-            if getattr(part, "name", None) == "file":
-                data = await _read_limited(part.read_chunk, limit)
-                break
-        if data is None:
-            raise ApiError(400, "bad_request", "multipart upload without a 'file' field")
+        data = await _read_multipart_file(request, limit)
     else:
         data = await _read_limited(request.content.read, limit)
     if not data:

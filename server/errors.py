@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +53,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:  # noqa: BLE001 - the client gets a clean 500, the log gets the traceback
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal_error", "internal server error (see the server log)")
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """aiohttp logs a malformed request (bad method, oversized header line...) as an ERROR with a
+    traceback although the client simply got a 400: any client could flood the log that way, and
+    the request line it quotes may hold a token. Such records become one DEBUG line without either."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            log.debug("malformed HTTP request refused with %d (%s)", exc.code, type(exc).__name__)
+            return False
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install `ClientErrorLogFilter` on aiohttp's server logger (once per process)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorLogFilter) for f in server_log.filters):
+        server_log.addFilter(ClientErrorLogFilter())
