@@ -398,4 +398,8 @@ class PeerSession:
         self.ctx.metrics.connections.labels(TRANSPORT).dec()
 
     async def shutdown(self) -> None:
+        """Tell the client (data channel `error` code `stopping`), give it a moment to leave, close."""
+        if not self._closed:
+            self.send(messages.error("stopping", "the server is shutting down"))
+            await asyncio.sleep(0.2)
         await self.close("server shutting down")

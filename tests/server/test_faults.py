@@ -192,3 +192,36 @@ async def test_a_generator_failing_mid_window_fails_only_its_session_and_others_
         assert worker.alive and worker.stats.jobs_failed == 3
         await assert_no_leaks(srv, before, timeout=5.0, peers=False)
         await assert_serves_a_session(srv, http)
+
+
+async def test_a_client_sending_faster_than_real_time_is_warned_bounded_and_does_not_slow_others():
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        healthy = await http.ws_connect(srv.ws_url)
+        await healthy.send_json(HELLO)
+        assert (await healthy.receive_json())["type"] == "ready"
+        healthy_log: list = []
+        h = asyncio.create_task(count_frames(healthy, healthy_log))
+        async with http.ws_connect(srv.ws_url) as flood:
+            await flood.send_json(HELLO)
+            assert (await flood.receive_json())["type"] == "ready"
+            noise = (np.random.default_rng(0).standard_normal(16000 * 30) * 3000).astype(np.int16).tobytes()
+            t0 = time.monotonic()
+            n0 = sum(m.type == aiohttp.WSMsgType.BINARY for m in healthy_log)
+            for _ in range(3):  # 90 s of audio in well under a second: 9x the 10 s buffer
+                for i in range(0, len(noise), 1 << 19):
+                    await flood.send_bytes(bytes([0x41, 1, 0, 0]) + noise[i : i + (1 << 19)])
+            warnings = []
+            while time.monotonic() - t0 < 2.0:
+                msg = await asyncio.wait_for(flood.receive(), 2)
+                if msg.type == aiohttp.WSMsgType.TEXT and msg.json()["type"] == "warning":
+                    warnings.append(msg.json())
+            (session,) = [c.session for c in srv.ctx.connections if c.session.counters.audio_overflows]
+            assert session.buffered_seconds() <= 10.0 + 0.1  # bounded: the rest was refused
+            assert warnings and warnings[0]["code"] == "audio_overflow" and len(warnings) <= 3  # at most ~1 a second
+            assert not flood.closed  # told, not dropped: it may go on in real time
+            fps = (sum(m.type == aiohttp.WSMsgType.BINARY for m in healthy_log) - n0) / (time.monotonic() - t0)
+            assert 22.5 <= fps <= 27.5, fps
+            await flood.send_json({"type": "bye"})
+        await healthy.send_json({"type": "bye"})
+        assert await asyncio.wait_for(h, 5) == 1000
+        assert "infinitetalk_audio_overflows_total" in srv.ctx.metrics.render().decode()

@@ -106,4 +106,6 @@ async def test_server_shutdown_closes_websockets_with_1001_and_every_session():
         await srv.runner.cleanup()
         assert await asyncio.wait_for(reader, 5) == 1001
         assert not srv.ctx.engine.sessions and not srv.ctx.connections
+        await rtc.wait_for(lambda: rtc.of_type("error"), 2)  # the peer was told why before it was closed
+        assert rtc.of_type("error")[-1]["code"] == "stopping"
         await rtc.close()
