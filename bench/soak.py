@@ -123,14 +123,17 @@ async def client(url: str, speech: np.ndarray, offset: int, stop_at: float, log:
         async def send() -> None:
             t0, k, chunk = loop.time(), 0, 16 * chunk_ms
             header = bytes([0x41, 1, 0, 0])
-            while loop.time() < stop_at:
-                await asyncio.sleep(max(0.0, t0 + k * chunk / 16000 - loop.time()))
-                start = (offset + k * chunk) % (speech.size - chunk)
-                await ws.send_bytes(header + speech[start : start + chunk].tobytes())
-                k += 1
-            await ws.send_json({"type": "stats"})
-            await asyncio.sleep(0.3)
-            await ws.send_json({"type": "bye"})
+            try:
+                while loop.time() < stop_at:
+                    await asyncio.sleep(max(0.0, t0 + k * chunk / 16000 - loop.time()))
+                    start = (offset + k * chunk) % (speech.size - chunk)
+                    await ws.send_bytes(header + speech[start : start + chunk].tobytes())
+                    k += 1
+                await ws.send_json({"type": "stats"})
+                await asyncio.sleep(0.3)
+                await ws.send_json({"type": "bye"})
+            except (ConnectionError, RuntimeError):
+                pass  # the server closed the connection: the reader records why
 
         sender = asyncio.create_task(send())
         async for msg in ws:
