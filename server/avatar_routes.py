@@ -35,7 +35,7 @@ async def thumbnail(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "max-age=60"})
 
 
-async def _read_limited(read, limit: int) -> bytes:
+async def read_limited(read, limit: int) -> bytes:
     """Read chunks until EOF; 413 as soon as more than `limit` bytes arrived (the rest is never read)."""
     buf = bytearray()
     while True:
@@ -44,7 +44,7 @@ async def _read_limited(read, limit: int) -> bytes:
             return bytes(buf)
         buf += chunk
         if len(buf) > limit:
-            raise ApiError(413, "too_large", f"upload larger than the limit of {limit} bytes")
+            raise ApiError(413, "too_large", f"request body larger than the limit of {limit} bytes")
 
 
 async def _read_multipart_file(request: web.Request, limit: int) -> bytes:
@@ -53,7 +53,7 @@ async def _read_multipart_file(request: web.Request, limit: int) -> bytes:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if getattr(part, "name", None) == "file":
-                return await _read_limited(part.read_chunk, limit)
+                return await read_limited(part.read_chunk, limit)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}"[:300]) from exc
     raise ApiError(400, "bad_request", "multipart upload without a 'file' field")
@@ -73,7 +73,7 @@ async def upload_avatar(request: web.Request) -> web.Response:
     if request.content_type.startswith("multipart/"):
         data = await _read_multipart_file(request, limit)
     else:
-        data = await _read_limited(request.content.read, limit)
+        data = await read_limited(request.content.read, limit)
     if not data:
         raise ApiError(400, "not_an_image", "empty upload: send the image bytes as the body")
     try:

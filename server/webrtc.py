@@ -26,6 +26,7 @@ from streaming.audio_input import AudioFormatError
 from streaming.session import MAX_SPEAKERS, Session, SessionError, SessionState
 
 from . import messages
+from .avatar_routes import read_limited
 from .avatars import AvatarError, validate_name
 from .context import ServerContext, context_of
 from .errors import ApiError
@@ -54,8 +55,9 @@ def _parse_offer_sdp(sdp: str) -> SessionDescription:
 async def _read_offer(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         raise ApiError(413, "too_large", f"offer larger than {MAX_OFFER_BYTES} bytes")
+    raw = await read_limited(request.content.read, MAX_OFFER_BYTES)  # chunked bodies have no length to check
     try:
-        body = json.loads(await request.text())
+        body = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from exc
     if not isinstance(body, dict):

@@ -225,3 +225,29 @@ async def test_a_client_sending_faster_than_real_time_is_warned_bounded_and_does
         await healthy.send_json({"type": "bye"})
         assert await asyncio.wait_for(h, 5) == 1000
         assert "infinitetalk_audio_overflows_total" in srv.ctx.metrics.render().decode()
+
+
+async def test_sessions_over_both_transports_leave_nothing_behind_when_they_end():
+    from .rtc_client import RtcTestClient
+
+    async with live_server() as srv:
+        async with aiohttp.ClientSession() as http:
+            await assert_serves_a_session(srv, http)  # warm the pools
+        before = snapshot()
+        peers = [RtcTestClient(None) for _ in range(2)]
+        async with aiohttp.ClientSession() as http:
+            sockets = [await http.ws_connect(srv.ws_url) for _ in range(2)]
+            for ws in sockets:
+                await ws.send_json(HELLO)
+                assert (await ws.receive_json())["type"] == "ready"
+            for p in peers:
+                assert (await p.connect(srv.url))["status"] == 200
+            await peers[0].wait_for(lambda: all(len(p.video_times) > 10 for p in peers), 15)
+            assert len(srv.ctx.engine.sessions) == 4 and srv.ctx.sessions.active == 4
+            for ws in sockets:
+                await ws.send_json({"type": "bye"})
+                await ws.close()
+        for p in peers:
+            await p.close()
+        counts = await assert_no_leaks(srv, before, timeout=8.0)
+        assert counts["connections"] == 0 and counts["sessions"] == 0

@@ -12,7 +12,6 @@ import asyncio
 import json
 from urllib.parse import quote
 
-import pytest
 from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -122,22 +121,30 @@ async def run_request(fz: FuzzServer, req) -> None:
     fz.outcomes[status] += 1
 
 
-@pytest.fixture(scope="module")
-def fuzz_server():
-    with FuzzServer(token=TOKEN, max_sessions=64, max_sessions_per_client=64, rate_limit_burst=10**9,
-                    ice_connect_timeout_s=1.0) as fz:
+def http_fuzz_server() -> FuzzServer:
+    return FuzzServer(token=TOKEN, max_sessions=64, max_sessions_per_client=64, rate_limit_burst=10**9,
+                      ice_connect_timeout_s=1.0)
+
+
+def test_fuzzed_http_requests_never_get_a_5xx_or_a_traceback():
+    examples = 150 * scale()
+    with http_fuzz_server() as fz:
         fz.call(real_offer_sdp(), 20)
-        yield fz
 
+        @settings(max_examples=examples, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(batch=st.lists(requests, min_size=REQUESTS_PER_EXAMPLE, max_size=REQUESTS_PER_EXAMPLE))
+        def fuzz(batch):
+            async def run_all():
+                await asyncio.gather(*(run_request(fz, r) for r in batch))
 
-@settings(max_examples=150 * scale(), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(batch=st.lists(requests, min_size=REQUESTS_PER_EXAMPLE, max_size=REQUESTS_PER_EXAMPLE))
-def test_fuzzed_http_requests_never_get_a_5xx_or_a_traceback(fuzz_server, batch):
-    async def run_all():
-        await asyncio.gather(*(run_request(fuzz_server, r) for r in batch))
+            fz.call(run_all(), 60)
 
-    fuzz_server.call(run_all(), 60)
+        fuzz()
+        counts = fz.finish()  # a normal session still works; nothing left behind
+        print(f"\nhttp fuzz: {fz.cases} requests, statuses {dict(sorted(fz.outcomes.items()))}; after: {counts}")
+        assert fz.cases >= examples * REQUESTS_PER_EXAMPLE
+        assert fz.outcomes[200] > 0 and fz.outcomes[400] > 0  # both deep and shallow cases ran
 
 
 async def raw_exchange(url: str, data: bytes) -> bytes:
@@ -154,41 +161,54 @@ async def raw_exchange(url: str, data: bytes) -> bytes:
         writer.close()
 
 
-@settings(max_examples=100 * scale(), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(garbage=st.lists(st.one_of(
+garbage_requests = st.one_of(
     st.binary(max_size=200),
     st.builds(lambda m, p, h: f"{m} {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n{h}\r\n\r\n".encode("utf-8", "replace"),
               st.text(max_size=10), st.text(max_size=30), st.text(max_size=60)),
     st.builds(lambda n: f"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {n}\r\n\r\n{{".encode(),
               st.sampled_from(["-1", "abc", "99999999999999999999", "5", "1e3"])),
     st.just(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n"),
-), min_size=4, max_size=4))
-def test_raw_garbage_on_the_socket_gets_a_4xx_or_a_close(fuzz_server, garbage):
-    async def run_all():
-        return await asyncio.gather(*(raw_exchange(fuzz_server.srv.url, g) for g in garbage))
-
-    for answer in fuzz_server.call(run_all(), 30):
-        if answer:
-            status_line = answer.split(b"\r\n", 1)[0]
-            assert status_line.startswith(b"HTTP/1.") and not status_line[9:10] == b"5", status_line
-            assert b"Traceback" not in answer
-        fuzz_server.cases += 1
+)
 
 
-def test_oversized_bodies_get_413(fuzz_server):
-    async def run():
+def test_raw_garbage_on_the_socket_gets_a_4xx_or_a_close():
+    examples = 100 * scale()
+    with http_fuzz_server() as fz:
+
+        @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(garbage=st.lists(garbage_requests, min_size=4, max_size=4))
+        def fuzz(garbage):
+            async def run_all():
+                return await asyncio.gather(*(raw_exchange(fz.srv.url, g) for g in garbage))
+
+            for answer in fz.call(run_all(), 30):
+                if answer:
+                    status_line = answer.split(b"\r\n", 1)[0]
+                    assert status_line.startswith(b"HTTP/1.") and status_line[9:10] != b"5", status_line
+                    assert b"Traceback" not in answer
+                fz.cases += 1
+
+        fuzz()
+        fz.finish()
+        print(f"\nraw HTTP garbage: {fz.cases} connections")
+        assert fz.cases >= 4 * examples
+
+
+def test_oversized_bodies_get_413():
+    async def run(fz):
         out = []
         for path, size in (("/offer", 300_000), ("/api/avatars?name=big", 12 * 1024 * 1024)):
-            async with fuzz_server.http.post(fuzz_server.srv.url + path, data=b"{" + bytes(size), headers=AUTH) as r:
+            async with fz.http.post(fz.srv.url + path, data=b"{" + bytes(size), headers=AUTH) as r:
                 out.append((r.status, (await r.json())["error"]["code"]))
+
+        async def chunked():  # no Content-Length: the limit applies while reading
+            for _ in range(40):
+                yield b" " * 16384
+
+        async with fz.http.post(fz.srv.url + "/offer", data=chunked(), headers=AUTH) as r:
+            out.append((r.status, (await r.json())["error"]["code"]))
         return out
 
-    assert fuzz_server.call(run(), 60) == [(413, "too_large"), (413, "too_large")]
-
-
-def test_after_the_http_fuzz_the_server_serves_and_leaks_nothing(fuzz_server):
-    counts = fuzz_server.finish()
-    assert fuzz_server.cases >= 150 * REQUESTS_PER_EXAMPLE
-    print(f"\nhttp fuzz: {fuzz_server.cases} cases, statuses {dict(sorted(fuzz_server.outcomes.items()))}; "
-          f"after: {counts}")
-    assert fuzz_server.outcomes[200] > 0 and fuzz_server.outcomes[400] > 0  # both deep and shallow cases ran
+    with http_fuzz_server() as fz:
+        assert fz.call(run(fz), 60) == [(413, "too_large")] * 3
+        fz.finish()

@@ -14,7 +14,6 @@ import json
 import math
 
 import aiohttp
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -156,28 +155,25 @@ async def run_case(fz: FuzzServer, case) -> None:
     fz.outcomes[code] += 1
 
 
-@pytest.fixture(scope="module")
-def fuzz_server():
+def test_fuzzed_websocket_clients_always_get_a_documented_close_and_the_server_carries_on():
+    examples = 150 * scale()
     with FuzzServer(token=TOKEN, max_sessions=64, max_sessions_per_client=64, rate_limit_burst=10**9,
                     hello_timeout_s=2.0, ws_idle_timeout_s=3.0) as fz:
-        yield fz
 
+        @settings(max_examples=examples, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(batch=st.lists(cases, min_size=CASES_PER_EXAMPLE, max_size=CASES_PER_EXAMPLE))
+        def fuzz(batch):
+            async def run_all():
+                await asyncio.gather(*(run_case(fz, c) for c in batch))
 
-@settings(max_examples=150 * scale(), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
-@given(batch=st.lists(cases, min_size=CASES_PER_EXAMPLE, max_size=CASES_PER_EXAMPLE))
-def test_fuzzed_websocket_clients_always_get_a_documented_close(fuzz_server, batch):
-    async def run_all():
-        await asyncio.gather(*(run_case(fuzz_server, c) for c in batch))
+            fz.call(run_all(), 60)
 
-    fuzz_server.call(run_all(), 60)
-
-
-def test_after_the_websocket_fuzz_the_server_serves_and_leaks_nothing(fuzz_server):
-    counts = fuzz_server.finish()
-    assert fuzz_server.cases >= 150 * CASES_PER_EXAMPLE
-    print(f"\nwebsocket fuzz: {fuzz_server.cases} cases, close codes {dict(fuzz_server.outcomes)}; after: {counts}")
-    assert fuzz_server.outcomes[1000] > 0 and fuzz_server.outcomes[4400] > 0  # sessions opened, and refused
+        fuzz()
+        counts = fz.finish()  # a normal session still works; nothing left behind
+        print(f"\nwebsocket fuzz: {fz.cases} cases, close codes {dict(fz.outcomes)}; after: {counts}")
+        assert fz.cases >= examples * CASES_PER_EXAMPLE
+        assert fz.outcomes[1000] > 0 and fz.outcomes[4400] > 0  # sessions opened, and refused
 
 
 @settings(max_examples=1000 * scale(), deadline=None, database=None)
