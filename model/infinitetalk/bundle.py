@@ -44,6 +44,7 @@ from .kinds import (
     KIND_LABELS,
     KINDS,
     MissingWeightsError,
+    UnknownWeightsError,
     detect_weights_kind,
 )
 from .pipeline import InfiniteTalkPipeline, TextConditioning
@@ -87,7 +88,10 @@ class ModelFiles:
     def discover(cls, root: str | Path, multi_speaker: bool = False) -> ModelFiles:
         """Find the files in either release layout (module docstring); raise listing all that is missing."""
         root = Path(root)
-        kind = detect_weights_kind(root)
+        try:
+            kind, unknown = detect_weights_kind(root), None
+        except UnknownWeightsError as exc:  # list what the InfiniteTalk layout lacks, then describe both
+            kind, unknown = INFINITETALK, exc
         if kind == FLASHTALK:
             base = root / FLASHTALK_DIR if (root / FLASHTALK_DIR).is_dir() else root
             wav_dirs = [root / WAV2VEC_DIR, base / WAV2VEC_DIR, base.parent / WAV2VEC_DIR]
@@ -134,6 +138,11 @@ class ModelFiles:
             missing.append(
                 f"text conditioning: {base / T5_NAMES[0]} with {base / 'google/umt5-xxl'} (the umT5 encoder), "
                 f"or {root / PROMPT_FILE} (precompute it with `python -m model.text precompute`)"
+            )
+        if missing and unknown is not None:
+            raise UnknownWeightsError(
+                f"weights in {root} are incomplete or of an unknown kind; missing for the InfiniteTalk layout:\n  - "
+                + "\n  - ".join(missing) + f"\n{unknown}"
             )
         if missing:
             raise MissingWeightsError(
