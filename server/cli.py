@@ -97,11 +97,13 @@ def _lora(text: str) -> tuple[Path, float]:
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     """Options of the infinitetalk backend (ignored by lite)."""
     g = p.add_argument_group("infinitetalk backend")
-    g.add_argument("--weights", type=Path, help="folder with the InfiniteTalk release layout (see README)")
+    g.add_argument("--weights", type=Path,
+                   help="folder with the InfiniteTalk release layout or SoulX-FlashTalk-14B (detected; see docs)")
     g.add_argument("--weights-config", type=Path, help="JSON file naming every model file explicitly")
-    g.add_argument("--preset", default="infinitetalk",
-                   help="generation settings: infinitetalk (default), infinitetalk-lowlatency, infinitetalk-4step, "
-                        "tiny-random (a random tiny model: its video is noise)")
+    g.add_argument("--preset", default=None,
+                   help="generation settings: infinitetalk (default for InfiniteTalk weights), flashtalk (default "
+                        "for SoulX-FlashTalk-14B: 33-frame windows, 4 steps, 768x448), infinitetalk-lowlatency, "
+                        "infinitetalk-4step, tiny-random (a random tiny model: its video is noise)")
     g.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8"], help="DiT weights (default bf16 on CUDA)")
     g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
