@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -18,8 +19,10 @@ import torch
 
 from server.cli import main
 
-from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
+from ..helpers.tiny_infinitetalk import FAST_WINDOW, tiny_bundle, tiny_generator
 from .helpers import WsLog, live_server, make_avatar, read_wav, ws_receive_all, ws_send_realtime
+
+LONG_WINDOW = dataclasses.replace(FAST_WINDOW, frame_num=33)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ async def _stream(srv, speakers: list[np.ndarray], hello_extra: dict) -> tuple[d
 
 async def test_live_speech_over_websocket_comes_back_sample_exact_with_paced_frames(bundle, speech_dir):
     speech = read_wav(speech_dir / "speech_de1.wav")[: 16000 * 3]
-    gen = tiny_generator(bundle)
+    gen = tiny_generator(bundle, window=LONG_WINDOW)  # 28 new frames per window: several times real time
     async with live_server(gen) as srv:
         ready, log = await _stream(srv, [speech], {})
     assert ready["backend"] == "infinitetalk" and (ready["width"], ready["height"]) == (32, 32)
@@ -71,7 +74,8 @@ async def test_two_speakers_over_websocket(bundle, speech_dir):
     b = read_wav(speech_dir / "speech_en2.wav")[: 16000 * 2]
     avatar = make_avatar("duo", (64, 32))
     avatar = type(avatar)(avatar.name, avatar.frames, speaker_boxes=((0, 0, 30, 32), (34, 0, 64, 32)))
-    async with live_server(tiny_generator(bundle, size=(32, 64)), builtins={"duo": lambda: avatar}) as srv:
+    gen = tiny_generator(bundle, size=(32, 64), window=LONG_WINDOW)
+    async with live_server(gen, builtins={"duo": lambda: avatar}) as srv:
         ready, log = await _stream(srv, [a, b], {"speakers": 2})
     assert ready["type"] == "ready" and (ready["width"], ready["height"]) == (64, 32)
     out = np.concatenate([f.pcm for f in log.frames]).astype(np.int32)
