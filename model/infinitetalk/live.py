@@ -26,7 +26,7 @@ from model.sampling import X0_RENOISE
 from model.vae import video_to_frames
 
 from .long_video import draw_window_noise, u8_to_unit
-from .pipeline import InfiniteTalkPipeline, WindowCondition
+from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
 from .settings import WindowSettings
 from .timing import maybe_stage
 
@@ -39,11 +39,14 @@ class LiveSource:
 
     fps: the source video's frame rate (a video loops at its own speed whatever the output rate).
     speaker_masks: [S+1, H/8, W/8] masks for S >= 2 speakers (speakers then background), else None.
+    regen_mask: [H, W] in [0, 1], 1 where the model regenerates (e.g. the head) and 0 where the source
+        video is kept; None regenerates everything (the reference's behaviour).
     """
 
     frames: Tensor
     fps: float = 25.0
     speaker_masks: Tensor | None = None
+    regen_mask: Tensor | None = None
 
     def index_at(self, output_frame: int, output_fps: float) -> int:
         """Source frame shown at an output frame: a still image is frame 0; a video loops."""
@@ -61,6 +64,25 @@ class LiveState:
     generator: torch.Generator
     windows: int = 0
     conditions: dict[int, WindowCondition] = field(default_factory=dict)
+    keep_latent_mask: Tensor | None = None  # [1, 1, h, w], 1 = keep the source
+    regen_pixel_mask: Tensor | None = None  # [1, 1, H, W] feathered, 1 = generated pixels
+
+
+def region_masks(regen: Tensor, stride: int, feather_px: float = 6.0) -> tuple[Tensor, Tensor]:
+    """[H, W] regenerate-mask -> (keep mask at latent size [1, 1, h, w], feathered pixel mask [1, 1, H, W])."""
+    m = regen.float().clamp(0, 1)[None, None]
+    regen_lat = torch.nn.functional.avg_pool2d(m, stride)
+    keep_lat = (1.0 - (regen_lat > 0).float())  # any generated pixel in a latent cell -> generate it
+    radius = max(1, int(3 * feather_px))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * feather_px**2))
+    k = k / k.sum()
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(m, (radius,) * 4, mode="replicate"), k.view(1, 1, 1, -1))
+    blurred = torch.nn.functional.conv2d(blurred, k.view(1, 1, -1, 1))
+    # Inside the regenerated region stay fully generated; feather outwards only, and cut the Gaussian's
+    # far tail so the source is kept exactly beyond the feather.
+    feather = ((blurred - 0.02) / 0.98).clamp(0, 1)
+    return keep_lat, torch.maximum(feather, m)
 
 
 class LiveWindowRunner:
@@ -81,7 +103,10 @@ class LiveWindowRunner:
             raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
         first = u8_to_unit(source.frames[0])[:, None]  # [3, 1, H, W]
         colour_ref = first if self.settings.colour_strength > 0 else None
-        return LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
+        state = LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
+        if source.regen_mask is not None:
+            state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
+        return state
 
     def _condition(self, state: LiveState, index: int) -> WindowCondition:
         cond = state.conditions.get(index)
@@ -113,7 +138,13 @@ class LiveWindowRunner:
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
         motion_latent = self.pipe.encode_motion(state.motion_pixels)
-        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise)
+        keep, source_px = None, None
+        if state.keep_latent_mask is not None:
+            idx = [state.source.index_at(f, self.output_fps) for f in range(first_frame - M, first_frame - M + F)]
+            source_px = u8_to_unit(state.source.frames[idx])  # [3, F, H, W]
+            keep = SourceKeep(self.pipe.encode_motion(source_px), state.keep_latent_mask)
+        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise,
+                                   keep=keep)
         state.windows += 1
         produced = 0
         recent: Tensor | None = None
@@ -122,6 +153,10 @@ class LiveWindowRunner:
             if state.colour_ref is not None:
                 with maybe_stage(self.pipe.times, "colour_match"):
                     chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
+            if source_px is not None and state.regen_pixel_mask is not None:
+                m = state.regen_pixel_mask[0].to(chunk)
+                src = source_px[:, produced : produced + chunk.shape[1]].to(chunk)
+                chunk = m * chunk + (1.0 - m) * src
             recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
             start = max(0, M - produced)
             produced += chunk.shape[1]
