@@ -187,7 +187,10 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     if refusal is None:
         return await handler(request)
     request.app[CONTEXT].metrics.error(refusal.code)
-    log.info("refused %s %s from %s: %s", request.method, request.path, policy.client(request), refusal.code)
+    # A client hammering the server gets rate limited: those refusals stay out of the normal log.
+    level = logging.DEBUG if refusal.code == "rate_limited" else logging.INFO
+    log.log(level, "refused %s %s from %s: %s", request.method, request.path[:100], policy.client(request),
+            refusal.code)
     if request.path == "/ws" and is_websocket_upgrade(request):
         try:
             return await refuse_websocket(request, refusal)
