@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import wave
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,8 +56,10 @@ class SoakOptions:
 
 @dataclass
 class ClientLog:
-    arrivals: list[float] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)
+    """Per frame 12 bytes (compact arrays), so the clients' own records barely move the RSS."""
+
+    arrivals: array = field(default_factory=lambda: array("d"))
+    indices: array = field(default_factory=lambda: array("l"))
     filler_times: list[float] = field(default_factory=list)
     speech_frames: int = 0
     errors: list[dict] = field(default_factory=list)
@@ -170,7 +173,7 @@ def summarise(logs: list[ClientLog], t_steady: float, t_stop: float, fps: int) -
         dt = np.diff(steady)
         intervals.append(dt)
         stalls += int(np.sum(dt > STALL_S))
-        in_order = log.indices == list(range(len(log.indices)))
+        in_order = bool(np.array_equal(np.array(log.indices), np.arange(len(log.indices))))
         held += bool(log.close_code == 1000 and not log.errors and in_order and steady.size > 2
                      and t[-1] >= t_stop - STALL_S)
     dt = np.concatenate(intervals) if intervals else np.zeros(1)
