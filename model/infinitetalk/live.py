@@ -14,7 +14,7 @@ The colour match uses per-frame statistics, so it is applied to each decoded chu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,7 @@ from model.colour import match_colours
 from model.sampling import X0_RENOISE
 from model.vae import video_to_frames
 
+from .batched import DenoiseItem, decode_stream_batch, denoise_batch, encode_motion_batch
 from .long_video import draw_window_noise, u8_to_unit
 from .pipeline import InfiniteTalkPipeline, WindowCondition
 from .settings import WindowSettings
@@ -63,6 +64,20 @@ class LiveState:
     conditions: dict[int, WindowCondition] = field(default_factory=dict)
 
 
+@dataclass
+class WindowWork:
+    """A prepared window (see `LiveWindowRunner.prepare`): inputs drawn, not yet denoised."""
+
+    state: LiveState
+    settings: WindowSettings
+    audio: Tensor  # [S, F, 5, layers, width]
+    noise: Tensor  # [16, T, h, w]
+    cond: WindowCondition
+    step_noise: Callable[[int], Tensor] | None = None
+    produced: int = 0
+    recent: Tensor | None = None
+
+
 class LiveWindowRunner:
     """Makes consecutive windows for one or more sessions (state is per session)."""
 
@@ -92,14 +107,14 @@ class LiveWindowRunner:
             state.conditions[index] = cond
         return cond
 
-    def window(self, state: LiveState, audio: Tensor, first_frame: int) -> Iterator[np.ndarray]:
-        """Generate the window whose new frames start at output frame `first_frame`.
-
-        audio: [S, F, 5, layers, width] windowed speech features for the window's F frames
-        (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
-        """
-        s = self.settings
+    def prepare(self, state: LiveState, audio: Tensor, first_frame: int,
+                settings: WindowSettings | None = None) -> WindowWork:
+        """Everything a window needs before denoising: its noise (drawn from the session's generator),
+        its condition and settings. `settings` overrides the runner's for this window (e.g. fewer steps)."""
+        s = settings or self.settings
         M, F = s.motion_frames, s.frame_num
+        if (M, F) != (self.settings.motion_frames, self.settings.frame_num):
+            raise ValueError("a window may change its steps or guidance, not its frame or motion-frame count")
         if audio.shape[1] != F:
             raise ValueError(f"audio covers {audio.shape[1]} frames; a window needs {F} (motion {M} + new {F - M})")
         h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
@@ -112,21 +127,60 @@ class LiveWindowRunner:
                 return torch.randn(shape, generator=gen)
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
-        motion_latent = self.pipe.encode_motion(state.motion_pixels)
-        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise)
         state.windows += 1
-        produced = 0
-        recent: Tensor | None = None
+        return WindowWork(state, s, audio, noise, cond, step_noise)
+
+    def window(self, state: LiveState, audio: Tensor, first_frame: int,
+               settings: WindowSettings | None = None) -> Iterator[np.ndarray]:
+        """Generate the window whose new frames start at output frame `first_frame`.
+
+        audio: [S, F, 5, layers, width] windowed speech features for the window's F frames
+        (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
+        """
+        work = self.prepare(state, audio, first_frame, settings)
+        s = work.settings
+        motion_latent = self.pipe.encode_motion(state.motion_pixels)
+        latent = self.pipe.denoise(work.cond, audio, motion_latent, work.noise, s, state.source.speaker_masks,
+                                   work.step_noise)
         for chunk in self.pipe.decode_stream(latent):
-            chunk = chunk.float()
-            if state.colour_ref is not None:
-                with maybe_stage(self.pipe.times, "colour_match"):
-                    chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
-            recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
-            start = max(0, M - produced)
-            produced += chunk.shape[1]
-            # Keep the motion frames current as frames are shown, so a window cut short by an
-            # interrupt still continues from what was last produced.
-            state.motion_pixels = recent[:, -M:].clone() if produced >= M else state.motion_pixels
-            if start < chunk.shape[1]:
-                yield from video_to_frames(chunk[:, start:]).cpu().numpy()
+            yield from self._emit(work, chunk)
+
+    def windows(self, works: list[WindowWork]) -> Iterator[tuple[int, np.ndarray]]:
+        """Finish several prepared windows together (same size, speakers and settings): one motion
+        encode, one DiT call per step and one VAE decode for all. Yields (index in `works`, frame) as
+        each latent frame is decoded; per window the frames equal `window()`'s up to float rounding."""
+        if len(works) == 1:
+            w = works[0]
+            latent_one = self.pipe.denoise(w.cond, w.audio, self.pipe.encode_motion(w.state.motion_pixels), w.noise,
+                                           w.settings, w.state.source.speaker_masks, w.step_noise)
+            for chunk in self.pipe.decode_stream(latent_one):
+                yield from ((0, f) for f in self._emit(w, chunk))
+            return
+        s = works[0].settings
+        if any(w.settings != s for w in works):
+            raise ValueError("windows batched together must share their settings (steps, guidance)")
+        motion = encode_motion_batch(self.pipe, [w.state.motion_pixels for w in works])
+        items = [DenoiseItem(w.cond, w.audio, m, w.noise, w.state.source.speaker_masks, w.step_noise)
+                 for w, m in zip(works, motion, strict=True)]
+        latents = denoise_batch(self.pipe, items, s)
+        for chunk in decode_stream_batch(self.pipe, latents):
+            for k, w in enumerate(works):
+                yield from ((k, f) for f in self._emit(w, chunk[k]))
+
+    def _emit(self, work: WindowWork, chunk: Tensor) -> list[np.ndarray]:
+        """A decoded chunk [3, n, H, W] -> colour-matched new frames; keeps the motion frames current."""
+        state, M = work.state, work.settings.motion_frames
+        chunk = chunk.float()
+        if state.colour_ref is not None:
+            with maybe_stage(self.pipe.times, "colour_match"):
+                chunk = match_colours(chunk, state.colour_ref, work.settings.colour_strength)
+        work.recent = chunk if work.recent is None else torch.cat([work.recent, chunk], dim=1)[:, -M:]
+        start = max(0, M - work.produced)
+        work.produced += chunk.shape[1]
+        # Keep the motion frames current as frames are shown, so a window cut short by an
+        # interrupt still continues from what was last produced.
+        if work.produced >= M:
+            state.motion_pixels = work.recent[:, -M:].clone()
+        if start < chunk.shape[1]:
+            return list(video_to_frames(chunk[:, start:]).cpu().numpy())
+        return []
