@@ -98,6 +98,23 @@ class LiveWindowRunner:
         colour_ref = first if self.settings.colour_strength > 0 else None
         return LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
 
+    def switch_source(self, state: LiveState, source: LiveSource) -> None:
+        """Continue the session at another generation size (at a window boundary): the source, colour
+        reference and conditions are replaced, and the motion frames are resized (area/bilinear) so the
+        next window still continues from the last frames shown."""
+        h, w = source.frames.shape[1:3]
+        stride = 2 * self.pipe.vae_stride
+        if h % stride or w % stride:
+            raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
+        motion = state.motion_pixels.transpose(0, 1)  # [M, 3, H, W]
+        state.motion_pixels = torch.nn.functional.interpolate(
+            motion, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(-1, 1).transpose(0, 1).contiguous()
+        state.source = source
+        if state.colour_ref is not None:
+            state.colour_ref = u8_to_unit(source.frames[0])[:, None]
+        state.conditions.clear()
+
     def _condition(self, state: LiveState, index: int) -> WindowCondition:
         cond = state.conditions.get(index)
         if cond is None:
