@@ -185,3 +185,24 @@ async def test_a_window_at_a_smaller_size_is_delivered_at_the_output_size_and_th
         hook.remove()
     assert all(len(w) == spec.new_frames and w[0].shape == (64, 64, 3) for w in out)
     assert len(latents) == 3  # steps=1 was honoured: one DiT call per window
+
+
+async def test_quality_reaches_the_stats_message_and_the_prometheus_metrics():
+    from server.messages import stats
+    from server.metrics import Metrics
+
+    gen = StepsPattern(new_frames=10)
+    engine = Engine(gen)
+    try:
+        session = await engine.open_session(Avatar("a", np.zeros((1, 24, 32, 3), np.uint8)))
+        metrics = Metrics(gen.name)
+        metrics.bind_quality(engine.quality_summary)
+        session.quality.observe(1.0, 0.4)  # warm-up window: not judged
+        session.quality.observe(1.0, 0.4)  # 2.5x too slow
+        msg = stats(session, frames=0)
+        assert msg["quality"]["steps"] == 2 and msg["quality"]["reduced"] and "behind" in msg["quality"]["reason"]
+        text = metrics.render().decode()
+        assert "infinitetalk_quality_reduced_sessions 1.0" in text and "infinitetalk_quality_min_steps 2.0" in text
+        await session.close()
+    finally:
+        await engine.shutdown()
