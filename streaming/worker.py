@@ -7,8 +7,10 @@ video to spare. A job that raises fails only its own future; the worker keeps se
 
 Batching: when the backend is a `BatchingGenerator`, the job taken from the queue is joined by
 the other sessions' queued jobs with the same `batch_key` (up to `max_batch`), and they run as one
-pass (one DiT call per step for all). Nothing ever waits for a batch to fill: a lone job runs at
-once, alone, through the backend's ordinary `generate`.
+pass (one DiT call per step for all). A lone session's job never waits: it runs at once, alone,
+through the backend's ordinary `generate`. The one wait there is: when sessions of the last batched
+pass have not re-submitted yet (they finish together, and their next jobs arrive a few milliseconds
+apart), the worker gives them up to `gather_s` to join, instead of splitting the group for good.
 """
 
 from __future__ import annotations
@@ -74,13 +76,17 @@ class WorkerStats:
 class GeneratorWorker:
     """Runs callables and window jobs on one thread, earliest deadline first."""
 
-    def __init__(self, generator: Generator, name: str = "generator-worker", max_batch: int | None = None) -> None:
-        """max_batch: most jobs run together (default: the backend's `max_batch`; 1 = never batch)."""
+    def __init__(self, generator: Generator, name: str = "generator-worker", max_batch: int | None = None,
+                 gather_s: float = 0.02) -> None:
+        """max_batch: most jobs run together (default: the backend's `max_batch`; 1 = never batch).
+        gather_s: longest wait for the other sessions of the last batched pass (see the module docstring)."""
         self.generator = generator
         self.stats = WorkerStats()
         can_batch = all(hasattr(generator, m) for m in ("batch_key", "prepare_window", "generate_batch"))
         limit = max_batch if max_batch is not None else int(getattr(generator, "max_batch", 1))
         self.max_batch = max(1, limit) if can_batch else 1
+        self.gather_s = gather_s
+        self._last_pass: set[str] = set()  # sessions of the last batched pass
         self._heap: list[_Task] = []
         self._cond = threading.Condition()
         self._seq = itertools.count()
@@ -209,11 +215,17 @@ class GeneratorWorker:
     def _gather(self, task: _Task) -> list[_Task]:
         """The task plus queued window jobs of other sessions with the same batch key, earliest first."""
         if self._key(task) is None or task.cancelled():
+            self._last_pass = set()
             return [task]
         assert task.window is not None
-        sessions = {task.window.job.session_id}
-        picked = [task]
+        me = task.window.job.session_id
         with self._cond:
+            expected = self._last_pass - {me}
+            deadline = time.monotonic() + self.gather_s
+            while expected - self._queued_sessions() and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            sessions = {me}
+            picked = [task]
             for other in sorted(self._heap):
                 if len(picked) >= self.max_batch:
                     break
@@ -228,7 +240,11 @@ class GeneratorWorker:
                 taken = {id(t) for t in picked}
                 self._heap = [t for t in self._heap if id(t) not in taken]
                 heapq.heapify(self._heap)
+        self._last_pass = sessions if len(picked) > 1 else set()
         return picked
+
+    def _queued_sessions(self) -> set[str]:
+        return {t.window.job.session_id for t in self._heap if t.window is not None}
 
     def _count_batch(self, size: int) -> None:
         self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1

@@ -89,6 +89,26 @@ def test_queued_jobs_of_different_sessions_with_one_key_run_as_one_pass():
     assert worker.stats.batches == 1 and worker.stats.batched_jobs == 3 and worker.stats.batch_sizes == {3: 1, 1: 2}
 
 
+def test_sessions_of_the_last_pass_get_a_moment_to_rejoin_before_the_group_is_split():
+    gen = BatchingPattern()
+    worker = GeneratorWorker(gen, gather_s=1.0)
+    gate = threading.Event()
+    worker.call(gate.wait)
+    try:
+        first = [worker.submit_window({"id": s}, _job(s, gen.window), lambda i, f: None, deadline=time.monotonic())
+                 for s in ("a", "b")]
+        gate.set()
+        for f in first:
+            f.result(10)
+        a2 = worker.submit_window({"id": "a"}, _job("a", gen.window), lambda i, f: None, deadline=time.monotonic())
+        time.sleep(0.1)  # b's next job comes a little later, as it would from its session
+        b2 = worker.submit_window({"id": "b"}, _job("b", gen.window), lambda i, f: None, deadline=time.monotonic())
+        a2.result(10), b2.result(10)
+    finally:
+        worker.stop()
+    assert gen.passes == [["a", "b"], ["a", "b"]] and gen.singles == []
+
+
 def test_a_lone_job_runs_at_once_through_generate():
     gen = BatchingPattern()
     worker = GeneratorWorker(gen)
