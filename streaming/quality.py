@@ -155,6 +155,8 @@ class QualityController:
 
     def _set(self, steps: int, size: tuple[int, int] | None, reason: str, raised: bool) -> QualityLevel:
         lv = self.level
+        if size != lv.size:
+            self._seen = 0  # the first window at a new size conditions on the avatar again: not judged
         self.level = QualityLevel(steps, size, reason, lv.full_steps, lv.full_size)
         self.changes += 1
         if raised:

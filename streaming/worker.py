@@ -222,7 +222,8 @@ class GeneratorWorker:
         with self._cond:
             expected = self._last_pass - {me}
             deadline = time.monotonic() + self.gather_s
-            while expected - self._queued_sessions() and (left := deadline - time.monotonic()) > 0:
+            while (expected - self._queued_sessions() and self._partners(task) < self.max_batch - 1
+                   and (left := deadline - time.monotonic()) > 0):
                 self._cond.wait(left)
             sessions = {me}
             picked = [task]
@@ -242,6 +243,13 @@ class GeneratorWorker:
                 heapq.heapify(self._heap)
         self._last_pass = sessions if len(picked) > 1 else set()
         return picked
+
+    def _partners(self, task: _Task) -> int:
+        """Queued jobs of other sessions that could join `task`'s pass now."""
+        assert task.window is not None
+        me, key = task.window.job.session_id, self._key(task)
+        return len({t.window.job.session_id for t in self._heap
+                    if t.window is not None and t.window.job.session_id != me and self._key(t) == key})
 
     def _queued_sessions(self) -> set[str]:
         return {t.window.job.session_id for t in self._heap if t.window is not None}

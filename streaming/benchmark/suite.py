@@ -124,18 +124,29 @@ def _quality_levels(gen, avatar, speech, windows: int) -> dict[str, Any]:
 
 
 def _sessions(gen, speech, opts: BenchOptions) -> dict[str, Any]:
+    """Each session count one at a time and batched, in A B B A order; the better run of each mode is
+    kept (other tenants of a shared machine slow single runs by tens of percent)."""
     out: dict[str, Any] = {}
     size = gen.settings.size or (448, 448)
     for n in opts.sessions:
         avatars = [bench_avatar(size, seed=k) for k in range(n)]
-        alone = asyncio.run(measure.engine_sessions(gen, avatars, speech, max_batch=1))
-        row: dict[str, Any] = {"one_at_a_time": alone}
-        if n > 1 and opts.max_batch > 1:
-            batched = asyncio.run(measure.engine_sessions(gen, avatars, speech, max_batch=opts.max_batch))
-            row["batched"] = batched
-            row["batching_speedup"] = round(batched["throughput_video_s_per_s"] / alone["throughput_video_s_per_s"], 3)
+        batching = n > 1 and opts.max_batch > 1
+        order = [1, opts.max_batch, opts.max_batch, 1] if batching else [1]
+        runs: dict[int, list[dict]] = {}
+        for mb in order:
+            runs.setdefault(mb, []).append(asyncio.run(measure.engine_sessions(gen, avatars, speech, max_batch=mb)))
+        row: dict[str, Any] = {"one_at_a_time": _best(runs[1])}
+        if batching:
+            row["batched"] = _best(runs[opts.max_batch])
+            row["batching_speedup"] = round(row["batched"]["throughput_video_s_per_s"]
+                                            / row["one_at_a_time"]["throughput_video_s_per_s"], 3)
         out[str(n)] = row
     return out
+
+
+def _best(runs: list[dict]) -> dict:
+    r = max(runs, key=lambda x: x["throughput_video_s_per_s"])
+    return {**r, "throughput_runs": [x["throughput_video_s_per_s"] for x in runs]}
 
 
 def server_overhead(seconds: float = 4.0) -> dict[str, Any]:

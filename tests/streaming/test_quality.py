@@ -56,6 +56,14 @@ def test_controller_ignores_warmup_and_reacts_to_filler_frames():
     assert lv.steps == 3 and "filler" in lv.reason
 
 
+def test_the_first_window_at_a_new_size_is_not_judged():
+    c = QualityController(QualityRange(2, 2, ((64, 64), (48, 48))), QualitySettings(warmup_windows=1))
+    c.observe(1.0, 1.0)  # warm-up
+    assert c.observe(2.0, 1.0).size == (48, 48)
+    assert c.observe(2.0, 1.0) is None  # re-conditioning at the new size: not judged
+    assert c.observe(2.0, 1.0) is None and c.lowered == 1  # judged, but nothing is left to turn down
+
+
 def test_distilled_schedules_and_settings_can_leave_nothing_to_adapt():
     assert not QualityController(QualityRange(4, 4)).adjustable
     assert not QualityController(QualityRange(8, 2, ((64, 64), (48, 48))),
