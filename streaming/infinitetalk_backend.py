@@ -177,7 +177,12 @@ class InfiniteTalkGenerator:
                     f"{speakers} speakers need {speakers} speaker boxes on the avatar, got {len(avatar.speaker_boxes)}"
                 )
             masks = speaker_masks(avatar.speaker_boxes, avatar.size, (h, w), (h // stride, w // stride))
-        return frames, LiveSource(torch.from_numpy(frames), fps=avatar.fps, speaker_masks=masks)
+        regen = None
+        if avatar.regen_mask is not None:
+            mask_u8 = np.repeat((np.clip(avatar.regen_mask, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+            regen = torch.from_numpy(resize_and_crop(mask_u8, (h, w))[..., 0].astype(np.float32) / 255.0)
+        source = LiveSource(torch.from_numpy(frames), fps=avatar.fps, speaker_masks=masks, regen_mask=regen)
+        return frames, source
 
     # -------------------------------------------------------------- sessions
     def open_session(self, session_id: str, avatar: Avatar, speakers: int = 1) -> _SessionState:

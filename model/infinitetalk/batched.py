@@ -19,7 +19,7 @@ from torch import Tensor
 
 from model.sampling import EULER, APGGuidance, combine_guidance, euler_step, x0_renoise_step
 
-from .pipeline import InfiniteTalkPipeline, WindowCondition
+from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
 from .settings import WindowSettings
 from .timing import maybe_stage
 
@@ -32,6 +32,7 @@ class DenoiseItem:
 
     audio: [H, F, 5, layers, width]. motion_latent: [16, Tm, h, w]. noise: [16, T, h, w].
     ref_target_masks: [H+1, h, w] for H >= 2. step_noise(i): fresh noise for x0_renoise updates.
+    keep: part of a source video to keep (see `SourceKeep`).
     """
 
     cond: WindowCondition
@@ -40,6 +41,7 @@ class DenoiseItem:
     noise: Tensor
     ref_target_masks: Tensor | None = None
     step_noise: Callable[[int], Tensor] | None = None
+    keep: SourceKeep | None = None
 
 
 @dataclass
@@ -113,6 +115,8 @@ def denoise_batch(pipe: InfiniteTalkPipeline, items: Sequence[DenoiseItem], sett
     motions = [it.motion_latent.to(dev, torch.float32) for it in items]
     latents = [it.noise.to(dev, torch.float32).clone() for it in items]
     apgs = [APGGuidance() if settings.apg else None for _ in items]
+    keeps = [None if it.keep is None else (it.keep.latent.to(dev, torch.float32), it.keep.mask.to(dev, torch.float32),
+                                           lat.clone()) for it, lat in zip(items, latents, strict=True)]
     dit_dtype = pipe.dit.dtype
     for i in range(settings.steps):
         for lat, mot in zip(latents, motions, strict=True):
@@ -134,6 +138,10 @@ def denoise_batch(pipe: InfiniteTalkPipeline, items: Sequence[DenoiseItem], sett
             else:
                 fresh = it.step_noise(i) if it.step_noise is not None and i + 1 < settings.steps else None
                 lat = x0_renoise_step(latents[k], guided, timesteps[i], timesteps[i + 1], fresh)
+            if (kp := keeps[k]) is not None:  # the kept region: the source, noised to the next timestep
+                keep_latent, keep_mask, start_noise = kp
+                sigma = timesteps[i + 1] / 1000.0
+                lat = keep_mask * ((1.0 - sigma) * keep_latent + sigma * start_noise) + (1.0 - keep_mask) * lat
             lat[:, : motions[k].shape[1]] = motions[k]
             latents[k] = lat
     return latents

@@ -27,7 +27,7 @@ from model.vae import video_to_frames
 
 from .batched import DenoiseItem, decode_stream_batch, denoise_batch, encode_motion_batch
 from .long_video import draw_window_noise, u8_to_unit
-from .pipeline import InfiniteTalkPipeline, WindowCondition
+from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
 from .settings import WindowSettings
 from .timing import maybe_stage
 
@@ -40,11 +40,14 @@ class LiveSource:
 
     fps: the source video's frame rate (a video loops at its own speed whatever the output rate).
     speaker_masks: [S+1, H/8, W/8] masks for S >= 2 speakers (speakers then background), else None.
+    regen_mask: [H, W] in [0, 1], 1 where the model regenerates (e.g. the head) and 0 where the source
+        video is kept; None regenerates everything (the reference's behaviour).
     """
 
     frames: Tensor
     fps: float = 25.0
     speaker_masks: Tensor | None = None
+    regen_mask: Tensor | None = None
 
     def index_at(self, output_frame: int, output_fps: float) -> int:
         """Source frame shown at an output frame: a still image is frame 0; a video loops."""
@@ -62,6 +65,25 @@ class LiveState:
     generator: torch.Generator
     windows: int = 0
     conditions: dict[int, WindowCondition] = field(default_factory=dict)
+    keep_latent_mask: Tensor | None = None  # [1, 1, h, w], 1 = keep the source
+    regen_pixel_mask: Tensor | None = None  # [1, 1, H, W] feathered, 1 = generated pixels
+
+
+def region_masks(regen: Tensor, stride: int, feather_px: float = 6.0) -> tuple[Tensor, Tensor]:
+    """[H, W] regenerate-mask -> (keep mask at latent size [1, 1, h, w], feathered pixel mask [1, 1, H, W])."""
+    m = regen.float().clamp(0, 1)[None, None]
+    regen_lat = torch.nn.functional.avg_pool2d(m, stride)
+    keep_lat = (1.0 - (regen_lat > 0).float())  # any generated pixel in a latent cell -> generate it
+    radius = max(1, int(3 * feather_px))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * feather_px**2))
+    k = k / k.sum()
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(m, (radius,) * 4, mode="replicate"), k.view(1, 1, 1, -1))
+    blurred = torch.nn.functional.conv2d(blurred, k.view(1, 1, -1, 1))
+    # Inside the regenerated region stay fully generated; feather outwards only, and cut the Gaussian's
+    # far tail so the source is kept exactly beyond the feather.
+    feather = ((blurred - 0.02) / 0.98).clamp(0, 1)
+    return keep_lat, torch.maximum(feather, m)
 
 
 @dataclass
@@ -74,6 +96,8 @@ class WindowWork:
     noise: Tensor  # [16, T, h, w]
     cond: WindowCondition
     step_noise: Callable[[int], Tensor] | None = None
+    keep: SourceKeep | None = None  # keep part of a source video (regen_mask)
+    source_px: Tensor | None = None  # [3, F, H, W] the window's source frames when `keep` is set
     produced: int = 0
     recent: Tensor | None = None
 
@@ -96,7 +120,10 @@ class LiveWindowRunner:
             raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
         first = u8_to_unit(source.frames[0])[:, None]  # [3, 1, H, W]
         colour_ref = first if self.settings.colour_strength > 0 else None
-        return LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
+        state = LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
+        if source.regen_mask is not None:
+            state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
+        return state
 
     def switch_source(self, state: LiveState, source: LiveSource) -> None:
         """Continue the session at another generation size (at a window boundary): the source, colour
@@ -113,6 +140,9 @@ class LiveWindowRunner:
         state.source = source
         if state.colour_ref is not None:
             state.colour_ref = u8_to_unit(source.frames[0])[:, None]
+        state.keep_latent_mask = state.regen_pixel_mask = None
+        if source.regen_mask is not None:
+            state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
         state.conditions.clear()
 
     def _condition(self, state: LiveState, index: int) -> WindowCondition:
@@ -144,8 +174,13 @@ class LiveWindowRunner:
                 return torch.randn(shape, generator=gen)
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
+        keep, source_px = None, None
+        if state.keep_latent_mask is not None:
+            idx = [state.source.index_at(f, self.output_fps) for f in range(first_frame - M, first_frame - M + F)]
+            source_px = u8_to_unit(state.source.frames[idx])  # [3, F, H, W]
+            keep = SourceKeep(self.pipe.encode_motion(source_px), state.keep_latent_mask)
         state.windows += 1
-        return WindowWork(state, s, audio, noise, cond, step_noise)
+        return WindowWork(state, s, audio, noise, cond, step_noise, keep, source_px)
 
     def window(self, state: LiveState, audio: Tensor, first_frame: int,
                settings: WindowSettings | None = None) -> Iterator[np.ndarray]:
@@ -158,7 +193,7 @@ class LiveWindowRunner:
         s = work.settings
         motion_latent = self.pipe.encode_motion(state.motion_pixels)
         latent = self.pipe.denoise(work.cond, audio, motion_latent, work.noise, s, state.source.speaker_masks,
-                                   work.step_noise)
+                                   work.step_noise, keep=work.keep)
         for chunk in self.pipe.decode_stream(latent):
             yield from self._emit(work, chunk)
 
@@ -169,7 +204,7 @@ class LiveWindowRunner:
         if len(works) == 1:
             w = works[0]
             latent_one = self.pipe.denoise(w.cond, w.audio, self.pipe.encode_motion(w.state.motion_pixels), w.noise,
-                                           w.settings, w.state.source.speaker_masks, w.step_noise)
+                                           w.settings, w.state.source.speaker_masks, w.step_noise, keep=w.keep)
             for chunk in self.pipe.decode_stream(latent_one):
                 yield from ((0, f) for f in self._emit(w, chunk))
             return
@@ -177,7 +212,7 @@ class LiveWindowRunner:
         if any(w.settings != s for w in works):
             raise ValueError("windows batched together must share their settings (steps, guidance)")
         motion = encode_motion_batch(self.pipe, [w.state.motion_pixels for w in works])
-        items = [DenoiseItem(w.cond, w.audio, m, w.noise, w.state.source.speaker_masks, w.step_noise)
+        items = [DenoiseItem(w.cond, w.audio, m, w.noise, w.state.source.speaker_masks, w.step_noise, w.keep)
                  for w, m in zip(works, motion, strict=True)]
         latents = denoise_batch(self.pipe, items, s)
         for chunk in decode_stream_batch(self.pipe, latents):
@@ -191,6 +226,10 @@ class LiveWindowRunner:
         if state.colour_ref is not None:
             with maybe_stage(self.pipe.times, "colour_match"):
                 chunk = match_colours(chunk, state.colour_ref, work.settings.colour_strength)
+        if work.source_px is not None and state.regen_pixel_mask is not None:
+            m = state.regen_pixel_mask[0].to(chunk)
+            src = work.source_px[:, work.produced : work.produced + chunk.shape[1]].to(chunk)
+            chunk = m * chunk + (1.0 - m) * src
         work.recent = chunk if work.recent is None else torch.cat([work.recent, chunk], dim=1)[:, -M:]
         start = max(0, M - work.produced)
         work.produced += chunk.shape[1]
