@@ -155,6 +155,8 @@ class QualityRange:
     """What a backend lets the engine turn down when it falls behind real time.
 
     steps: the configured sampling steps (the top); min_steps: the fewest allowed.
+    step_choices: the step counts it can run, ascending (e.g. (2, 4) for a distilled schedule);
+        empty: every count from min_steps to steps.
     sizes: generation sizes (height, width) it can switch between at a window boundary, largest
         (the configured one) first; frames are always delivered at `output_size` whatever the size.
     """
@@ -162,10 +164,19 @@ class QualityRange:
     steps: int
     min_steps: int
     sizes: tuple[tuple[int, int], ...] = ()
+    step_choices: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.steps:
             raise ValueError(f"min_steps must be in 1..{self.steps}, got {self.min_steps}")
+        if self.step_choices and (self.steps not in self.step_choices
+                                  or list(self.step_choices) != sorted(set(self.step_choices))):
+            raise ValueError(f"step_choices must be ascending and include steps={self.steps}, got {self.step_choices}")
+
+    def choices(self) -> tuple[int, ...]:
+        """Step counts allowed, ascending, from min_steps to steps."""
+        every = self.step_choices or tuple(range(1, self.steps + 1))
+        return tuple(c for c in every if self.min_steps <= c <= self.steps)
 
 
 @runtime_checkable

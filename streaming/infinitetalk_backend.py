@@ -35,6 +35,7 @@ from model.infinitetalk import InfiniteTalkBundle, WindowSettings, u8_to_unit
 from model.infinitetalk.live import LiveSource, LiveState, LiveWindowRunner, WindowWork
 from model.infinitetalk.sizing import BUCKETS_480P, check_size, pick_bucket, resize_and_crop
 from model.infinitetalk.timing import maybe_stage
+from model.sampling import DISTILLED_STEP_LISTS, distilled_step_list
 
 from .features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
 from .generator import Avatar, QualityRange, WindowJob, WindowSpec
@@ -53,7 +54,7 @@ class InfiniteTalkBackendSettings:
     idle: "generate" (silent-audio windows) or "source" (video avatars play their source video).
     max_batch: most sessions' windows made in one batched pass (1 = one at a time).
     min_steps: fewest steps adaptive quality may use (None: a quarter of `window.steps`, at least 1);
-        distilled schedules (`window.step_list`) keep their steps.
+        distilled schedules (`window.step_list`) only use their named step counts (4 -> 2).
     size_scales: generation sizes adaptive quality may switch to, as fractions of the full size
         (rounded to multiples of 16); (1.0,) = never switch.
     """
@@ -155,7 +156,12 @@ class InfiniteTalkGenerator:
         """Steps and sizes adaptive quality may use for this avatar (see the settings)."""
         win = self.settings.window
         steps = win.steps
-        min_steps = steps if win.step_list is not None else (self.settings.min_steps or max(1, math.ceil(steps / 4)))
+        min_steps = min(steps, self.settings.min_steps or max(1, math.ceil(steps / 4)))
+        choices: tuple[int, ...] = ()
+        if win.step_list is not None:  # a distilled schedule runs only its named step counts (4 -> 2)
+            named = tuple(sorted(k for k in DISTILLED_STEP_LISTS if k <= steps))
+            choices = named if steps in named else (steps,)
+            min_steps = max(min_steps, choices[0])
         full = self._size(avatar)
         sizes: list[tuple[int, int]] = []
         for f in sorted(self.settings.size_scales, reverse=True):
@@ -164,7 +170,7 @@ class InfiniteTalkGenerator:
                 sizes.append(size)  # type: ignore[arg-type]
         if full not in sizes:
             sizes.insert(0, full)
-        return QualityRange(steps, min(min_steps, steps), tuple(sizes))
+        return QualityRange(steps, min(min_steps, steps), tuple(sizes), choices)
 
     def _source(self, avatar: Avatar, size: tuple[int, int], speakers: int) -> tuple[np.ndarray, LiveSource]:
         h, w = size
@@ -250,8 +256,13 @@ class InfiniteTalkGenerator:
     def _window_settings(self, job: WindowJob):
         steps = job.extras.get("steps")
         base = self.settings.window
-        if steps is None or steps == base.steps or base.step_list is not None:
+        if steps is None or steps == base.steps:
             return base
+        if base.step_list is not None:
+            step_list = distilled_step_list(int(steps))
+            if step_list is None:
+                raise ValueError(f"this distilled schedule runs {sorted(DISTILLED_STEP_LISTS)} steps, not {steps}")
+            return dataclasses.replace(base, steps=int(steps), step_list=step_list)
         return dataclasses.replace(base, steps=int(steps))
 
     def _switch_size(self, state: _SessionState, job: WindowJob) -> None:

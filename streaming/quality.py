@@ -9,7 +9,7 @@ counts) against the window's duration, and the filler frames the pacer had to in
   at their minimum;
 - turnaround that would stay below `low_load` x window one level up (predicted conservatively:
   all compute scaling with steps or pixels), `raise_after` windows in a row -> raise one level:
-  the size back first, then one step at a time.
+  the size back first, then one step (or the next allowed step count) at a time.
 
 Pure logic, no clocks: the session feeds it measurements and reads the level for its next job.
 """
@@ -82,7 +82,9 @@ class QualityController:
         self.settings = settings or QualitySettings()
         s = self.settings
         self.max_steps = qrange.steps
-        self.min_steps = min(qrange.steps, max(qrange.min_steps, s.min_steps or qrange.min_steps))
+        floor = min(qrange.steps, max(qrange.min_steps, s.min_steps or qrange.min_steps))
+        self.step_choices = tuple(c for c in qrange.choices() if c >= floor) or (qrange.steps,)
+        self.min_steps = self.step_choices[0]
         self.sizes: tuple[tuple[int, int], ...] = qrange.sizes if s.switch_sizes else qrange.sizes[:1]
         full = self.sizes[0] if self.sizes else None
         self.level = QualityLevel(qrange.steps, full, "start", qrange.steps, full)
@@ -134,8 +136,10 @@ class QualityController:
     def _lower(self, load: float, why: str) -> QualityLevel | None:
         lv, s = self.level, self.settings
         target = (s.high_load + s.low_load) / 2
-        if lv.steps > self.min_steps:
-            steps = max(self.min_steps, min(lv.steps - 1, math.floor(lv.steps * target / max(load, 1e-9))))
+        below = [c for c in self.step_choices if c < lv.steps]
+        if below:
+            want = math.floor(lv.steps * target / max(load, 1e-9))
+            steps = max([c for c in below if c <= want], default=below[0])
             return self._set(steps, lv.size, f"behind: {why}; steps {lv.steps} -> {steps}", raised=False)
         if lv.size is not None and lv.size != self.sizes[-1]:
             size = self.sizes[self.sizes.index(lv.size) + 1]
@@ -149,8 +153,9 @@ class QualityController:
         if lv.size is not None and lv.size != self.sizes[0]:
             size = self.sizes[self.sizes.index(lv.size) - 1]
             return lv.steps, size, load * _pixels(size) / _pixels(lv.size)
-        if lv.steps < self.max_steps:
-            return lv.steps + 1, lv.size, load * (lv.steps + 1) / lv.steps
+        above = [c for c in self.step_choices if c > lv.steps]
+        if above:
+            return above[0], lv.size, load * above[0] / lv.steps
         return None
 
     def _set(self, steps: int, size: tuple[int, int] | None, reason: str, raised: bool) -> QualityLevel:

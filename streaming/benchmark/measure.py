@@ -107,6 +107,32 @@ def stage_split(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.ndarray, 
     return out
 
 
+def interleaved_windows(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.ndarray, windows: int,
+                        levels: list[dict]) -> list[dict[str, Any]]:
+    """Compute per window at several settings (job extras such as steps/size), one session each, their
+    windows interleaved in time so that a busy machine slows every setting alike. Median per setting."""
+    device = gen.bundle.pipe.device
+    states = [gen.open_session(f"bench{k}", avatar) for k in range(len(levels))]
+    jobs = [_jobs(gen, speech, windows + 1, extras) for extras in levels]
+    took: list[list[float]] = [[] for _ in levels]
+    try:
+        for k, state in enumerate(states):
+            list(gen.generate(state, jobs[k][0]))  # warm-up and conditioning
+        for w in range(1, windows + 1):
+            for k, state in enumerate(states):
+                _sync(device)
+                t0 = time.perf_counter()
+                list(gen.generate(state, jobs[k][w]))
+                _sync(device)
+                took[k].append(time.perf_counter() - t0)
+    finally:
+        for state in states:
+            gen.close_session(state)
+    ws = gen.window.window_seconds
+    return [{"compute_s_per_window": _r(statistics.median(t)), "realtime_factor": _r(ws / statistics.median(t))}
+            for t in took]
+
+
 def encode_costs(frames: list[np.ndarray]) -> dict[str, float]:
     """JPEG (OpenCV, quality 80, as the websocket sends) and H.264 (libx264 ultrafast, zerolatency)."""
     import av
@@ -254,20 +280,19 @@ def guidance_calls(gen: InfiniteTalkGenerator, avatar: Avatar, repeats: int) -> 
     motion = pipe.encode_motion(u8_to_unit(image)[:, None].expand(3, base.motion_frames, -1, -1))
     noise = torch.randn(16, base.latent_frames, h, w, generator=g)
 
-    def timed(settings) -> float:
-        pipe.denoise(cond, audio, motion, noise, settings)  # warm-up
-        out = []
-        for _ in range(repeats):
+    variants = [base, dataclasses.replace(base, batch_branches=False),
+                dataclasses.replace(base, guidance=GuidanceScales(1.0, 1.0))]
+    for v in variants:
+        pipe.denoise(cond, audio, motion, noise, v)  # warm-up
+    took: list[list[float]] = [[] for _ in variants]
+    for _ in range(repeats):  # interleaved, so that a busy machine slows each variant alike
+        for k, v in enumerate(variants):
             _sync(device)
             t0 = time.perf_counter()
-            pipe.denoise(cond, audio, motion, noise, settings)
+            pipe.denoise(cond, audio, motion, noise, v)
             _sync(device)
-            out.append(time.perf_counter() - t0)
-        return statistics.median(out) / settings.steps
-
-    batched = timed(base)
-    separate = timed(dataclasses.replace(base, batch_branches=False))
-    free = timed(dataclasses.replace(base, guidance=GuidanceScales(1.0, 1.0)))
+            took[k].append((time.perf_counter() - t0) / v.steps)
+    batched, separate, free = (statistics.median(t) for t in took)
     return {
         "branches": base.guidance.calls_per_step,
         "guidance": [base.guidance.text, base.guidance.audio],

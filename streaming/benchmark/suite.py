@@ -112,11 +112,9 @@ def _quality_levels(gen, avatar, speech, windows: int) -> dict[str, Any]:
         levels["min_steps"] = {"steps": qr.min_steps, "size": qr.sizes[0]}
     if len(qr.sizes) > 1:
         levels["min_steps_smallest_size"] = {"steps": qr.min_steps, "size": qr.sizes[-1]}
-    out = {}
-    for name, extras in levels.items():
-        r = measure.stage_split(gen, avatar, speech, windows, extras)
-        out[name] = {"steps": extras["steps"], "size": list(extras["size"]),
-                     "compute_s_per_window": r["compute_s_per_window"], "realtime_factor": r["realtime_factor"]}
+    results = measure.interleaved_windows(gen, avatar, speech, max(3, windows), list(levels.values()))
+    out = {name: {"steps": extras["steps"], "size": list(extras["size"]), **r}
+           for (name, extras), r in zip(levels.items(), results, strict=True)}
     full = out["full"]["compute_s_per_window"]
     for v in out.values():
         v["speedup_vs_full"] = round(full / v["compute_s_per_window"], 3)

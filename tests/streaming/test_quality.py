@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import wave
 
@@ -214,3 +215,16 @@ async def test_quality_reaches_the_stats_message_and_the_prometheus_metrics():
         await session.close()
     finally:
         await engine.shutdown()
+
+
+def test_distilled_schedules_step_between_their_named_step_counts(bundle):
+    from model.infinitetalk.presets import get_preset
+
+    gen = tiny_generator(bundle, window=dataclasses.replace(get_preset("flashtalk"), frame_num=9, motion_frames=5))
+    qr = gen.quality_range(Avatar("a", np.zeros((1, 32, 32, 3), np.uint8)))
+    assert (qr.steps, qr.min_steps, qr.choices()) == (4, 2, (2, 4))
+    two = gen._window_settings(WindowJob("s", 0, 0, np.zeros((1, 1)), True, {"steps": 2}))
+    assert two.steps == 2 and two.step_list == (1000, 500)
+    c = QualityController(qr, QualitySettings(warmup_windows=0, raise_after=1))
+    assert c.observe(1.05, 1.0).steps == 2  # 4 * 0.75 / 1.05 = 2.86 -> the next named count below: 2
+    assert c.observe(0.1, 1.0).steps == 4  # raising goes straight back to 4 (3 is not a named count)
