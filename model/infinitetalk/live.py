@@ -14,7 +14,7 @@ The colour match uses per-frame statistics, so it is applied to each decoded chu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,7 @@ from model.colour import match_colours
 from model.sampling import X0_RENOISE
 from model.vae import video_to_frames
 
+from .batched import DenoiseItem, decode_stream_batch, denoise_batch, encode_motion_batch
 from .long_video import draw_window_noise, u8_to_unit
 from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
 from .settings import WindowSettings
@@ -85,6 +86,22 @@ def region_masks(regen: Tensor, stride: int, feather_px: float = 6.0) -> tuple[T
     return keep_lat, torch.maximum(feather, m)
 
 
+@dataclass
+class WindowWork:
+    """A prepared window (see `LiveWindowRunner.prepare`): inputs drawn, not yet denoised."""
+
+    state: LiveState
+    settings: WindowSettings
+    audio: Tensor  # [S, F, 5, layers, width]
+    noise: Tensor  # [16, T, h, w]
+    cond: WindowCondition
+    step_noise: Callable[[int], Tensor] | None = None
+    keep: SourceKeep | None = None  # keep part of a source video (regen_mask)
+    source_px: Tensor | None = None  # [3, F, H, W] the window's source frames when `keep` is set
+    produced: int = 0
+    recent: Tensor | None = None
+
+
 class LiveWindowRunner:
     """Makes consecutive windows for one or more sessions (state is per session)."""
 
@@ -108,6 +125,26 @@ class LiveWindowRunner:
             state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
         return state
 
+    def switch_source(self, state: LiveState, source: LiveSource) -> None:
+        """Continue the session at another generation size (at a window boundary): the source, colour
+        reference and conditions are replaced, and the motion frames are resized (area/bilinear) so the
+        next window still continues from the last frames shown."""
+        h, w = source.frames.shape[1:3]
+        stride = 2 * self.pipe.vae_stride
+        if h % stride or w % stride:
+            raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
+        motion = state.motion_pixels.transpose(0, 1)  # [M, 3, H, W]
+        state.motion_pixels = torch.nn.functional.interpolate(
+            motion, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(-1, 1).transpose(0, 1).contiguous()
+        state.source = source
+        if state.colour_ref is not None:
+            state.colour_ref = u8_to_unit(source.frames[0])[:, None]
+        state.keep_latent_mask = state.regen_pixel_mask = None
+        if source.regen_mask is not None:
+            state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
+        state.conditions.clear()
+
     def _condition(self, state: LiveState, index: int) -> WindowCondition:
         cond = state.conditions.get(index)
         if cond is None:
@@ -117,14 +154,14 @@ class LiveWindowRunner:
             state.conditions[index] = cond
         return cond
 
-    def window(self, state: LiveState, audio: Tensor, first_frame: int) -> Iterator[np.ndarray]:
-        """Generate the window whose new frames start at output frame `first_frame`.
-
-        audio: [S, F, 5, layers, width] windowed speech features for the window's F frames
-        (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
-        """
-        s = self.settings
+    def prepare(self, state: LiveState, audio: Tensor, first_frame: int,
+                settings: WindowSettings | None = None) -> WindowWork:
+        """Everything a window needs before denoising: its noise (drawn from the session's generator),
+        its condition and settings. `settings` overrides the runner's for this window (e.g. fewer steps)."""
+        s = settings or self.settings
         M, F = s.motion_frames, s.frame_num
+        if (M, F) != (self.settings.motion_frames, self.settings.frame_num):
+            raise ValueError("a window may change its steps or guidance, not its frame or motion-frame count")
         if audio.shape[1] != F:
             raise ValueError(f"audio covers {audio.shape[1]} frames; a window needs {F} (motion {M} + new {F - M})")
         h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
@@ -137,31 +174,69 @@ class LiveWindowRunner:
                 return torch.randn(shape, generator=gen)
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
-        motion_latent = self.pipe.encode_motion(state.motion_pixels)
         keep, source_px = None, None
         if state.keep_latent_mask is not None:
             idx = [state.source.index_at(f, self.output_fps) for f in range(first_frame - M, first_frame - M + F)]
             source_px = u8_to_unit(state.source.frames[idx])  # [3, F, H, W]
             keep = SourceKeep(self.pipe.encode_motion(source_px), state.keep_latent_mask)
-        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise,
-                                   keep=keep)
         state.windows += 1
-        produced = 0
-        recent: Tensor | None = None
+        return WindowWork(state, s, audio, noise, cond, step_noise, keep, source_px)
+
+    def window(self, state: LiveState, audio: Tensor, first_frame: int,
+               settings: WindowSettings | None = None) -> Iterator[np.ndarray]:
+        """Generate the window whose new frames start at output frame `first_frame`.
+
+        audio: [S, F, 5, layers, width] windowed speech features for the window's F frames
+        (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
+        """
+        work = self.prepare(state, audio, first_frame, settings)
+        s = work.settings
+        motion_latent = self.pipe.encode_motion(state.motion_pixels)
+        latent = self.pipe.denoise(work.cond, audio, motion_latent, work.noise, s, state.source.speaker_masks,
+                                   work.step_noise, keep=work.keep)
         for chunk in self.pipe.decode_stream(latent):
-            chunk = chunk.float()
-            if state.colour_ref is not None:
-                with maybe_stage(self.pipe.times, "colour_match"):
-                    chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
-            if source_px is not None and state.regen_pixel_mask is not None:
-                m = state.regen_pixel_mask[0].to(chunk)
-                src = source_px[:, produced : produced + chunk.shape[1]].to(chunk)
-                chunk = m * chunk + (1.0 - m) * src
-            recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
-            start = max(0, M - produced)
-            produced += chunk.shape[1]
-            # Keep the motion frames current as frames are shown, so a window cut short by an
-            # interrupt still continues from what was last produced.
-            state.motion_pixels = recent[:, -M:].clone() if produced >= M else state.motion_pixels
-            if start < chunk.shape[1]:
-                yield from video_to_frames(chunk[:, start:]).cpu().numpy()
+            yield from self._emit(work, chunk)
+
+    def windows(self, works: list[WindowWork]) -> Iterator[tuple[int, np.ndarray]]:
+        """Finish several prepared windows together (same size, speakers and settings): one motion
+        encode, one DiT call per step and one VAE decode for all. Yields (index in `works`, frame) as
+        each latent frame is decoded; per window the frames equal `window()`'s up to float rounding."""
+        if len(works) == 1:
+            w = works[0]
+            latent_one = self.pipe.denoise(w.cond, w.audio, self.pipe.encode_motion(w.state.motion_pixels), w.noise,
+                                           w.settings, w.state.source.speaker_masks, w.step_noise, keep=w.keep)
+            for chunk in self.pipe.decode_stream(latent_one):
+                yield from ((0, f) for f in self._emit(w, chunk))
+            return
+        s = works[0].settings
+        if any(w.settings != s for w in works):
+            raise ValueError("windows batched together must share their settings (steps, guidance)")
+        motion = encode_motion_batch(self.pipe, [w.state.motion_pixels for w in works])
+        items = [DenoiseItem(w.cond, w.audio, m, w.noise, w.state.source.speaker_masks, w.step_noise, w.keep)
+                 for w, m in zip(works, motion, strict=True)]
+        latents = denoise_batch(self.pipe, items, s)
+        for chunk in decode_stream_batch(self.pipe, latents):
+            for k, w in enumerate(works):
+                yield from ((k, f) for f in self._emit(w, chunk[k]))
+
+    def _emit(self, work: WindowWork, chunk: Tensor) -> list[np.ndarray]:
+        """A decoded chunk [3, n, H, W] -> colour-matched new frames; keeps the motion frames current."""
+        state, M = work.state, work.settings.motion_frames
+        chunk = chunk.float()
+        if state.colour_ref is not None:
+            with maybe_stage(self.pipe.times, "colour_match"):
+                chunk = match_colours(chunk, state.colour_ref, work.settings.colour_strength)
+        if work.source_px is not None and state.regen_pixel_mask is not None:
+            m = state.regen_pixel_mask[0].to(chunk)
+            src = work.source_px[:, work.produced : work.produced + chunk.shape[1]].to(chunk)
+            chunk = m * chunk + (1.0 - m) * src
+        work.recent = chunk if work.recent is None else torch.cat([work.recent, chunk], dim=1)[:, -M:]
+        start = max(0, M - work.produced)
+        work.produced += chunk.shape[1]
+        # Keep the motion frames current as frames are shown, so a window cut short by an
+        # interrupt still continues from what was last produced.
+        if work.produced >= M:
+            state.motion_pixels = work.recent[:, -M:].clone()
+        if start < chunk.shape[1]:
+            return list(video_to_frames(chunk[:, start:]).cpu().numpy())
+        return []
