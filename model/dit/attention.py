@@ -160,7 +160,8 @@ class AudioCrossAttention(nn.Module):
         first_token: int = 0,
         frame_tokens: int | None = None,
     ) -> torch.Tensor:
-        # x: [B, L, C], audio: [B, T, Na, Ca]; q_rope: complex [B, 1, L, d/2]; k_rope: complex [Na, d/2]
+        # x: [B, L, C], audio: [B, T, Na, Ca]; q_rope: [B, 1, L, d/2] rotations (complex or (cos, sin)
+        # pairs); k_rope: [Na, d/2] rotations
         # -> [B, L, C]. By default x is every token (L = T*S, S tokens per latent frame). A
         # sequence-parallel chunk passes its global offset `first_token` and S = `frame_tokens`;
         # it may start and end inside frames; tokens past the last frame (padding) get meaningless values.

@@ -19,7 +19,7 @@ from .attention import AudioCrossAttention, SelfAttention, TextImageCrossAttenti
 from .config import DiTConfig
 from .layers import FP32LayerNorm
 from .parallel import SequenceShard
-from .rope import rope_1d_freqs
+from .rope import rope_1d_pairs
 from .speakers import speaker_query_positions
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class DiTBlock(nn.Module):
                 )  # [B, L] over the whole sequence
                 if ctx.shard is not None:
                     pos = ctx.shard.scatter(pos)
-                q_rope = rope_1d_freqs(pos, self.cfg.head_dim)[:, None]
+                q_rope = rope_1d_pairs(pos, self.cfg.head_dim)[:, None]
             first, per_frame = (ctx.shard.start, ctx.ref_tokens) if ctx.shard is not None else (0, None)
             a = self.audio_cross_attn(
                 self.norm_x(x), ctx.audio, q_rope, ctx.audio_k_rope if multi else None, first, per_frame
