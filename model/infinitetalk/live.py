@@ -9,6 +9,13 @@ generator, clean motion paste, guidance, Euler steps, colour matching against th
 the next window's motion frames = the last M colour-corrected frames) is the reference's loop.
 
 The colour match uses per-frame statistics, so it is applied to each decoded chunk as it arrives.
+
+Latency: `prepare(state, first_frame)` does the next window's work that needs no audio (its noise
+draws, its condition frame's CLIP + VAE encoding, the VAE encoding of the motion frames) ahead of
+time, e.g. while the engine waits for that window's speech; `window()` then starts straight at the
+DiT steps. Results are bit-identical with or without it. Frames are handed to the host one chunk
+behind the decoder (`FrameHandoff`), so on a GPU the next chunk decodes while the consumer takes
+the previous one.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from torch import Tensor
 
 from model.colour import match_colours
 from model.sampling import X0_RENOISE
-from model.vae import video_to_frames
 
+from .handoff import FrameHandoff, PendingFrames
 from .long_video import draw_window_noise, u8_to_unit
 from .pipeline import InfiniteTalkPipeline, WindowCondition
 from .settings import WindowSettings
@@ -54,6 +61,19 @@ class LiveSource:
 
 
 @dataclass
+class PreparedWindow:
+    """The next window's audio-free inputs, made ahead by `LiveWindowRunner.prepare`.
+
+    noise: the next window's initial noise (the generator's next draws, whatever its first frame).
+    motion_latent: the VAE encoding of `motion_from` (valid while state.motion_pixels is that tensor).
+    """
+
+    noise: Tensor
+    motion_from: Tensor | None = None
+    motion_latent: Tensor | None = None
+
+
+@dataclass
 class LiveState:
     source: LiveSource
     colour_ref: Tensor | None
@@ -61,6 +81,7 @@ class LiveState:
     generator: torch.Generator
     windows: int = 0
     conditions: dict[int, WindowCondition] = field(default_factory=dict)
+    prepared: PreparedWindow | None = None
 
 
 class LiveWindowRunner:
@@ -72,6 +93,7 @@ class LiveWindowRunner:
         self.settings = settings
         self.output_fps = output_fps
         self.max_cached_conditions = max_cached_conditions
+        self.handoff = FrameHandoff(pipe.device)
 
     def start(self, source: LiveSource, seed: int) -> LiveState:
         """New session state: motion = the first source frame, noise generator seeded once."""
@@ -92,6 +114,26 @@ class LiveWindowRunner:
             state.conditions[index] = cond
         return cond
 
+    def _latent_hw(self, state: LiveState) -> tuple[int, int]:
+        h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
+        return h, w
+
+    def prepare(self, state: LiveState, first_frame: int) -> None:
+        """Make the window starting at `first_frame` ready except for its audio (idempotent).
+
+        Draws its noise, encodes its condition frame (cached per source frame) and its motion
+        frames. Call it when the previous window has finished and its speech is not in yet.
+        """
+        s = self.settings
+        if state.prepared is None:
+            noise = draw_window_noise(state.generator, s, self._latent_hw(state), first=state.windows == 0)
+            state.prepared = PreparedWindow(noise)
+        self._condition(state, state.source.index_at(first_frame - s.motion_frames, self.output_fps))
+        prep = state.prepared
+        if prep.motion_from is not state.motion_pixels:
+            prep.motion_latent = self.pipe.encode_motion(state.motion_pixels)
+            prep.motion_from = state.motion_pixels
+
     def window(self, state: LiveState, audio: Tensor, first_frame: int) -> Iterator[np.ndarray]:
         """Generate the window whose new frames start at output frame `first_frame`.
 
@@ -102,8 +144,11 @@ class LiveWindowRunner:
         M, F = s.motion_frames, s.frame_num
         if audio.shape[1] != F:
             raise ValueError(f"audio covers {audio.shape[1]} frames; a window needs {F} (motion {M} + new {F - M})")
-        h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
-        noise = draw_window_noise(state.generator, s, (h, w), first=state.windows == 0)
+        prep, state.prepared = state.prepared, None
+        if prep is not None:
+            noise = prep.noise
+        else:
+            noise = draw_window_noise(state.generator, s, self._latent_hw(state), first=state.windows == 0)
         step_noise = None
         if s.update == X0_RENOISE:
             gen, shape = state.generator, tuple(noise.shape)
@@ -112,11 +157,16 @@ class LiveWindowRunner:
                 return torch.randn(shape, generator=gen)
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
-        motion_latent = self.pipe.encode_motion(state.motion_pixels)
+        if prep is not None and prep.motion_from is state.motion_pixels:
+            motion_latent = prep.motion_latent
+        else:
+            motion_latent = self.pipe.encode_motion(state.motion_pixels)
         latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise)
         state.windows += 1
         produced = 0
         recent: Tensor | None = None
+        # (frames on their way to the host, motion frames to publish once they are shown)
+        pending: tuple[PendingFrames | None, Tensor | None] | None = None
         for chunk in self.pipe.decode_stream(latent):
             chunk = chunk.float()
             if state.colour_ref is not None:
@@ -125,8 +175,19 @@ class LiveWindowRunner:
             recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
             start = max(0, M - produced)
             produced += chunk.shape[1]
-            # Keep the motion frames current as frames are shown, so a window cut short by an
-            # interrupt still continues from what was last produced.
-            state.motion_pixels = recent[:, -M:].clone() if produced >= M else state.motion_pixels
-            if start < chunk.shape[1]:
-                yield from video_to_frames(chunk[:, start:]).cpu().numpy()
+            shown = self.handoff.submit(chunk[:, start:]) if start < chunk.shape[1] else None
+            motion = recent[:, -M:].clone() if produced >= M else None
+            if pending is not None:  # the previous chunk, while this one is on its way
+                yield from self._publish(state, *pending)
+            pending = (shown, motion)
+        if pending is not None:
+            yield from self._publish(state, *pending)
+
+    @staticmethod
+    def _publish(state: LiveState, shown: PendingFrames | None, motion: Tensor | None) -> Iterator[np.ndarray]:
+        # Keep the motion frames current as frames are shown, so a window cut short by an
+        # interrupt still continues from what was last produced.
+        if motion is not None:
+            state.motion_pixels = motion
+        if shown is not None:
+            yield from shown.frames()

@@ -1,0 +1,93 @@
+"""Preparing the next live window ahead of its audio changes nothing but when the work is done."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.infinitetalk import WindowSettings, audio_rows
+from model.infinitetalk.handoff import FrameHandoff
+from model.infinitetalk.live import LiveSource, LiveWindowRunner
+from model.sampling import GuidanceScales
+from model.vae import video_to_frames
+
+from ..helpers.golden_models import loop_pipeline
+
+SETTINGS = WindowSettings(frame_num=9, motion_frames=5, steps=2, shift=7.0, guidance=GuidanceScales(1.0, 2.0))
+
+
+@pytest.fixture(scope="module")
+def setup(golden_dir):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    inputs = load_file(golden_dir / "loop" / "i2v_cfg2.inputs.safetensors")
+    pipe = loop_pipeline(golden_dir, "i2v_cfg2")
+    img = inputs["image_u8"]
+    source = LiveSource(torch.stack([img, img.flip(1)]), fps=12.5)  # a 2-frame video: conditions change
+    yield pipe, source, inputs["audio_emb"]
+    torch.set_num_threads(before)
+
+
+def _audio(emb, first):
+    return emb[audio_rows(first - SETTINGS.motion_frames, SETTINGS.frame_num, emb.shape[0])][None]
+
+
+def _run(pipe, source, emb, prepare: bool, windows: int = 3):
+    runner = LiveWindowRunner(pipe, SETTINGS)
+    state = runner.start(source, seed=5)
+    frames, motions = [], []
+    for k in range(windows):
+        first = k * SETTINGS.new_frames
+        if prepare:
+            runner.prepare(state, first)
+            runner.prepare(state, first)  # idempotent: no second noise draw, no re-encoding
+        frames += list(runner.window(state, _audio(emb, first), first))
+        motions.append(state.motion_pixels)
+    return frames, motions
+
+
+def test_prepared_windows_equal_unprepared_ones_and_skip_the_encodes(setup) -> None:
+    pipe, source, emb = setup
+    plain, plain_motion = _run(pipe, source, emb, prepare=False)
+    encodes = []
+    original = pipe.encode_motion
+    pipe.encode_motion = lambda px: encodes.append(px) or original(px)
+    try:
+        runner = LiveWindowRunner(pipe, SETTINGS)
+        state = runner.start(source, seed=5)
+        runner.prepare(state, 0)
+        assert len(encodes) == 1 and state.prepared is not None
+        list(runner.window(state, _audio(emb, 0), 0))
+        assert len(encodes) == 1  # the window used the prepared motion latent
+    finally:
+        pipe.encode_motion = original
+    prepared, prepared_motion = _run(pipe, source, emb, prepare=True)
+    assert len(prepared) == len(plain) == 3 * SETTINGS.new_frames
+    assert all(np.array_equal(a, b) for a, b in zip(prepared, plain, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(prepared_motion, plain_motion, strict=True))
+
+
+def test_a_stale_preparation_re_encodes_the_current_motion_frames(setup) -> None:
+    pipe, source, emb = setup
+    runner = LiveWindowRunner(pipe, SETTINGS)
+    state = runner.start(source, seed=5)
+    runner.prepare(state, 0)
+    state.motion_pixels = -state.motion_pixels  # e.g. an interrupt replaced them after preparing
+    want = pipe.encode_motion(state.motion_pixels)
+    seen = []
+    original = pipe.denoise
+    pipe.denoise = lambda cond, audio, motion, *a, **k: seen.append(motion) or original(cond, audio, motion, *a, **k)
+    try:
+        list(runner.window(state, _audio(emb, 0), 0))
+    finally:
+        pipe.denoise = original
+    assert torch.equal(seen[0], want)
+
+
+def test_handoff_gives_the_pixels_of_video_to_frames() -> None:
+    video = torch.rand(3, 4, 8, 6) * 2.4 - 1.2
+    pending = FrameHandoff("cpu").submit(video)
+    assert pending.ready() and len(pending) == 4
+    assert np.array_equal(pending.frames(), video_to_frames(video).numpy())
