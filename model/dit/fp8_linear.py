@@ -145,8 +145,9 @@ class FP8Linear(nn.Module):
             sw = self.weight_scale.reshape(1, 1).expand(1, self.out_features).contiguous()
         else:
             sw = self.weight_scale
-        bias = self.bias.to(out_dtype) if self.bias is not None else None
-        y = torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=sw, bias=bias, out_dtype=out_dtype)
+        y = torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=sw, out_dtype=out_dtype)
+        if self.bias is not None:  # added here: not every scaling mode's kernel takes a bias
+            y = y + self.bias.to(out_dtype)
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
 
