@@ -137,3 +137,15 @@ def test_float_checkpoint_is_quantised_on_load_like_a_loaded_model(tmp_path: Pat
     assert torch.allclose(got.weight_scale, w.abs().max() / 448.0)  # full e4m3 range used
     want = (w / got.weight_scale).to(E4M3)
     assert torch.equal(got.weight.view(torch.uint8), want.view(torch.uint8))
+
+
+def test_load_infinitetalk_dit_builds_fp8_linears_from_a_scaled_fp8_file(tmp_path: Path) -> None:
+    from model.weights import load_infinitetalk_dit
+
+    src = InfiniteTalkDiT(CFG).init_random_weights_(seed=6)
+    file_sd = _scaled_fp8_file(src, tmp_path / "dit.safetensors")
+    model, report = load_infinitetalk_dit(tmp_path / "dit.safetensors", dtype=torch.float32, head_dim=CFG.head_dim,
+                                          text_len=CFG.text_len, fp8_activations="row")
+    lin = model.blocks[1].audio_cross_attn.kv_linear
+    assert isinstance(lin, FP8Linear) and lin.activations == "row" and not report.missing
+    assert torch.equal(lin.weight.view(torch.uint8), file_sd["blocks.1.audio_cross_attn.kv_linear.weight"].view(torch.uint8))
