@@ -65,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument(f"--audio{i}", type=Path, default=None, help=f"speech of speaker {i} (multi-speaker)")
     r.add_argument("--speaker-box", action="append", default=[], metavar="X0,Y0,X1,Y1",
                    help="pixel box of a speaker on the source, once per speaker (default: equal vertical strips)")
+    mask = r.add_mutually_exclusive_group()
+    mask.add_argument("--mask-box", metavar="X0,Y0,X1,Y1",
+                      help="regenerate only this box of the source (e.g. the head of a --video) and keep the rest")
+    mask.add_argument("--mask", type=Path, help="mask image, white where the picture is regenerated")
     r.add_argument("-o", "--output", type=Path, required=True, help="mp4 file to write")
     r.add_argument("--backend", default="infinitetalk", choices=sorted(BACKENDS), help="default infinitetalk")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,11 +97,13 @@ def _lora(text: str) -> tuple[Path, float]:
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     """Options of the infinitetalk backend (ignored by lite)."""
     g = p.add_argument_group("infinitetalk backend")
-    g.add_argument("--weights", type=Path, help="folder with the InfiniteTalk release layout (see README)")
+    g.add_argument("--weights", type=Path,
+                   help="folder with the InfiniteTalk release layout or SoulX-FlashTalk-14B (detected; see docs)")
     g.add_argument("--weights-config", type=Path, help="JSON file naming every model file explicitly")
-    g.add_argument("--preset", default="infinitetalk",
-                   help="generation settings: infinitetalk (default), infinitetalk-lowlatency, infinitetalk-4step, "
-                        "tiny-random (a random tiny model: its video is noise)")
+    g.add_argument("--preset", default=None,
+                   help="generation settings: infinitetalk (default for InfiniteTalk weights), flashtalk (default "
+                        "for SoulX-FlashTalk-14B: 33-frame windows, 4 steps, 768x448), infinitetalk-lowlatency, "
+                        "infinitetalk-4step, tiny-random (a random tiny model: its video is noise)")
     g.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8"], help="DiT weights (default bf16 on CUDA)")
     g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
@@ -196,6 +202,27 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_mask(args: argparse.Namespace, avatar: Avatar):
+    """--mask-box or --mask -> float [H, W] in [0, 1] on the source (1 = regenerate)."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = avatar.size
+    if args.mask_box:
+        try:
+            x0, y0, x1, y1 = (int(v) for v in args.mask_box.split(","))
+        except ValueError:
+            raise ValueError(f"--mask-box takes X0,Y0,X1,Y1, got {args.mask_box!r}") from None
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ValueError(f"--mask-box {args.mask_box} is not inside the {w}x{h} source")
+        m = np.zeros((h, w), np.float32)
+        m[y0:y1, x0:x1] = 1.0
+        return m
+    with Image.open(args.mask) as img:
+        gray = img.convert("L").resize((w, h), Image.BILINEAR)
+    return np.asarray(gray, np.float32) / 255.0
+
+
 async def render(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -213,6 +240,8 @@ async def render(args: argparse.Namespace) -> int:
             if len(boxes) != len(paths) or any(len(b) != 4 for b in boxes):
                 raise ValueError(f"give one --speaker-box X0,Y0,X1,Y1 per audio file ({len(paths)})")
             avatar = replace(avatar, speaker_boxes=boxes)
+        if args.mask_box or args.mask:
+            avatar = replace(avatar, regen_mask=await asyncio.to_thread(read_mask, args, avatar))
     except (OSError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

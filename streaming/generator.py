@@ -72,12 +72,15 @@ class Avatar:
     """What the avatar looks like: a still image (N == 1) or a looping video, RGB uint8 [N, H, W, 3].
 
     speaker_boxes: optional (x0, y0, x1, y1) pixel boxes, one per speaker, for multi-speaker backends.
+    regen_mask: optional float [H, W] in [0, 1] on the source: where a backend may regenerate the picture
+        (e.g. the head of a video avatar); elsewhere it keeps the source. None: everywhere.
     """
 
     name: str
     frames: np.ndarray
     fps: float = float(DEFAULT_FPS)
     speaker_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    regen_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         f = self.frames

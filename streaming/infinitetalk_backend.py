@@ -129,7 +129,11 @@ class InfiniteTalkGenerator:
                     f"{speakers} speakers need {speakers} speaker boxes on the avatar, got {len(avatar.speaker_boxes)}"
                 )
             masks = speaker_masks(avatar.speaker_boxes, avatar.size, (h, w), (h // stride, w // stride))
-        source = LiveSource(torch.from_numpy(frames), fps=avatar.fps, speaker_masks=masks)
+        regen = None
+        if avatar.regen_mask is not None:
+            mask_u8 = np.repeat((np.clip(avatar.regen_mask, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+            regen = torch.from_numpy(resize_and_crop(mask_u8, (h, w))[..., 0].astype(np.float32) / 255.0)
+        source = LiveSource(torch.from_numpy(frames), fps=avatar.fps, speaker_masks=masks, regen_mask=regen)
         live = self.runner.start(source, self.settings.seed)
         extractors = [IncrementalFeatureExtractor(self.bundle.wav2vec2, self.settings.features, silence=self._silence)
                       for _ in range(speakers)]

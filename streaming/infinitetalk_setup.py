@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from model.infinitetalk import ModelFiles, load_bundle
-from model.infinitetalk.presets import get_preset
+from model.infinitetalk.presets import KIND_PRESETS, get_preset, preset_size
 from model.infinitetalk.tiny import write_tiny_weights
-from model.sampling import GuidanceScales
+from model.sampling import GuidanceScales, distilled_step_list
 
 from .features import FeatureSettings
 from .infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
@@ -29,11 +29,15 @@ NOISE_WARNING = (
 
 @dataclass(frozen=True)
 class InfiniteTalkOptions:
-    """What `serve`/`render` accept for the infinitetalk backend (None = the preset's value)."""
+    """What `serve`/`render` accept for the infinitetalk backend (None = the preset's value).
+
+    preset None: the default of the weights' kind ("infinitetalk" for the InfiniteTalk release,
+    "flashtalk" for a SoulX-FlashTalk-14B folder).
+    """
 
     weights: Path | None = None
     weights_config: Path | None = None
-    preset: str = "infinitetalk"
+    preset: str | None = None
     device: str | None = None
     dtype: str | None = None
     size: tuple[int, int] | None = None
@@ -62,7 +66,7 @@ def _dtype(name: str | None, device: torch.device) -> torch.dtype:
 
 
 def window_settings(opts: InfiniteTalkOptions):
-    base = get_preset(opts.preset)
+    base = get_preset(opts.preset or "infinitetalk")
     changes = {k: v for k, v in (("frame_num", opts.frames), ("motion_frames", opts.motion_frames),
                                  ("steps", opts.steps), ("shift", opts.shift),
                                  ("colour_strength", opts.colour_strength)) if v is not None}
@@ -72,7 +76,9 @@ def window_settings(opts: InfiniteTalkOptions):
             opts.audio_scale if opts.audio_scale is not None else base.guidance.audio,
         )
     if "steps" in changes and base.step_list is not None:
-        changes["step_list"] = None  # an explicit step count replaces a distilled schedule
+        # An explicit step count replaces a distilled schedule by the distilled steps for that count
+        # (2 -> [1000, 500], 4 -> [1000, 750, 500, 250]), else by the evenly spaced reference one.
+        changes["step_list"] = distilled_step_list(changes["steps"])
     return dataclasses.replace(base, **changes)
 
 
@@ -94,11 +100,19 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
         files = ModelFiles.discover(opts.weights)
     else:
         raise ValueError("backend infinitetalk needs --weights DIR (or --weights-config FILE, or --preset tiny-random)")
+    if opts.preset is None:
+        opts = dataclasses.replace(opts, preset=KIND_PRESETS[files.kind])
+        log.info("weights are %s: using preset %s (choose another with --preset)", files.kind, opts.preset)
+    elif opts.preset in KIND_PRESETS.values() and opts.preset != KIND_PRESETS[files.kind]:
+        log.warning("preset %s on %s weights: this model is meant for preset %s", opts.preset, files.kind,
+                    KIND_PRESETS[files.kind])
+    size = size or preset_size(opts.preset)
     if opts.loras:
         files = files.with_loras(list(files.loras) + list(opts.loras))
     bundle = load_bundle(files, device=device, dtype=dtype, prompt=opts.prompt, negative_prompt=opts.negative_prompt)
     if opts.preset == TINY_RANDOM:
         bundle.description = "TINY RANDOM MODEL (video is noise) " + bundle.description
+    bundle.description += f", preset {opts.preset}"
     settings = InfiniteTalkBackendSettings(window=window_settings(opts), size=size, seed=opts.seed,
                                            features=opts.features, idle=opts.idle)  # type: ignore[arg-type]
     return InfiniteTalkGenerator(bundle, settings)

@@ -1,4 +1,4 @@
-"""Find and load every file InfiniteTalk needs, from the folder layout its release uses.
+"""Find and load every file InfiniteTalk (or SoulX-FlashTalk) needs, from the folder layouts they ship in.
 
     WEIGHTS/
       Wan2.1-I2V-14B-480P/                 the base model release
@@ -11,12 +11,15 @@
       InfiniteTalk/single/infinitetalk.safetensors               (the audio adapter; multi/ for 2 speakers)
       prompt_embeddings.safetensors        (optional: precomputed text, see `python -m model.text`)
 
+SoulX-FlashTalk-14B is one folder with the same file names and the adapter merged into the DiT
+(see `kinds.py`); wav2vec2 sits next to it or inside it. `detect_weights_kind` tells them apart.
 Everything missing is reported at once, with the names expected, before anything is loaded.
 A JSON file can name the paths explicitly instead (`ModelFiles.from_json`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -31,11 +34,26 @@ from model.text import DEFAULT_NEGATIVE_PROMPT, UMT5TextEncoder, load_prompt_emb
 from model.vae import VAEConfig, load_wan_vae
 from model.weights import LoraSpec, load_module
 
+from .kinds import (
+    ADAPTER_PATHS,
+    BASE_DIR,
+    FLASHTALK,
+    FLASHTALK_DIR,
+    FLASHTALK_PROMPT,
+    INFINITETALK,
+    KIND_LABELS,
+    KINDS,
+    MissingWeightsError,
+    UnknownWeightsError,
+    detect_weights_kind,
+)
 from .pipeline import InfiniteTalkPipeline, TextConditioning
 
 log = logging.getLogger(__name__)
 
-BASE_DIR = "Wan2.1-I2V-14B-480P"
+__all__ = ["ADAPTER_PATHS", "BASE_DIR", "CLIP_CONFIG", "CLIP_NAMES", "InfiniteTalkBundle", "MissingWeightsError",
+           "ModelFiles", "PROMPT_FILE", "T5_NAMES", "VAE_CONFIG", "VAE_NAMES", "WAV2VEC_DIR", "load_bundle"]
+
 VAE_NAMES = ("Wan2.1_VAE.safetensors", "Wan2.1_VAE.pth")
 CLIP_NAMES = (
     "models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors",
@@ -43,19 +61,17 @@ CLIP_NAMES = (
 )
 T5_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "umt5_xxl_fp16.safetensors", "models_t5_umt5-xxl-enc-bf16.safetensors")
 WAV2VEC_DIR = "chinese-wav2vec2-base"
-ADAPTER_PATHS = ("InfiniteTalk/single/infinitetalk.safetensors", "InfiniteTalk/multi/infinitetalk.safetensors")
 PROMPT_FILE = "prompt_embeddings.safetensors"
 # Optional sidecars for non-standard sizes (tiny test models): kwargs of the configs.
 VAE_CONFIG, CLIP_CONFIG = "vae_config.json", "clip_config.json"
 
 
-class MissingWeightsError(FileNotFoundError):
-    """Some model files are missing; the message lists each one with the names looked for."""
-
-
 @dataclass(frozen=True)
 class ModelFiles:
-    """Paths of everything InfiniteTalk needs. `dit` lists base files/index/folder; the adapter goes last."""
+    """Paths of everything the model needs. `dit` lists base files/index/folder; the adapter goes last.
+
+    kind: "infinitetalk" or "flashtalk" (which release the files are; it picks the default preset).
+    """
 
     dit: tuple[Path, ...]
     dit_config: Path
@@ -66,14 +82,28 @@ class ModelFiles:
     text_encoder: Path | None = None
     prompt_embeddings: Path | None = None
     loras: tuple[tuple[Path, float], ...] = field(default_factory=tuple)
+    kind: str = INFINITETALK
 
     @classmethod
     def discover(cls, root: str | Path, multi_speaker: bool = False) -> ModelFiles:
-        """Find the files in the release layout (module docstring); raise listing all that is missing."""
+        """Find the files in either release layout (module docstring); raise listing all that is missing."""
         root = Path(root)
-        if not root.is_dir():
-            raise MissingWeightsError(f"weights folder {root} does not exist")
-        base = root / BASE_DIR if (root / BASE_DIR).is_dir() else root
+        try:
+            kind, unknown = detect_weights_kind(root), None
+        except UnknownWeightsError as exc:  # list what the InfiniteTalk layout lacks, then describe both
+            kind, unknown = INFINITETALK, exc
+        if kind == FLASHTALK:
+            base = root / FLASHTALK_DIR if (root / FLASHTALK_DIR).is_dir() else root
+            wav_dirs = [root / WAV2VEC_DIR, base / WAV2VEC_DIR, base.parent / WAV2VEC_DIR]
+            adapters: list[Path] = []
+            if multi_speaker:
+                log.warning("SoulX-FlashTalk was distilled for one speaker; two-speaker sessions may look wrong")
+        else:
+            base = root / BASE_DIR if (root / BASE_DIR).is_dir() else root
+            wav_dirs = [root / WAV2VEC_DIR]
+            adapters = [root / p for p in ADAPTER_PATHS]
+            if multi_speaker:
+                adapters.reverse()
         missing: list[str] = []
 
         def first(folder: Path, names: tuple[str, ...], what: str) -> Path | None:
@@ -97,32 +127,37 @@ class ModelFiles:
             missing.append(f"DiT config: {config}")
         vae = first(base, VAE_NAMES, "VAE")
         clip = first(base, CLIP_NAMES, "CLIP vision tower")
-        wav = root / WAV2VEC_DIR
+        wav = next((d for d in dict.fromkeys(wav_dirs) if d.is_dir()), wav_dirs[0])
         if not wav.is_dir():
-            missing.append(f"wav2vec2 speech model: folder {wav} (config.json, model.safetensors or pytorch_model.bin)")
-        adapters = [root / p for p in ADAPTER_PATHS]
-        if multi_speaker:
-            adapters.reverse()
+            places = " or ".join(str(d) for d in dict.fromkeys(wav_dirs))
+            missing.append(f"wav2vec2 speech model: folder {places} (config.json, model.safetensors or pytorch_model.bin)")
         adapter = next((a for a in adapters if a.exists()), None)
         t5 = next((base / n for n in T5_NAMES if (base / n).exists()), None)
-        prompts = root / PROMPT_FILE if (root / PROMPT_FILE).exists() else None
+        prompts = next((d / PROMPT_FILE for d in dict.fromkeys((root, base)) if (d / PROMPT_FILE).exists()), None)
         if t5 is None and prompts is None:
             missing.append(
                 f"text conditioning: {base / T5_NAMES[0]} with {base / 'google/umt5-xxl'} (the umT5 encoder), "
                 f"or {root / PROMPT_FILE} (precompute it with `python -m model.text precompute`)"
             )
+        if missing and unknown is not None:
+            raise UnknownWeightsError(
+                f"weights in {root} are incomplete or of an unknown kind; missing for the InfiniteTalk layout:\n  - "
+                + "\n  - ".join(missing) + f"\n{unknown}"
+            )
         if missing:
             raise MissingWeightsError(
-                f"InfiniteTalk weights in {root} are incomplete; missing:\n  - " + "\n  - ".join(missing)
+                f"{KIND_LABELS[kind]} weights in {root} are incomplete; missing:\n  - " + "\n  - ".join(missing)
             )
-        if adapter is None:
+        if adapter is None and kind == INFINITETALK:
             log.warning("no InfiniteTalk adapter file (%s) found: the DiT files must already contain it", ADAPTER_PATHS[0])
-        return cls(dit, config, vae, clip, wav, adapter, base if t5 else None, prompts)
+        log.info("weights in %s: %s layout", root, KIND_LABELS[kind])
+        return cls(dit, config, vae, clip, wav, adapter, base if t5 else None, prompts, kind=kind)
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelFiles:
         """Explicit paths: {"dit": [...], "dit_config", "vae", "clip", "wav2vec2", "adapter"?,
-        "text_encoder"?, "prompt_embeddings"?, "loras"?: [[path, strength], ...]} (relative to the file)."""
+        "text_encoder"?, "prompt_embeddings"?, "loras"?: [[path, strength], ...], "kind"?: "infinitetalk" or
+        "flashtalk"} (paths relative to the file)."""
         path = Path(path)
         d = json.loads(path.read_text())
         rel = lambda p: (path.parent / p) if p is not None else None  # noqa: E731
@@ -135,7 +170,10 @@ class ModelFiles:
             rel(d["dit_config"]), rel(d["vae"]), rel(d["clip"]), rel(d["wav2vec2"]), rel(d.get("adapter")),
             rel(d.get("text_encoder")), rel(d.get("prompt_embeddings")),
             tuple((rel(p), float(s)) for p, s in d.get("loras", [])),
+            kind=d.get("kind", INFINITETALK),
         )
+        if files.kind not in KINDS:
+            raise ValueError(f"{path}: kind must be one of {', '.join(KINDS)}, got {files.kind!r}")
         gone = [str(p) for p in files.all_paths() if not p.exists()]
         if gone:
             raise MissingWeightsError(f"{path} names files that do not exist: {gone}")
@@ -147,8 +185,7 @@ class ModelFiles:
         return out + [p for p, _ in self.loras]
 
     def with_loras(self, loras: list[tuple[Path, float]]) -> ModelFiles:
-        return ModelFiles(self.dit, self.dit_config, self.vae, self.clip, self.wav2vec2, self.adapter,
-                          self.text_encoder, self.prompt_embeddings, tuple(loras))
+        return dataclasses.replace(self, loras=tuple(loras))
 
 
 @dataclass
@@ -196,7 +233,7 @@ def load_bundle(
     wav2vec2 = load_wav2vec2(files.wav2vec2, device=device)
     text = _text_conditioning(files, cfg.text_dim, device, prompt, negative_prompt)
     pipe = InfiniteTalkPipeline(dit, vae, clip, text, device)
-    desc = f"infinitetalk: DiT {cfg.num_layers}x{cfg.dim} ({dtype}) on {device}"
+    desc = f"{KIND_LABELS[files.kind]}: DiT {cfg.num_layers}x{cfg.dim} ({dtype}) on {device}"
     return InfiniteTalkBundle(pipe, wav2vec2, files, desc)
 
 
@@ -204,7 +241,7 @@ def _text_conditioning(files: ModelFiles, text_dim: int, device: torch.device, p
                        negative: str | None) -> TextConditioning:
     if files.text_encoder is not None and (prompt is not None or files.prompt_embeddings is None):
         encoder = UMT5TextEncoder.from_folder(files.text_encoder, device=device)
-        p = prompt or "a person is talking"
+        p = prompt or (FLASHTALK_PROMPT if files.kind == FLASHTALK else "a person is talking")
         neg = negative or DEFAULT_NEGATIVE_PROMPT
         pe, ne = encoder.encode([p, neg])
         del encoder

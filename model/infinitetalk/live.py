@@ -11,11 +11,11 @@ the next window's motion frames = the last M colour-corrected frames) is the ref
 The colour match uses per-frame statistics, so it is applied to each decoded chunk as it arrives.
 
 Latency: `prepare(state, first_frame)` does the next window's work that needs no audio (its noise
-draws, its condition frame's CLIP + VAE encoding, the VAE encoding of the motion frames) ahead of
-time, e.g. while the engine waits for that window's speech; `window()` then starts straight at the
-DiT steps. Results are bit-identical with or without it. Frames are handed to the host one chunk
-behind the decoder (`FrameHandoff`), so on a GPU the next chunk decodes while the consumer takes
-the previous one.
+draws, its condition frame's CLIP + VAE encoding, the VAE encoding of the motion frames and, for a
+regeneration mask, of the source frames to keep) ahead of time, e.g. while the engine waits for
+that window's speech; `window()` then starts straight at the DiT steps. Results are bit-identical
+with or without it. Frames are handed to the host one chunk behind the decoder (`FrameHandoff`), so
+on a GPU the next chunk decodes while the consumer takes the previous one.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from model.sampling import X0_RENOISE
 
 from .handoff import FrameHandoff, PendingFrames
 from .long_video import draw_window_noise, u8_to_unit
-from .pipeline import InfiniteTalkPipeline, WindowCondition
+from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
 from .settings import WindowSettings
 from .timing import maybe_stage
 
@@ -46,11 +46,14 @@ class LiveSource:
 
     fps: the source video's frame rate (a video loops at its own speed whatever the output rate).
     speaker_masks: [S+1, H/8, W/8] masks for S >= 2 speakers (speakers then background), else None.
+    regen_mask: [H, W] in [0, 1], 1 where the model regenerates (e.g. the head) and 0 where the source
+        video is kept; None regenerates everything (the reference's behaviour).
     """
 
     frames: Tensor
     fps: float = 25.0
     speaker_masks: Tensor | None = None
+    regen_mask: Tensor | None = None
 
     def index_at(self, output_frame: int, output_fps: float) -> int:
         """Source frame shown at an output frame: a still image is frame 0; a video loops."""
@@ -66,11 +69,15 @@ class PreparedWindow:
 
     noise: the next window's initial noise (the generator's next draws, whatever its first frame).
     motion_latent: the VAE encoding of `motion_from` (valid while state.motion_pixels is that tensor).
+    keep / source_px: the kept source region's latent and pixels for the window at `keep_first`.
     """
 
     noise: Tensor
     motion_from: Tensor | None = None
     motion_latent: Tensor | None = None
+    keep_first: int | None = None
+    keep: SourceKeep | None = None
+    source_px: Tensor | None = None
 
 
 @dataclass
@@ -81,7 +88,26 @@ class LiveState:
     generator: torch.Generator
     windows: int = 0
     conditions: dict[int, WindowCondition] = field(default_factory=dict)
+    keep_latent_mask: Tensor | None = None  # [1, 1, h, w], 1 = keep the source
+    regen_pixel_mask: Tensor | None = None  # [1, 1, H, W] feathered, 1 = generated pixels
     prepared: PreparedWindow | None = None
+
+
+def region_masks(regen: Tensor, stride: int, feather_px: float = 6.0) -> tuple[Tensor, Tensor]:
+    """[H, W] regenerate-mask -> (keep mask at latent size [1, 1, h, w], feathered pixel mask [1, 1, H, W])."""
+    m = regen.float().clamp(0, 1)[None, None]
+    regen_lat = torch.nn.functional.avg_pool2d(m, stride)
+    keep_lat = (1.0 - (regen_lat > 0).float())  # any generated pixel in a latent cell -> generate it
+    radius = max(1, int(3 * feather_px))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * feather_px**2))
+    k = k / k.sum()
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(m, (radius,) * 4, mode="replicate"), k.view(1, 1, 1, -1))
+    blurred = torch.nn.functional.conv2d(blurred, k.view(1, 1, -1, 1))
+    # Inside the regenerated region stay fully generated; feather outwards only, and cut the Gaussian's
+    # far tail so the source is kept exactly beyond the feather.
+    feather = ((blurred - 0.02) / 0.98).clamp(0, 1)
+    return keep_lat, torch.maximum(feather, m)
 
 
 class LiveWindowRunner:
@@ -103,7 +129,10 @@ class LiveWindowRunner:
             raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
         first = u8_to_unit(source.frames[0])[:, None]  # [3, 1, H, W]
         colour_ref = first if self.settings.colour_strength > 0 else None
-        return LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
+        state = LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
+        if source.regen_mask is not None:
+            state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
+        return state
 
     def _condition(self, state: LiveState, index: int) -> WindowCondition:
         cond = state.conditions.get(index)
@@ -118,11 +147,19 @@ class LiveWindowRunner:
         h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
         return h, w
 
+    def _source_keep(self, state: LiveState, first_frame: int) -> tuple[SourceKeep, Tensor]:
+        """The source frames of the window and their latent, for the kept (not regenerated) region."""
+        M, F = self.settings.motion_frames, self.settings.frame_num
+        idx = [state.source.index_at(f, self.output_fps) for f in range(first_frame - M, first_frame - M + F)]
+        source_px = u8_to_unit(state.source.frames[idx])  # [3, F, H, W]
+        return SourceKeep(self.pipe.encode_motion(source_px), state.keep_latent_mask), source_px
+
     def prepare(self, state: LiveState, first_frame: int) -> None:
         """Make the window starting at `first_frame` ready except for its audio (idempotent).
 
-        Draws its noise, encodes its condition frame (cached per source frame) and its motion
-        frames. Call it when the previous window has finished and its speech is not in yet.
+        Draws its noise, encodes its condition frame (cached per source frame), its motion frames
+        and (with a regeneration mask) its kept source frames. Call it when the previous window has
+        finished and its speech is not in yet.
         """
         s = self.settings
         if state.prepared is None:
@@ -133,6 +170,9 @@ class LiveWindowRunner:
         if prep.motion_from is not state.motion_pixels:
             prep.motion_latent = self.pipe.encode_motion(state.motion_pixels)
             prep.motion_from = state.motion_pixels
+        if state.keep_latent_mask is not None and prep.keep_first != first_frame:
+            prep.keep, prep.source_px = self._source_keep(state, first_frame)
+            prep.keep_first = first_frame
 
     def window(self, state: LiveState, audio: Tensor, first_frame: int) -> Iterator[np.ndarray]:
         """Generate the window whose new frames start at output frame `first_frame`.
@@ -161,7 +201,14 @@ class LiveWindowRunner:
             motion_latent = prep.motion_latent
         else:
             motion_latent = self.pipe.encode_motion(state.motion_pixels)
-        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise)
+        keep, source_px = None, None
+        if state.keep_latent_mask is not None:
+            if prep is not None and prep.keep_first == first_frame:
+                keep, source_px = prep.keep, prep.source_px
+            else:
+                keep, source_px = self._source_keep(state, first_frame)
+        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise,
+                                   keep=keep)
         state.windows += 1
         produced = 0
         recent: Tensor | None = None
@@ -172,6 +219,10 @@ class LiveWindowRunner:
             if state.colour_ref is not None:
                 with maybe_stage(self.pipe.times, "colour_match"):
                     chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
+            if source_px is not None and state.regen_pixel_mask is not None:
+                m = state.regen_pixel_mask[0].to(chunk)
+                src = source_px[:, produced : produced + chunk.shape[1]].to(chunk)
+                chunk = m * chunk + (1.0 - m) * src
             recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
             start = max(0, M - produced)
             produced += chunk.shape[1]

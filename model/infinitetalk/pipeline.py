@@ -53,6 +53,18 @@ class TextConditioning:
     negative: Tensor
 
 
+@dataclass(frozen=True)
+class SourceKeep:
+    """Keep part of a source video and regenerate only the rest (e.g. the head), per denoising step.
+
+    latent: [16, T, h, w] VAE latent of the window's source frames. mask: [1, 1, h, w] or [1, T, h, w],
+    1 where the source is kept, 0 where the model generates (soft values blend).
+    """
+
+    latent: Tensor
+    mask: Tensor
+
+
 @dataclass
 class WindowCondition:
     """What a window is conditioned on besides audio and motion.
@@ -202,6 +214,7 @@ class InfiniteTalkPipeline:
         ref_target_masks: Tensor | None = None,
         step_noise: Callable[[int], Tensor] | None = None,
         trace: StepTrace | None = None,
+        keep: SourceKeep | None = None,
     ) -> Tensor:
         """Run the sampler for one window and return its final latent [16, T, h, w] (float32).
 
@@ -211,6 +224,8 @@ class InfiniteTalkPipeline:
         noise: [16, T, h, w] initial noise.
         ref_target_masks: [H+1, h, w] speaker masks (needed for H >= 2).
         step_noise(i): fresh noise for step i when settings.update is "x0_renoise".
+        keep: after every update, the kept region is reset to the source latent noised to the next
+            timestep with the window's noise (inpainting-style blending, as ComfyUI users do V2V).
         """
         names = settings.guidance.branches()
         audio = audio.to(self.device)
@@ -223,6 +238,10 @@ class InfiniteTalkPipeline:
         apg = APGGuidance() if settings.apg else None
         plan = self.teacache_plan(settings)
         caches: dict[tuple[int, ...], ResidualCache] | None = {} if not all(plan) else None
+        if keep is not None:
+            keep_latent = keep.latent.to(self.device, torch.float32)
+            keep_mask = keep.mask.to(self.device, torch.float32)
+            start_noise = latent.clone()
         for i in range(settings.steps):
             latent[:, :tm] = motion
             if trace is not None:
@@ -239,6 +258,10 @@ class InfiniteTalkPipeline:
             else:
                 fresh = step_noise(i) if step_noise is not None and i + 1 < settings.steps else None
                 latent = x0_renoise_step(latent, guided, timesteps[i], timesteps[i + 1], fresh)
+            if keep is not None:
+                sigma = timesteps[i + 1] / 1000.0
+                source_t = (1.0 - sigma) * keep_latent + sigma * start_noise
+                latent = keep_mask * source_t + (1.0 - keep_mask) * latent
             latent[:, :tm] = motion
         if trace is not None:
             trace("latent", settings.steps, latent)

@@ -1,4 +1,4 @@
-"""A tiny random-weight InfiniteTalk written in the release's folder layout.
+"""A tiny random-weight InfiniteTalk written in the release's folder layout (or SoulX-FlashTalk's).
 
 Used by tests and by `serve --preset tiny-random`: the files go through the same discovery and
 loaders as real weights, so everything but the sizes and the weights is what production runs.
@@ -33,6 +33,7 @@ from .bundle import (
     VAE_NAMES,
     WAV2VEC_DIR,
 )
+from .kinds import FLASHTALK_DIR
 
 log = logging.getLogger(__name__)
 
@@ -70,32 +71,29 @@ def _random_(module: torch.nn.Module, seed: int) -> None:
             p.data = torch.randn(p.shape, generator=g) / math.sqrt(fan_in)
 
 
-def write_tiny_weights(root: str | Path, seed: int = 0) -> Path:
-    """Write a complete tiny model under `root` in the release layout; returns `root`."""
-    root = Path(root)
-    base = root / BASE_DIR
-    base.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-
-    cfg = tiny_dit_config()
-    dit = InfiniteTalkDiT(cfg).init_random_weights_(seed)
-    sd = {k: v.contiguous() for k, v in dit.state_dict().items()}
-    base_keys = sorted(k for k in sd if not _is_adapter(k))
-    halves = [base_keys[: len(base_keys) // 2], base_keys[len(base_keys) // 2 :]]
+def _write_dit_shards(folder: Path, sd: dict[str, torch.Tensor], shards: int = 2) -> None:
+    """diffusion_pytorch_model-0000N-of-0000M.safetensors + index json, as the releases shard them."""
+    keys = sorted(sd)
+    size = -(-len(keys) // shards)
     weight_map = {}
-    for i, keys in enumerate(halves, start=1):
-        name = f"diffusion_pytorch_model-{i:05d}-of-{len(halves):05d}.safetensors"
-        save_file({k: sd[k] for k in keys}, base / name)
-        weight_map.update({k: name for k in keys})
-    index = {"metadata": {"total_size": sum(sd[k].numel() * 4 for k in base_keys)}, "weight_map": weight_map}
-    (base / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-    config = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    config.update(model_type="i2v", _note="tiny random InfiniteTalk for tests; its video is noise")
-    (base / "config.json").write_text(json.dumps(config, indent=1))
-    adapter = root / ADAPTER_PATHS[0]
-    adapter.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: sd[k] for k in sd if _is_adapter(k)}, adapter)
+    for i in range(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = keys[i * size : (i + 1) * size]
+        save_file({k: sd[k] for k in part}, folder / name)
+        weight_map.update({k: name for k in part})
+    index = {"metadata": {"total_size": sum(sd[k].numel() * sd[k].element_size() for k in keys)},
+             "weight_map": weight_map}
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
+
+def _dit_config_json(cfg: DiTConfig, **extra) -> str:
+    config = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    config.update(model_type="i2v", **extra)
+    return json.dumps(config, indent=1)
+
+
+def _write_encoders(base: Path, wav_dir: Path, prompt_file: Path, text_dim: int, seed: int) -> None:
+    """VAE and CLIP (with size sidecars) into `base`, wav2vec2 into `wav_dir`, random prompt embeddings."""
     vae_cfg = VAEConfig.tiny()
     vae = WanVAE(vae_cfg)
     _random_(vae, seed + 1)
@@ -112,15 +110,54 @@ def write_tiny_weights(root: str | Path, seed: int = 0) -> Path:
 
     wav = Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2))
     transformers_logging.disable_progress_bar()
-    wav.save_pretrained(root / WAV2VEC_DIR, safe_serialization=True)
-    (root / WAV2VEC_DIR / "preprocessor_config.json").write_text(json.dumps({
+    wav.save_pretrained(wav_dir, safe_serialization=True)
+    (wav_dir / "preprocessor_config.json").write_text(json.dumps({
         "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
         "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": 16000,
     }))
 
     g = torch.Generator().manual_seed(seed + 3)
-    save_prompt_embeddings(root / PROMPT_FILE, torch.randn(8, cfg.text_dim, generator=g),
-                           torch.randn(10, cfg.text_dim, generator=g),
+    save_prompt_embeddings(prompt_file, torch.randn(8, text_dim, generator=g), torch.randn(10, text_dim, generator=g),
                            {"prompt_text": "tiny random", "negative_text": "tiny random", "encoder": "random"})
+
+
+def write_tiny_weights(root: str | Path, seed: int = 0) -> Path:
+    """Write a complete tiny model under `root` in the InfiniteTalk release layout; returns `root`."""
+    root = Path(root)
+    base = root / BASE_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    cfg = tiny_dit_config()
+    dit = InfiniteTalkDiT(cfg).init_random_weights_(seed)
+    sd = {k: v.contiguous() for k, v in dit.state_dict().items()}
+    _write_dit_shards(base, {k: v for k, v in sd.items() if not _is_adapter(k)})
+    (base / "config.json").write_text(_dit_config_json(cfg, _note="tiny random InfiniteTalk for tests; its video is noise"))
+    adapter = root / ADAPTER_PATHS[0]
+    adapter.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: sd[k] for k in sd if _is_adapter(k)}, adapter)
+    _write_encoders(base, root / WAV2VEC_DIR, root / PROMPT_FILE, cfg.text_dim, seed)
     log.info("wrote a tiny random InfiniteTalk to %s", root)
+    return root
+
+
+def write_tiny_flashtalk_weights(root: str | Path, seed: int = 0) -> Path:
+    """Write a tiny model under `root` in SoulX-FlashTalk's layout; returns `root`.
+
+    root/SoulX-FlashTalk-14B/ holds a diffusers-style DiT (config.json with the WanModel kwargs and
+    diffusers metadata keys, sharded diffusion_pytorch_model files + index, reference tensor names,
+    audio adapter merged in), the VAE, CLIP and prompt embeddings; root/chinese-wav2vec2-base/ sits next to it.
+    """
+    root = Path(root)
+    base = root / FLASHTALK_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = tiny_dit_config()
+    dit = InfiniteTalkDiT(cfg).init_random_weights_(seed)
+    _write_dit_shards(base, {k: v.contiguous() for k, v in dit.state_dict().items()}, shards=3)
+    (base / "config.json").write_text(_dit_config_json(
+        cfg, _class_name="WanModel", _diffusers_version="0.33.1",
+        _note="tiny random SoulX-FlashTalk for tests; its video is noise"))
+    _write_encoders(base, root / WAV2VEC_DIR, base / PROMPT_FILE, cfg.text_dim, seed)
+    log.info("wrote a tiny random SoulX-FlashTalk to %s", root)
     return root

@@ -19,7 +19,10 @@ from .guidance import (
     guidance_branches,
 )
 from .presets import (
+    DISTILLED_STEP_LISTS,
     EULER,
+    FLASHTALK_2STEP,
+    FLASHTALK_4STEP,
     FUSIONX_8STEP,
     LIGHTX2V_4STEP,
     LIGHTX2V_4STEP_AUDIO_CFG,
@@ -28,16 +31,17 @@ from .presets import (
     REFERENCE_720P,
     X0_RENOISE,
     SamplerPreset,
+    distilled_step_list,
     get_preset,
 )
 from .schedule import NUM_TIMESTEPS, distilled_timesteps, flow_timesteps, shift_timesteps
 from .steps import euler_step, renoise_motion, x0_renoise_step
 
 __all__ = [
-    "APGGuidance", "BRANCH_SPECS", "BranchSpec", "COND", "DROP_AUDIO", "DROP_TEXT", "EULER",
-    "FUSIONX_8STEP", "GuidanceScales", "LIGHTX2V_4STEP", "LIGHTX2V_4STEP_AUDIO_CFG", "MomentumBuffer",
+    "APGGuidance", "BRANCH_SPECS", "BranchSpec", "COND", "DISTILLED_STEP_LISTS", "DROP_AUDIO", "DROP_TEXT",
+    "EULER", "FLASHTALK_2STEP", "FLASHTALK_4STEP", "FUSIONX_8STEP", "GuidanceScales", "LIGHTX2V_4STEP", "LIGHTX2V_4STEP_AUDIO_CFG", "MomentumBuffer",
     "NUM_TIMESTEPS", "PRESETS", "REFERENCE_480P", "REFERENCE_720P", "SamplerPreset", "UNCOND",
-    "X0_RENOISE", "adaptive_projected_guidance", "combine_guidance", "distilled_timesteps",
+    "X0_RENOISE", "adaptive_projected_guidance", "combine_guidance", "distilled_step_list", "distilled_timesteps",
     "euler_step", "flow_timesteps", "get_preset", "guidance_branches", "renoise_motion",
     "shift_timesteps", "x0_renoise_step",
 ]

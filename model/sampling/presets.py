@@ -7,6 +7,11 @@ Sources (facts, not code):
 * lightx2v (ModelTC) Wan2.1 I2V 4-step LoRA config: steps [1000, 750, 500, 250], shift 5, CFG off
   (the LoRA is CFG-distilled), LoRA strength 1.0. Its own scheduler re-noises x0 with fresh noise
   each step; a deterministic Euler update on the same timesteps also works and needs no noise.
+* SoulX-FlashTalk (Soul-AILab, `flash_talk/src/pipeline/flash_talk_pipeline.py` and
+  `flash_talk/configs/infer_params.yaml`): a distilled InfiniteTalk DiT sampled with 4 steps and
+  shift 5 (its default); timesteps [1000, 750, 500, 250] for 4 steps, [1000, 500] for 2, otherwise
+  linspace(1000, 1, steps); each shifted, then 0. One DiT call per step (no CFG); update
+  x0 = x - t*v, then re-noise x0 to the next timestep with fresh noise from the seeded generator.
 """
 
 from __future__ import annotations
@@ -72,9 +77,26 @@ LIGHTX2V_4STEP_AUDIO_CFG = SamplerPreset(
     "lightx2v-4step-audio-cfg", 4, 5.0, GuidanceScales(1.0, 2.0), step_list=(1000, 750, 500, 250),
     note="as lightx2v-4step plus the README's audio scale 2 for lip sync (2 DiT calls per step)")
 
+FLASHTALK_4STEP = SamplerPreset(
+    "flashtalk-4step", 4, 5.0, GuidanceScales(1.0, 1.0), step_list=(1000, 750, 500, 250), update=X0_RENOISE,
+    note="SoulX-FlashTalk-14B defaults: 4 steps, shift 5, no CFG, x0 prediction re-noised with fresh noise")
+FLASHTALK_2STEP = SamplerPreset(
+    "flashtalk-2step", 2, 5.0, GuidanceScales(1.0, 1.0), step_list=(1000, 500), update=X0_RENOISE,
+    note="SoulX-FlashTalk-14B with its 2-step timesteps [1000, 500]")
+
 PRESETS: dict[str, SamplerPreset] = {
-    p.name: p for p in (REFERENCE_480P, REFERENCE_720P, FUSIONX_8STEP, LIGHTX2V_4STEP, LIGHTX2V_4STEP_AUDIO_CFG)
+    p.name: p for p in (REFERENCE_480P, REFERENCE_720P, FUSIONX_8STEP, LIGHTX2V_4STEP, LIGHTX2V_4STEP_AUDIO_CFG,
+                        FLASHTALK_4STEP, FLASHTALK_2STEP)
 }
+
+# Named steps of the step-distilled checkpoints for a step count (FlashTalk's table; lightx2v's 4-step
+# LoRA is trained on the same four). Other counts fall back to the evenly spaced reference schedule.
+DISTILLED_STEP_LISTS: dict[int, tuple[int, ...]] = {2: (1000, 500), 4: (1000, 750, 500, 250)}
+
+
+def distilled_step_list(steps: int) -> tuple[int, ...] | None:
+    """The named steps a distilled model uses for `steps` steps, or None (then flow_timesteps(steps))."""
+    return DISTILLED_STEP_LISTS.get(steps)
 
 
 def get_preset(name: str) -> SamplerPreset:

@@ -40,7 +40,9 @@ def make_backend() -> tuple[Generator, dict[str, Any], str]:
     the tests have a second one to switch to."""
     builtins, default = builtin_avatars()
     builtins = {**builtins, "plain": lambda: _synthetic_avatar("plain", (160, 120))}
-    return create_generator("lite"), builtins, default
+    # 320x320 instead of the default 512 keeps VP8 encode + decode (both ends run in this process)
+    # affordable on a loaded 2-core CI machine.
+    return create_generator("lite", width=320, height=320), builtins, default
 
 
 def free_port() -> int:

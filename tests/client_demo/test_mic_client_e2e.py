@@ -101,7 +101,8 @@ async def test_webrtc_file_roundtrip_writes_an_mp4(server, speech_dir: Path, tmp
 
     facts = mp4_facts(out)
     assert facts.video_frames == summary.frames
-    assert facts.fps == server.info["fps"]
+    # Frames WebRTC dropped on a loaded machine leave pts gaps, which lower the measured average rate.
+    assert facts.fps == pytest.approx(server.info["fps"], abs=2.5)
     assert facts.video_s >= seconds
     assert facts.audio_codec == "aac"
     assert facts.audio_s == pytest.approx(facts.video_s, abs=0.5)

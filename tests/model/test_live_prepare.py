@@ -48,8 +48,13 @@ def _run(pipe, source, emb, prepare: bool, windows: int = 3):
     return frames, motions
 
 
-def test_prepared_windows_equal_unprepared_ones_and_skip_the_encodes(setup) -> None:
+@pytest.mark.parametrize("regen", [False, True])
+def test_prepared_windows_equal_unprepared_ones_and_skip_the_encodes(setup, regen: bool) -> None:
     pipe, source, emb = setup
+    if regen:  # keep the source video outside a box (V2V): its latent is prepared too
+        mask = torch.zeros(source.frames.shape[1:3])
+        mask[8:32, 16:48] = 1
+        source = LiveSource(source.frames, fps=source.fps, regen_mask=mask)
     plain, plain_motion = _run(pipe, source, emb, prepare=False)
     encodes = []
     original = pipe.encode_motion
@@ -58,9 +63,10 @@ def test_prepared_windows_equal_unprepared_ones_and_skip_the_encodes(setup) -> N
         runner = LiveWindowRunner(pipe, SETTINGS)
         state = runner.start(source, seed=5)
         runner.prepare(state, 0)
-        assert len(encodes) == 1 and state.prepared is not None
+        n = len(encodes)
+        assert n == (2 if regen else 1) and state.prepared is not None
         list(runner.window(state, _audio(emb, 0), 0))
-        assert len(encodes) == 1  # the window used the prepared motion latent
+        assert len(encodes) == n  # the window used the prepared latents
     finally:
         pipe.encode_motion = original
     prepared, prepared_motion = _run(pipe, source, emb, prepare=True)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from model.colour import match_colours
 from model.infinitetalk import WindowSettings, audio_rows, draw_window_noise, u8_to_unit
-from model.infinitetalk.live import LiveSource, LiveWindowRunner
+from model.infinitetalk.live import LiveSource, LiveWindowRunner, region_masks
 from model.sampling import GuidanceScales
 from model.vae import video_to_frames
 
@@ -68,3 +68,23 @@ def test_same_seed_same_video_and_a_video_source_loops(golden_dir):
     assert any((x != y).any() for x, y in zip(a, c, strict=True))
     video = LiveSource(torch.stack([source.frames[0], source.frames[0].flip(1)]), fps=25.0)
     assert [video.index_at(f, 25.0) for f in (-3, 0, 1, 2, 3)] == [0, 0, 1, 0, 1]
+
+
+def test_a_regeneration_mask_keeps_the_source_video_outside_it(golden_dir):
+    pipe, source, emb = _setup(golden_dir)
+    h, w = source.frames.shape[1:3]
+    frames = torch.stack([source.frames[0], source.frames[0].flip(1), source.frames[0].flip(0)])
+    regen = torch.zeros(h, w)
+    regen[16:32, 24:40] = 1.0
+    video = LiveSource(frames, fps=25.0, regen_mask=regen)
+    runner = LiveWindowRunner(pipe, SETTINGS)
+    state = runner.start(video, seed=5)
+    out = list(runner.window(state, _window_audio(emb, 0), 0))
+    _, pixel_mask = region_masks(regen, pipe.vae_stride)
+    outside = (pixel_mask[0, 0] == 0).numpy()
+    assert 0.3 < outside.mean() < 0.95
+    for i, frame in enumerate(out):
+        src = frames[video.index_at(i, 25.0)].numpy().astype(int)
+        diff = np.abs(frame.astype(int) - src)
+        assert diff[outside].max() == 0, f"frame {i} changed outside the mask"
+        assert diff[16:32, 24:40].mean() > 5, f"frame {i} not regenerated inside the mask"

@@ -84,7 +84,8 @@ async def test_live_output_equals_the_offline_render_for_the_same_audio_and_seed
         session = await engine.open_session(AVATAR, SessionSettings(max_buffer_s=10))
         session.push_audio(speech)  # all at once, before the first window is planned
         async for f in session.frames():
-            live.append(f)
+            if not f.filler:  # the pacer repeats a frame when compute runs late; not part of the video
+                live.append(f)
             if len(live) >= len(offline):
                 break
         await session.close()

@@ -1,0 +1,83 @@
+"""SoulX-FlashTalk weights behind the engine: preset picked from the folder, window latency, a live session."""
+
+from __future__ import annotations
+
+import logging
+import math
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from model.infinitetalk.presets import get_preset
+from streaming.engine import Engine
+from streaming.generator import Avatar
+from streaming.planner import PlannerSettings, WindowPlanner
+from streaming.session import SessionSettings
+
+from ..helpers.tiny_flashtalk import flashtalk_generator, tiny_flashtalk_root
+from ..helpers.tiny_infinitetalk import FAST_FEATURES
+
+AVATAR = Avatar("face", np.random.default_rng(0).integers(0, 256, (1, 120, 80, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    torch.set_num_threads(1)
+    return tiny_flashtalk_root(tmp_path_factory.mktemp("tiny-flashtalk"))
+
+
+def read_wav(path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+
+
+def test_a_flashtalk_folder_gets_the_flashtalk_preset_size_and_window_latency(root, caplog):
+    with caplog.at_level(logging.INFO, logger="streaming.infinitetalk_setup"):
+        gen = flashtalk_generator(root, size=None)
+    assert "weights are flashtalk: using preset flashtalk" in caplog.text
+    assert gen.settings.window == get_preset("flashtalk")
+    assert gen.output_size(AVATAR) == (448, 768)  # (width, height): 768x448 portrait whatever the avatar
+    assert "SoulX-FlashTalk" in gen.description and "preset flashtalk" in gen.description
+    spec = gen.window
+    assert spec.new_frames == 28 and spec.window_seconds == pytest.approx(1.12)
+    assert spec.lookahead_frames == FAST_FEATURES.max_delay_frames + 2  # wav2vec2 look-ahead + the +-2 audio window
+    # Audio a window waits for before it can run: its 28 new frames plus the look-ahead.
+    waited = WindowPlanner(spec).samples_needed / 16000
+    assert waited == pytest.approx(28 / 25 + spec.lookahead_frames / 25)
+
+
+def test_an_explicit_preset_wins_over_the_folder_kind_with_a_warning(root, caplog):
+    with caplog.at_level(logging.WARNING, logger="streaming.infinitetalk_setup"):
+        gen = flashtalk_generator(root, preset="infinitetalk", steps=1)
+    assert "meant for preset flashtalk" in caplog.text
+    assert gen.window.new_frames == 72 and gen.settings.window.update == "euler"
+
+
+async def _session_frames(gen, speech: np.ndarray) -> list:
+    engine = Engine(gen)
+    try:
+        settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=60)
+        session = await engine.open_session(AVATAR, settings)
+        session.push_audio(speech)
+        session.end_input()
+        frames = [f async for f in session.frames()]
+        await session.close()
+    finally:
+        await engine.shutdown()
+    return frames
+
+
+async def test_a_flashtalk_session_end_to_end_is_sample_exact_and_deterministic_for_a_seed(root, speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 3 // 2]
+    first = await _session_frames(flashtalk_generator(root, seed=7), speech)
+    assert len(first) == math.ceil(math.ceil(speech.size / 640) / 28) * 28
+    assert first[0].image.shape == (32, 32, 3)
+    np.testing.assert_array_equal(np.concatenate([f.audio for f in first])[: speech.size], speech)
+    again = await _session_frames(flashtalk_generator(root, seed=7), speech)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+    # Random weights make noise, but it moves from frame to frame.
+    diffs = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(first[:-1], first[1:], strict=True)]
+    assert np.mean(diffs) > 0.5
