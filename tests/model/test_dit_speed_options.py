@@ -182,3 +182,22 @@ def test_compiled_blocks_equal_eager(one_thread) -> None:
     assert model.blocks[0]._compiled_call_impl is None
     for got, want in zip(compiled, eager, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+# ---- the bundle's speed switches -------------------------------------------------------------------
+
+def test_load_bundle_applies_fp8_compile_and_graph_options(tmp_path, one_thread) -> None:
+    from model.dit.fp8_linear import FP8Linear
+    from model.infinitetalk import ModelFiles, SpeedOptions, load_bundle
+    from model.infinitetalk.tiny import write_tiny_weights
+
+    write_tiny_weights(tmp_path)
+    speed = SpeedOptions(fp8="row", compile=True, cuda_graphs=True)
+    bundle = load_bundle(ModelFiles.discover(tmp_path), dtype=torch.float32, speed=speed)
+    dit = bundle.pipe.dit
+    assert isinstance(dit.blocks[0].self_attn.q, FP8Linear) and dit.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn
+    assert dit.blocks[0]._compiled_call_impl is not None
+    assert isinstance(bundle.pipe.dit_forward, CudaGraphDiT)
+    dit.decompile_blocks()
+    with pytest.raises(ValueError, match="fp8 must be"):
+        SpeedOptions(fp8="int8")
