@@ -8,7 +8,7 @@ CPU (tiny model, one window of denoising unless noted; ratio = plain seconds / o
   plain (guidance branches as separate DiT calls) vs batched branches (one call per step), vs
   guidance-free (one branch), vs torch.compile of the blocks, vs TeaCache at a few thresholds (PSNR
   of the decoded window vs the plain one), fp8 block linears (emulated on CPU: accuracy, not
-  speed), and the live runner's time from audio to first frame with and without `prepare()`.
+  speed), and the live runner's time from audio to first frame with and without `prepare_ahead()`.
 CUDA (random weights: built on meta, materialised, random init; no checkpoint needed): seconds
   per DiT step and the real-time factor (new frames per window / window seconds / fps) without
   guidance and with audio guidance, bf16 vs fp8 (torch._scaled_mm), eager vs compiled vs CUDA
@@ -198,7 +198,7 @@ def cpu_bench(args: argparse.Namespace) -> dict:
 
 
 def live_latency(pipe, LiveSource, LiveWindowRunner, base: WindowSettings, size: tuple[int, int], r: int) -> dict:
-    """Seconds from a window's audio to its first frame, with the audio-free work done by prepare() or not."""
+    """Seconds from a window's audio to its first frame, with the audio-free encodings done by prepare_ahead() or not."""
     w, h = size
     frames = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
     source = LiveSource(frames, fps=12.5)  # a 2-frame looping video: each window conditions on a new frame
@@ -214,7 +214,7 @@ def live_latency(pipe, LiveSource, LiveWindowRunner, base: WindowSettings, size:
             list(runner.window(state, audio, 0))
             first = settings.new_frames
             if prepared:
-                runner.prepare(state, first)
+                runner.prepare_ahead(state, first)
             t0 = time.process_time()
             it = runner.window(state, audio, first)
             next(it)

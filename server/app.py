@@ -30,6 +30,7 @@ def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_e
     metrics = Metrics(engine.generator.name)
     sessions = SessionManager(engine, metrics, config.max_sessions)
     metrics.bind(sessions.mean_fps, lambda: engine.worker.queue_depth)
+    metrics.bind_quality(engine.quality_summary)
     ctx = ServerContext(config, engine, avatars, metrics, sessions, JpegEncoder())
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_upload_bytes + 1024 * 1024)
     app[CONTEXT] = ctx

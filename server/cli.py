@@ -1,9 +1,10 @@
-"""The `infinitetalk-live` command: `serve` (the server), `render` (files -> mp4) and `bench` (coming later)."""
+"""The `infinitetalk-live` command: `serve` (the server), `render` (files -> mp4) and `bench` (speed, as JSON)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -20,10 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("infinitetalk-live")
 
 PROG = "infinitetalk-live"
-NOT_YET = {
-    "bench": "`bench` is not implemented yet: it arrives with the benchmark suite. For now, run the "
-             "scripts in bench/ (e.g. python bench/server_overhead.py).",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def default_avatar_dir() -> Path:
@@ -74,7 +72,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     add_backend_options(r)
-    sub.add_parser("bench", help="measure backend and server throughput (not yet available)")
+    b = sub.add_parser("bench", help="measure speed (stages, real-time factor, latency, sessions, memory) as JSON",
+                       description="Benchmark the infinitetalk backend with random weights: tiny on CPU "
+                                   "(--preset tiny-random, the default) or the real 14B shape (--shape 14b "
+                                   "--device cuda). Prints one JSON object.")
+    b.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_backend_options(b)
+    b.set_defaults(preset="tiny-random", backend="infinitetalk")
+    from streaming.benchmark.options import add_bench_arguments
+
+    add_bench_arguments(b)
     return p
 
 
@@ -254,6 +261,21 @@ async def render(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    from streaming.benchmark.options import options_from_args
+
+    try:
+        opts = options_from_args(args, backend_options(args))
+        from streaming.benchmark.suite import run_bench
+
+        report = run_bench(opts)
+    except (ValueError, OSError) as exc:
+        print(f"{PROG}: bench: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1), flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command in NOT_YET:
@@ -262,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "render":
         return asyncio.run(render(args))
+    if args.command == "bench":
+        return bench(args)
     if args.max_sessions < 1:
         print(f"{PROG}: --max-sessions must be >= 1", file=sys.stderr)
         return 2

@@ -51,6 +51,7 @@ def stats(session: Session, frames: int, dropped_extra: int = 0) -> dict[str, An
         "dropped_frames": s["dropped_frames"] + dropped_extra,
         "buffered_speech_s": _num(s["buffered_speech_s"]),
         "backend": s["backend"],
+        "quality": s.get("quality"),  # adaptive quality {steps, size, reason, ...}; None when fixed
     }
 
 

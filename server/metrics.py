@@ -54,6 +54,18 @@ class Metrics:
             self.connections.labels(t).set(0)
             self.frames.labels(t)
 
+    def bind_quality(self, summary: Callable[[], dict]) -> None:
+        """Adaptive-quality gauges, read at scrape time from `Engine.quality_summary()`."""
+        r = self.registry
+        g = Gauge(f"{PREFIX}_quality_reduced_sessions", "Live sessions running below full quality "
+                  "(fewer steps or a smaller size) to keep up with real time.", registry=r)
+        g.set_function(lambda: summary()["sessions_reduced"])
+        g = Gauge(f"{PREFIX}_quality_min_steps", "Fewest sampling steps a live session uses now (NaN: none adaptive).",
+                  registry=r)
+        g.set_function(lambda: float("nan") if summary()["min_steps"] is None else summary()["min_steps"])
+        g = Gauge(f"{PREFIX}_quality_changes", "Adaptive quality changes made by the live sessions.", registry=r)
+        g.set_function(lambda: summary()["changes"])
+
     def bind(self, fps: Callable[[], float], queue_depth: Callable[[], float]) -> None:
         """Gauges computed at scrape time."""
         self.fps.set_function(fps)

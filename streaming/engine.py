@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 class Engine:
     """Owns the worker thread (and through it the generator) and the sessions it serves."""
 
-    def __init__(self, generator: Generator) -> None:
+    def __init__(self, generator: Generator, max_batch: int | None = None) -> None:
+        """max_batch: most sessions' windows run together (default: the backend's; 1 = never batch)."""
         self.generator = generator
-        self.worker = GeneratorWorker(generator)
+        self.worker = GeneratorWorker(generator, max_batch=max_batch)
         self.sessions: dict[str, Session] = {}
         log.info("engine started with backend %s: %s", generator.name, generator.description)
 
@@ -61,4 +62,19 @@ class Engine:
             "worker_jobs_failed": w.jobs_failed,
             "worker_jobs_cancelled": w.jobs_cancelled,
             "worker_busy_seconds": w.busy_seconds,
+            "worker_max_batch": self.worker.max_batch,
+            "worker_batches": w.batches,
+            "worker_batched_jobs": w.batched_jobs,
+            "quality": self.quality_summary(),
+        }
+
+    def quality_summary(self) -> dict[str, Any]:
+        """Adaptive quality over live sessions: how many run below full quality, their lowest steps."""
+        levels = [s.quality.level for s in self.sessions.values() if s.quality is not None]
+        reduced = [lv for lv in levels if lv.reduced]
+        return {
+            "sessions_adaptive": len(levels),
+            "sessions_reduced": len(reduced),
+            "min_steps": min((lv.steps for lv in levels), default=None),
+            "changes": sum(s.quality.changes for s in self.sessions.values() if s.quality is not None),
         }

@@ -11,7 +11,7 @@ so every frame owns an exact slice of audio and lips and sound cannot drift apar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,6 +105,8 @@ class WindowJob:
         [context | window | look-ahead]. Idle windows carry silence (zeros).
     first_frame: session-wide index of the window's first new frame (0, new_frames, ...).
     speech: False when the window is idle (no one is speaking); backends may animate idling.
+    extras: per-window requests from the engine, e.g. "steps" (int) and "size" ((height, width)) set
+        by the adaptive quality controller for backends that offer a `QualityRange`.
     """
 
     session_id: str
@@ -145,4 +147,59 @@ class Generator(Protocol):
 
     def close_session(self, state: Any) -> None:
         """Release per-session state."""
+        ...
+
+
+@dataclass(frozen=True)
+class QualityRange:
+    """What a backend lets the engine turn down when it falls behind real time.
+
+    steps: the configured sampling steps (the top); min_steps: the fewest allowed.
+    step_choices: the step counts it can run, ascending (e.g. (2, 4) for a distilled schedule);
+        empty: every count from min_steps to steps.
+    sizes: generation sizes (height, width) it can switch between at a window boundary, largest
+        (the configured one) first; frames are always delivered at `output_size` whatever the size.
+    """
+
+    steps: int
+    min_steps: int
+    sizes: tuple[tuple[int, int], ...] = ()
+    step_choices: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.steps:
+            raise ValueError(f"min_steps must be in 1..{self.steps}, got {self.min_steps}")
+        if self.step_choices and (self.steps not in self.step_choices
+                                  or list(self.step_choices) != sorted(set(self.step_choices))):
+            raise ValueError(f"step_choices must be ascending and include steps={self.steps}, got {self.step_choices}")
+
+    def choices(self) -> tuple[int, ...]:
+        """Step counts allowed, ascending, from min_steps to steps."""
+        every = self.step_choices or tuple(range(1, self.steps + 1))
+        return tuple(c for c in every if self.min_steps <= c <= self.steps)
+
+
+@runtime_checkable
+class BatchingGenerator(Generator, Protocol):
+    """Optional extension: a backend that makes the windows of several sessions in one batched pass.
+
+    The worker groups queued jobs whose `batch_key` is equal (and not None), prepares each on its own
+    (an error there fails only that job), then runs them together. A backend without these methods is
+    served one job at a time.
+    """
+
+    max_batch: int
+    """Most windows run together (1 disables batching)."""
+
+    def batch_key(self, state: Any, job: WindowJob) -> Hashable | None:
+        """Jobs with equal keys can share a pass (same shape and settings); None: run this one alone."""
+        ...
+
+    def prepare_window(self, state: Any, job: WindowJob) -> Any:
+        """Per-job work before the shared pass (features, noise, condition); returns an opaque work item."""
+        ...
+
+    def generate_batch(self, works: Sequence[Any]) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (position in `works`, frame) until every work has had its `window.new_frames` frames,
+        each work's frames in order."""
         ...

@@ -10,24 +10,35 @@ plus enough look-ahead for the extractor to have finished those frames.
 Idle windows (nobody speaking) use embeddings of digital silence computed once through the same
 extractor, as the task asks, so the avatar idles naturally; a video avatar may instead play its
 source video while idle (`idle="source"`), and the next speech window continues from its frames.
+
+Several sessions: jobs of different sessions with the same shape and settings are made in one
+batched pass (`batch_key` / `prepare_window` / `generate_batch`, used by the engine's worker).
+Adaptive quality: a job may ask for fewer steps (`extras["steps"]`) or a smaller generation size
+(`extras["size"]`, one of `quality_range().sizes`); a size switch re-conditions the session at a
+window boundary (motion frames resized) and frames are scaled back up to the session's output size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 
 from model.infinitetalk import InfiniteTalkBundle, WindowSettings, u8_to_unit
-from model.infinitetalk.live import LiveSource, LiveState, LiveWindowRunner
+from model.infinitetalk.live import LiveSource, LiveState, LiveWindowRunner, WindowWork
 from model.infinitetalk.sizing import BUCKETS_480P, check_size, pick_bucket, resize_and_crop
+from model.infinitetalk.timing import maybe_stage
+from model.sampling import DISTILLED_STEP_LISTS, distilled_step_list
 
 from .features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
-from .generator import Avatar, WindowJob, WindowSpec
+from .generator import Avatar, QualityRange, WindowJob, WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,11 @@ class InfiniteTalkBackendSettings:
     seed: noise seed of every session (same audio + seed -> same video).
     features: live wav2vec2 extractor settings (look-ahead adds to latency).
     idle: "generate" (silent-audio windows) or "source" (video avatars play their source video).
+    max_batch: most sessions' windows made in one batched pass (1 = one at a time).
+    min_steps: fewest steps adaptive quality may use (None: a quarter of `window.steps`, at least 1);
+        distilled schedules (`window.step_list`) only use their named step counts (4 -> 2).
+    size_scales: generation sizes adaptive quality may switch to, as fractions of the full size
+        (rounded to multiples of 16); (1.0,) = never switch.
     """
 
     window: WindowSettings = field(default_factory=WindowSettings)
@@ -49,10 +65,17 @@ class InfiniteTalkBackendSettings:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     idle: Literal["generate", "source"] = "generate"
     fps: int = 25
+    max_batch: int = 4
+    min_steps: int | None = None
+    size_scales: tuple[float, ...] = (1.0, 0.75)
 
     def __post_init__(self) -> None:
         if self.size is not None:
             check_size(self.size)
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if not self.size_scales or any(not 0 < f <= 1 for f in self.size_scales):
+            raise ValueError(f"size_scales must be fractions in (0, 1], got {self.size_scales}")
         if self.idle not in ("generate", "source"):
             raise ValueError("idle must be 'generate' or 'source'")
 
@@ -64,7 +87,18 @@ class _SessionState:
     embeddings: list[torch.Tensor]  # per speaker: [frames, layers, width], row 0 = output frame `emb_start`
     emb_start: int
     pushed_until: int  # absolute sample index (session timeline) pushed to the extractors
-    source_u8: np.ndarray
+    source_u8: np.ndarray  # [N, h, w, 3] the avatar at the current generation size
+    avatar: Avatar
+    full_size: tuple[int, int]  # (height, width) of the frames delivered
+    size: tuple[int, int]  # current generation size
+
+
+@dataclass
+class _Work:
+    """A window prepared for a batched pass."""
+
+    state: _SessionState
+    window: WindowWork
 
 
 def speaker_masks(boxes: tuple[tuple[int, int, int, int], ...], src_size: tuple[int, int],
@@ -95,6 +129,7 @@ class InfiniteTalkGenerator:
         self.bundle = bundle
         self.settings = settings or InfiniteTalkBackendSettings()
         s = self.settings
+        self.max_batch = s.max_batch
         self.runner = LiveWindowRunner(bundle.pipe, s.window, output_fps=s.fps)
         probe = IncrementalFeatureExtractor(bundle.wav2vec2, s.features)
         self.window = WindowSpec(
@@ -117,9 +152,28 @@ class InfiniteTalkGenerator:
         h, w = self._size(avatar)
         return w, h
 
-    # -------------------------------------------------------------- sessions
-    def open_session(self, session_id: str, avatar: Avatar, speakers: int = 1) -> _SessionState:
-        h, w = self._size(avatar)
+    def quality_range(self, avatar: Avatar) -> QualityRange:
+        """Steps and sizes adaptive quality may use for this avatar (see the settings)."""
+        win = self.settings.window
+        steps = win.steps
+        min_steps = min(steps, self.settings.min_steps or max(1, math.ceil(steps / 4)))
+        choices: tuple[int, ...] = ()
+        if win.step_list is not None:  # a distilled schedule runs only its named step counts (4 -> 2)
+            named = tuple(sorted(k for k in DISTILLED_STEP_LISTS if k <= steps))
+            choices = named if steps in named else (steps,)
+            min_steps = max(min_steps, choices[0])
+        full = self._size(avatar)
+        sizes: list[tuple[int, int]] = []
+        for f in sorted(self.settings.size_scales, reverse=True):
+            size = tuple(max(16, int(round(d * f / 16)) * 16) for d in full)
+            if size not in sizes:
+                sizes.append(size)  # type: ignore[arg-type]
+        if full not in sizes:
+            sizes.insert(0, full)
+        return QualityRange(steps, min(min_steps, steps), tuple(sizes), choices)
+
+    def _source(self, avatar: Avatar, size: tuple[int, int], speakers: int) -> tuple[np.ndarray, LiveSource]:
+        h, w = size
         frames = np.stack([resize_and_crop(f, (h, w)) for f in avatar.frames])
         stride = self.bundle.pipe.vae_stride
         masks = None
@@ -134,6 +188,12 @@ class InfiniteTalkGenerator:
             mask_u8 = np.repeat((np.clip(avatar.regen_mask, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
             regen = torch.from_numpy(resize_and_crop(mask_u8, (h, w))[..., 0].astype(np.float32) / 255.0)
         source = LiveSource(torch.from_numpy(frames), fps=avatar.fps, speaker_masks=masks, regen_mask=regen)
+        return frames, source
+
+    # -------------------------------------------------------------- sessions
+    def open_session(self, session_id: str, avatar: Avatar, speakers: int = 1) -> _SessionState:
+        size = self._size(avatar)
+        frames, source = self._source(avatar, size, speakers)
         live = self.runner.start(source, self.settings.seed)
         extractors = [IncrementalFeatureExtractor(self.bundle.wav2vec2, self.settings.features, silence=self._silence)
                       for _ in range(speakers)]
@@ -141,7 +201,7 @@ class InfiniteTalkGenerator:
         lead = self.settings.window.motion_frames + AUDIO_REACH
         spf = self.window.samples_per_frame
         embeddings = [ex.push(np.zeros(lead * spf, np.float32)) for ex in extractors]
-        return _SessionState(live, extractors, embeddings, -lead, 0, frames)
+        return _SessionState(live, extractors, embeddings, -lead, 0, frames, avatar, size, size)
 
     def close_session(self, state: _SessionState) -> None:
         state.extractors.clear()
@@ -153,12 +213,18 @@ class InfiniteTalkGenerator:
         spf = spec.samples_per_frame
         job_start = job.first_frame * spf - spec.context_frames * spf
         offset = state.pushed_until - job_start
+        audio = job.audio
         if offset < 0:
-            raise RuntimeError(f"audio gap: window {job.index} starts at sample {job_start}, pushed {state.pushed_until}")
-        for s, ex in enumerate(state.extractors):
-            new = ex.push(job.audio[s, offset:])
-            if new.shape[0]:
-                state.embeddings[s] = torch.cat([state.embeddings[s], new])
+            # A window was cancelled before it ran (interrupt): its audio never reached the extractors.
+            # What was dropped was interrupted speech; silence keeps the timeline continuous.
+            log.debug("window %d: %d samples skipped by a cancelled window fed as silence", job.index, -offset)
+            audio = np.concatenate([np.zeros((audio.shape[0], -offset), np.float32), audio], axis=1)
+            offset = 0
+        with maybe_stage(self.bundle.pipe.times, "features"):
+            for s, ex in enumerate(state.extractors):
+                new = ex.push(audio[s, offset:])
+                if new.shape[0]:
+                    state.embeddings[s] = torch.cat([state.embeddings[s], new])
         state.pushed_until = job_start + job.audio.shape[1]
 
     def _window_rows(self, state: _SessionState, job: WindowJob) -> torch.Tensor:
@@ -187,13 +253,65 @@ class InfiniteTalkGenerator:
             state.emb_start = keep_from
         return torch.stack(out)
 
+    def _window_settings(self, job: WindowJob):
+        steps = job.extras.get("steps")
+        base = self.settings.window
+        if steps is None or steps == base.steps:
+            return base
+        if base.step_list is not None:
+            step_list = distilled_step_list(int(steps))
+            if step_list is None:
+                raise ValueError(f"this distilled schedule runs {sorted(DISTILLED_STEP_LISTS)} steps, not {steps}")
+            return dataclasses.replace(base, steps=int(steps), step_list=step_list)
+        return dataclasses.replace(base, steps=int(steps))
+
+    def _switch_size(self, state: _SessionState, job: WindowJob) -> None:
+        size = tuple(job.extras.get("size") or state.full_size)
+        if size == state.size:
+            return
+        check_size(size)  # type: ignore[arg-type]
+        frames, source = self._source(state.avatar, size, len(state.extractors))  # type: ignore[arg-type]
+        self.runner.switch_source(state.live, source)
+        log.info("generation size %dx%d -> %dx%d at window %d", *state.size, *size, job.index)
+        state.source_u8, state.size = frames, size  # type: ignore[assignment]
+
+    def _out(self, state: _SessionState, frame: np.ndarray) -> np.ndarray:
+        """Frames made at a reduced size are scaled to the session's output size."""
+        if state.size == state.full_size:
+            return frame
+        h, w = state.full_size
+        return cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def _uses_source(self, state: _SessionState, job: WindowJob) -> bool:
+        return not job.speech and self.settings.idle == "source" and state.source_u8.shape[0] > 1
+
     def generate(self, state: _SessionState, job: WindowJob) -> Iterator[np.ndarray]:
         self._push_audio(state, job)
         audio = self._window_rows(state, job)
-        if not job.speech and self.settings.idle == "source" and state.source_u8.shape[0] > 1:
-            yield from self._play_source(state, job)
+        self._switch_size(state, job)
+        if self._uses_source(state, job):
+            yield from (self._out(state, f) for f in self._play_source(state, job))
             return
-        yield from self.runner.window(state.live, audio, job.first_frame)
+        for frame in self.runner.window(state.live, audio, job.first_frame, self._window_settings(job)):
+            yield self._out(state, frame)
+
+    # -------------------------------------------------------------- batching (see the worker)
+    def batch_key(self, state: _SessionState, job: WindowJob) -> Hashable | None:
+        """Windows with the same generation size, speaker count and steps share a pass."""
+        if self._uses_source(state, job):
+            return None
+        size = tuple(job.extras.get("size") or state.full_size)
+        return size, len(state.extractors), self._window_settings(job).steps
+
+    def prepare_window(self, state: _SessionState, job: WindowJob) -> _Work:
+        self._push_audio(state, job)
+        audio = self._window_rows(state, job)
+        self._switch_size(state, job)
+        return _Work(state, self.runner.prepare(state.live, audio, job.first_frame, self._window_settings(job)))
+
+    def generate_batch(self, works: Sequence[_Work]) -> Iterator[tuple[int, np.ndarray]]:
+        for k, frame in self.runner.windows([w.window for w in works]):
+            yield k, self._out(works[k].state, frame)
 
     def _play_source(self, state: _SessionState, job: WindowJob) -> Iterator[np.ndarray]:
         """Idle with a video avatar: show the source video; the next window continues from it."""

@@ -30,6 +30,7 @@ from .generator import SAMPLE_RATE, Avatar, Generator, WindowJob
 from .latency import LatencyTracker
 from .output import OutputFrame, PendingFrame, PlayoutQueue
 from .planner import Decision, PlannerInput, PlannerSettings, WindowPlanner, has_voice
+from .quality import QualityController, QualitySettings
 from .worker import GeneratorWorker, JobCancelled
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class SessionSettings:
     vad_threshold_db: float = -45.0
     initial_compute_s: float = 0.25
     slip_reset_s: float = 0.5
+    quality: QualitySettings = field(default_factory=QualitySettings)
 
     def __post_init__(self) -> None:
         if not 1 <= self.speakers <= MAX_SPEAKERS:
@@ -118,6 +120,7 @@ class Session:
         self.error: SessionError | None = None
         self.created_at = clock()
         self.output_size = generator.output_size(avatar)
+        self.quality = self._quality_controller()
 
         n = self.settings.speakers
         capacity = max(int(self.settings.max_buffer_s * SAMPLE_RATE), 2 * self.planner.samples_needed)
@@ -140,6 +143,17 @@ class Session:
         self._scheduler: asyncio.Task | None = None
         self._in_flight: asyncio.Future | None = None
         self._listeners: list[Callable[[SessionState], None]] = []
+
+    def _quality_controller(self) -> QualityController | None:
+        q = self.settings.quality
+        qrange_of = getattr(self.generator, "quality_range", None)
+        if not q.enabled or not self.settings.planner.realtime or qrange_of is None:
+            return None
+        qrange = qrange_of(self.avatar)
+        if qrange is None:
+            return None
+        controller = QualityController(qrange, q)
+        return controller if controller.adjustable else None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -332,6 +346,8 @@ class Session:
             self._history = np.concatenate([self._history, window], axis=1)[:, -self._history.shape[1] :]
         speech = decision is not Decision.IDLE and has_voice(window, self.settings.vad_threshold_db, spf)
         job = WindowJob(self.id, self._window_index, self._window_index * spec.new_frames, audio, speech)
+        if self.quality is not None:
+            job.extras.update(self.quality.job_extras())
         return job, window, arrivals
 
     async def _run_window(self, decision: Decision) -> None:
@@ -374,6 +390,9 @@ class Session:
         elapsed = time.perf_counter() - started
         self._compute_s = 0.8 * self._compute_s + 0.2 * elapsed if self._compute_measured else elapsed
         self._compute_measured = True
+        if self.quality is not None and self.quality.observe(elapsed, self.spec.window_seconds,
+                                                             self.counters.filler_frames) is not None:
+            log.info("session %s: quality now %s", self.id, self.quality.level.as_dict())
 
     def _accept_frame(self, pending: PendingFrame) -> None:
         if pending.epoch != self._epoch or self.state in (SessionState.CLOSING, SessionState.CLOSED):
@@ -464,6 +483,10 @@ class Session:
             "queued_frames": len(self._playout),
             "window_compute_s": self._compute_s,
             "window_frames": self.spec.new_frames,
+            "quality": None if self.quality is None else {
+                **self.quality.level.as_dict(), "changes": self.quality.changes,
+                "lowered": self.quality.lowered, "raised": self.quality.raised,
+            },
             **{k: v for k, v in vars(self.counters).items()},
             "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
         }

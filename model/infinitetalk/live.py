@@ -10,18 +10,18 @@ the next window's motion frames = the last M colour-corrected frames) is the ref
 
 The colour match uses per-frame statistics, so it is applied to each decoded chunk as it arrives.
 
-Latency: `prepare(state, first_frame)` does the next window's work that needs no audio (its noise
-draws, its condition frame's CLIP + VAE encoding, the VAE encoding of the motion frames and, for a
-regeneration mask, of the source frames to keep) ahead of time, e.g. while the engine waits for
-that window's speech; `window()` then starts straight at the DiT steps. Results are bit-identical
-with or without it. Frames are handed to the host one chunk behind the decoder (`FrameHandoff`), so
+Latency: `prepare_ahead(state, first_frame)` does the next window's work that needs neither its audio
+nor its noise (the condition frame's CLIP + VAE encoding, the VAE encoding of the motion frames and,
+with a regeneration mask, of the source frames to keep) ahead of time, e.g. while the engine waits for
+that window's speech; the window then starts at its DiT steps. Results are bit-identical with or
+without it. Frames are handed to the host one decoded chunk behind the decoder (`FrameHandoff`), so
 on a GPU the next chunk decodes while the consumer takes the previous one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ from torch import Tensor
 from model.colour import match_colours
 from model.sampling import X0_RENOISE
 
+from .batched import DenoiseItem, decode_stream_batch, denoise_batch, encode_motion_batch
 from .handoff import FrameHandoff, PendingFrames
 from .long_video import draw_window_noise, u8_to_unit
 from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
@@ -64,18 +65,18 @@ class LiveSource:
 
 
 @dataclass
-class PreparedWindow:
-    """The next window's audio-free inputs, made ahead by `LiveWindowRunner.prepare`.
+class Precomputed:
+    """A window's audio-free encodings, made ahead by `LiveWindowRunner.prepare_ahead`.
 
-    noise: the next window's initial noise (the generator's next draws, whatever its first frame).
     motion_latent: the VAE encoding of `motion_from` (valid while state.motion_pixels is that tensor).
-    keep / source_px: the kept source region's latent and pixels for the window at `keep_first`.
+    keep / source_px: the kept source region's latent and pixels of the window at `keep_first`, made
+    from `keep_source` (valid while state.source is that object).
     """
 
-    noise: Tensor
     motion_from: Tensor | None = None
     motion_latent: Tensor | None = None
     keep_first: int | None = None
+    keep_source: LiveSource | None = None
     keep: SourceKeep | None = None
     source_px: Tensor | None = None
 
@@ -90,7 +91,7 @@ class LiveState:
     conditions: dict[int, WindowCondition] = field(default_factory=dict)
     keep_latent_mask: Tensor | None = None  # [1, 1, h, w], 1 = keep the source
     regen_pixel_mask: Tensor | None = None  # [1, 1, H, W] feathered, 1 = generated pixels
-    prepared: PreparedWindow | None = None
+    precomputed: Precomputed | None = None
 
 
 def region_masks(regen: Tensor, stride: int, feather_px: float = 6.0) -> tuple[Tensor, Tensor]:
@@ -108,6 +109,23 @@ def region_masks(regen: Tensor, stride: int, feather_px: float = 6.0) -> tuple[T
     # far tail so the source is kept exactly beyond the feather.
     feather = ((blurred - 0.02) / 0.98).clamp(0, 1)
     return keep_lat, torch.maximum(feather, m)
+
+
+@dataclass
+class WindowWork:
+    """A prepared window (see `LiveWindowRunner.prepare`): inputs drawn, not yet denoised."""
+
+    state: LiveState
+    settings: WindowSettings
+    audio: Tensor  # [S, F, 5, layers, width]
+    noise: Tensor  # [16, T, h, w]
+    cond: WindowCondition
+    step_noise: Callable[[int], Tensor] | None = None
+    keep: SourceKeep | None = None  # keep part of a source video (regen_mask)
+    source_px: Tensor | None = None  # [3, F, H, W] the window's source frames when `keep` is set
+    motion_latent: Tensor | None = None  # encoded ahead (prepare_ahead), if still valid
+    produced: int = 0
+    recent: Tensor | None = None
 
 
 class LiveWindowRunner:
@@ -134,6 +152,26 @@ class LiveWindowRunner:
             state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
         return state
 
+    def switch_source(self, state: LiveState, source: LiveSource) -> None:
+        """Continue the session at another generation size (at a window boundary): the source, colour
+        reference and conditions are replaced, and the motion frames are resized (area/bilinear) so the
+        next window still continues from the last frames shown."""
+        h, w = source.frames.shape[1:3]
+        stride = 2 * self.pipe.vae_stride
+        if h % stride or w % stride:
+            raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
+        motion = state.motion_pixels.transpose(0, 1)  # [M, 3, H, W]
+        state.motion_pixels = torch.nn.functional.interpolate(
+            motion, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(-1, 1).transpose(0, 1).contiguous()
+        state.source = source
+        if state.colour_ref is not None:
+            state.colour_ref = u8_to_unit(source.frames[0])[:, None]
+        state.keep_latent_mask = state.regen_pixel_mask = None
+        if source.regen_mask is not None:
+            state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
+        state.conditions.clear()
+
     def _condition(self, state: LiveState, index: int) -> WindowCondition:
         cond = state.conditions.get(index)
         if cond is None:
@@ -143,52 +181,41 @@ class LiveWindowRunner:
             state.conditions[index] = cond
         return cond
 
-    def _latent_hw(self, state: LiveState) -> tuple[int, int]:
-        h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
-        return h, w
-
     def _source_keep(self, state: LiveState, first_frame: int) -> tuple[SourceKeep, Tensor]:
-        """The source frames of the window and their latent, for the kept (not regenerated) region."""
+        """The window's source frames and their latent, for the kept (not regenerated) region."""
         M, F = self.settings.motion_frames, self.settings.frame_num
         idx = [state.source.index_at(f, self.output_fps) for f in range(first_frame - M, first_frame - M + F)]
         source_px = u8_to_unit(state.source.frames[idx])  # [3, F, H, W]
         return SourceKeep(self.pipe.encode_motion(source_px), state.keep_latent_mask), source_px
 
-    def prepare(self, state: LiveState, first_frame: int) -> None:
-        """Make the window starting at `first_frame` ready except for its audio (idempotent).
+    def prepare_ahead(self, state: LiveState, first_frame: int) -> None:
+        """Encode what the window starting at `first_frame` needs besides its audio and noise.
 
-        Draws its noise, encodes its condition frame (cached per source frame), its motion frames
-        and (with a regeneration mask) its kept source frames. Call it when the previous window has
-        finished and its speech is not in yet.
+        Its condition frame (cached per source frame), its motion frames (the last frames shown)
+        and, with a regeneration mask, its kept source frames. Idempotent; call it when the previous
+        window has finished and this window's speech is not in yet. Draws no random numbers.
         """
-        s = self.settings
-        if state.prepared is None:
-            noise = draw_window_noise(state.generator, s, self._latent_hw(state), first=state.windows == 0)
-            state.prepared = PreparedWindow(noise)
-        self._condition(state, state.source.index_at(first_frame - s.motion_frames, self.output_fps))
-        prep = state.prepared
-        if prep.motion_from is not state.motion_pixels:
-            prep.motion_latent = self.pipe.encode_motion(state.motion_pixels)
-            prep.motion_from = state.motion_pixels
-        if state.keep_latent_mask is not None and prep.keep_first != first_frame:
-            prep.keep, prep.source_px = self._source_keep(state, first_frame)
-            prep.keep_first = first_frame
+        self._condition(state, state.source.index_at(first_frame - self.settings.motion_frames, self.output_fps))
+        pre = state.precomputed = state.precomputed or Precomputed()
+        if pre.motion_from is not state.motion_pixels:
+            pre.motion_latent = self.pipe.encode_motion(state.motion_pixels)
+            pre.motion_from = state.motion_pixels
+        if state.keep_latent_mask is not None and (pre.keep_first, pre.keep_source) != (first_frame, state.source):
+            pre.keep, pre.source_px = self._source_keep(state, first_frame)
+            pre.keep_first, pre.keep_source = first_frame, state.source
 
-    def window(self, state: LiveState, audio: Tensor, first_frame: int) -> Iterator[np.ndarray]:
-        """Generate the window whose new frames start at output frame `first_frame`.
-
-        audio: [S, F, 5, layers, width] windowed speech features for the window's F frames
-        (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
-        """
-        s = self.settings
+    def prepare(self, state: LiveState, audio: Tensor, first_frame: int,
+                settings: WindowSettings | None = None) -> WindowWork:
+        """Everything a window needs before denoising: its noise (drawn from the session's generator),
+        its condition and settings. `settings` overrides the runner's for this window (e.g. fewer steps)."""
+        s = settings or self.settings
         M, F = s.motion_frames, s.frame_num
+        if (M, F) != (self.settings.motion_frames, self.settings.frame_num):
+            raise ValueError("a window may change its steps or guidance, not its frame or motion-frame count")
         if audio.shape[1] != F:
             raise ValueError(f"audio covers {audio.shape[1]} frames; a window needs {F} (motion {M} + new {F - M})")
-        prep, state.prepared = state.prepared, None
-        if prep is not None:
-            noise = prep.noise
-        else:
-            noise = draw_window_noise(state.generator, s, self._latent_hw(state), first=state.windows == 0)
+        h, w = (d // self.pipe.vae_stride for d in state.source.frames.shape[1:3])
+        noise = draw_window_noise(state.generator, s, (h, w), first=state.windows == 0)
         step_noise = None
         if s.update == X0_RENOISE:
             gen, shape = state.generator, tuple(noise.shape)
@@ -197,48 +224,97 @@ class LiveWindowRunner:
                 return torch.randn(shape, generator=gen)
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
-        if prep is not None and prep.motion_from is state.motion_pixels:
-            motion_latent = prep.motion_latent
-        else:
-            motion_latent = self.pipe.encode_motion(state.motion_pixels)
+        pre, state.precomputed = state.precomputed, None
         keep, source_px = None, None
         if state.keep_latent_mask is not None:
-            if prep is not None and prep.keep_first == first_frame:
-                keep, source_px = prep.keep, prep.source_px
+            if pre is not None and (pre.keep_first, pre.keep_source) == (first_frame, state.source):
+                keep, source_px = pre.keep, pre.source_px
             else:
                 keep, source_px = self._source_keep(state, first_frame)
-        latent = self.pipe.denoise(cond, audio, motion_latent, noise, s, state.source.speaker_masks, step_noise,
-                                   keep=keep)
+        motion_latent = pre.motion_latent if pre is not None and pre.motion_from is state.motion_pixels else None
         state.windows += 1
-        produced = 0
-        recent: Tensor | None = None
-        # (frames on their way to the host, motion frames to publish once they are shown)
-        pending: tuple[PendingFrames | None, Tensor | None] | None = None
-        for chunk in self.pipe.decode_stream(latent):
-            chunk = chunk.float()
-            if state.colour_ref is not None:
-                with maybe_stage(self.pipe.times, "colour_match"):
-                    chunk = match_colours(chunk, state.colour_ref, s.colour_strength)
-            if source_px is not None and state.regen_pixel_mask is not None:
-                m = state.regen_pixel_mask[0].to(chunk)
-                src = source_px[:, produced : produced + chunk.shape[1]].to(chunk)
-                chunk = m * chunk + (1.0 - m) * src
-            recent = chunk if recent is None else torch.cat([recent, chunk], dim=1)[:, -M:]
-            start = max(0, M - produced)
-            produced += chunk.shape[1]
-            shown = self.handoff.submit(chunk[:, start:]) if start < chunk.shape[1] else None
-            motion = recent[:, -M:].clone() if produced >= M else None
-            if pending is not None:  # the previous chunk, while this one is on its way
-                yield from self._publish(state, *pending)
-            pending = (shown, motion)
-        if pending is not None:
-            yield from self._publish(state, *pending)
+        return WindowWork(state, s, audio, noise, cond, step_noise, keep, source_px, motion_latent)
+
+    def _motion_latent(self, work: WindowWork) -> Tensor:
+        if work.motion_latent is not None:
+            return work.motion_latent
+        return self.pipe.encode_motion(work.state.motion_pixels)
+
+    def window(self, state: LiveState, audio: Tensor, first_frame: int,
+               settings: WindowSettings | None = None) -> Iterator[np.ndarray]:
+        """Generate the window whose new frames start at output frame `first_frame`.
+
+        audio: [S, F, 5, layers, width] windowed speech features for the window's F frames
+        (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
+        """
+        work = self.prepare(state, audio, first_frame, settings)
+        latent = self.pipe.denoise(work.cond, audio, self._motion_latent(work), work.noise, work.settings,
+                                   state.source.speaker_masks, work.step_noise, keep=work.keep)
+        for _, frame in self._lagged((0, work, chunk) for chunk in self.pipe.decode_stream(latent)):
+            yield frame
+
+    def windows(self, works: list[WindowWork]) -> Iterator[tuple[int, np.ndarray]]:
+        """Finish several prepared windows together (same size, speakers and settings): one motion
+        encode, one DiT call per step and one VAE decode for all. Yields (index in `works`, frame) as
+        each latent frame is decoded; per window the frames equal `window()`'s up to float rounding."""
+        if len(works) == 1:
+            w = works[0]
+            latent_one = self.pipe.denoise(w.cond, w.audio, self._motion_latent(w), w.noise,
+                                           w.settings, w.state.source.speaker_masks, w.step_noise, keep=w.keep)
+            yield from self._lagged((0, w, chunk) for chunk in self.pipe.decode_stream(latent_one))
+            return
+        s = works[0].settings
+        if any(w.settings != s for w in works):
+            raise ValueError("windows batched together must share their settings (steps, guidance)")
+        todo = [k for k, w in enumerate(works) if w.motion_latent is None]  # not encoded ahead
+        encoded = dict(zip(todo, encode_motion_batch(self.pipe, [works[k].state.motion_pixels for k in todo]),
+                           strict=True))
+        motion = [encoded.get(k, w.motion_latent) for k, w in enumerate(works)]
+        items = [DenoiseItem(w.cond, w.audio, m, w.noise, w.state.source.speaker_masks, w.step_noise, w.keep)
+                 for w, m in zip(works, motion, strict=True)]
+        latents = denoise_batch(self.pipe, items, s)
+        yield from self._lagged(((k, w, chunk[k]) for chunk in decode_stream_batch(self.pipe, latents)
+                                 for k, w in enumerate(works)))
+
+    def _lagged(self, chunks: Iterator[tuple[int, WindowWork, Tensor]]) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, work, decoded chunk) -> (index, frame), each chunk's frames released once the next chunk
+        is queued (on CUDA its decode then overlaps this chunk's copy to the host and its consumer)."""
+        pending: list[tuple[int, WindowWork, PendingFrames | None, Tensor | None]] = []
+        last: int | None = None
+        for k, work, chunk in chunks:
+            shown, motion = self._emit(work, chunk)
+            if last is not None and k <= last:  # a new round of chunks: release the previous round
+                yield from self._release(pending)
+                pending = []
+            pending.append((k, work, shown, motion))
+            last = k
+        yield from self._release(pending)
 
     @staticmethod
-    def _publish(state: LiveState, shown: PendingFrames | None, motion: Tensor | None) -> Iterator[np.ndarray]:
-        # Keep the motion frames current as frames are shown, so a window cut short by an
-        # interrupt still continues from what was last produced.
-        if motion is not None:
-            state.motion_pixels = motion
-        if shown is not None:
-            yield from shown.frames()
+    def _release(pending: list) -> Iterator[tuple[int, np.ndarray]]:
+        for k, work, shown, motion in pending:
+            # Keep the motion frames current as frames are shown, so a window cut short by an
+            # interrupt still continues from what was last produced.
+            if motion is not None:
+                work.state.motion_pixels = motion
+            if shown is not None:
+                yield from ((k, f) for f in shown.frames())
+
+    def _emit(self, work: WindowWork, chunk: Tensor) -> tuple[PendingFrames | None, Tensor | None]:
+        """A decoded chunk [3, n, H, W] -> (its new frames on their way to the host, the motion frames as of
+        this chunk to publish when they are shown)."""
+        state, M = work.state, work.settings.motion_frames
+        chunk = chunk.float()
+        if state.colour_ref is not None:
+            with maybe_stage(self.pipe.times, "colour_match"):
+                chunk = match_colours(chunk, state.colour_ref, work.settings.colour_strength)
+        if work.source_px is not None and state.regen_pixel_mask is not None:
+            m = state.regen_pixel_mask[0].to(chunk)
+            src = work.source_px[:, work.produced : work.produced + chunk.shape[1]].to(chunk)
+            chunk = m * chunk + (1.0 - m) * src
+        work.recent = chunk if work.recent is None else torch.cat([work.recent, chunk], dim=1)[:, -M:]
+        start = max(0, M - work.produced)
+        work.produced += chunk.shape[1]
+        motion = work.recent[:, -M:].clone() if work.produced >= M else None
+        shown = self.handoff.submit(chunk[:, start:]) if start < chunk.shape[1] else None
+        return shown, motion

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -41,8 +43,8 @@ def _run(pipe, source, emb, prepare: bool, windows: int = 3):
     for k in range(windows):
         first = k * SETTINGS.new_frames
         if prepare:
-            runner.prepare(state, first)
-            runner.prepare(state, first)  # idempotent: no second noise draw, no re-encoding
+            runner.prepare_ahead(state, first)
+            runner.prepare_ahead(state, first)  # idempotent: nothing is encoded twice
         frames += list(runner.window(state, _audio(emb, first), first))
         motions.append(state.motion_pixels)
     return frames, motions
@@ -62,9 +64,9 @@ def test_prepared_windows_equal_unprepared_ones_and_skip_the_encodes(setup, rege
     try:
         runner = LiveWindowRunner(pipe, SETTINGS)
         state = runner.start(source, seed=5)
-        runner.prepare(state, 0)
+        runner.prepare_ahead(state, 0)
         n = len(encodes)
-        assert n == (2 if regen else 1) and state.prepared is not None
+        assert n == (2 if regen else 1) and state.precomputed is not None
         list(runner.window(state, _audio(emb, 0), 0))
         assert len(encodes) == n  # the window used the prepared latents
     finally:
@@ -79,7 +81,7 @@ def test_a_stale_preparation_re_encodes_the_current_motion_frames(setup) -> None
     pipe, source, emb = setup
     runner = LiveWindowRunner(pipe, SETTINGS)
     state = runner.start(source, seed=5)
-    runner.prepare(state, 0)
+    runner.prepare_ahead(state, 0)
     state.motion_pixels = -state.motion_pixels  # e.g. an interrupt replaced them after preparing
     want = pipe.encode_motion(state.motion_pixels)
     seen = []
@@ -97,3 +99,44 @@ def test_handoff_gives_the_pixels_of_video_to_frames() -> None:
     pending = FrameHandoff("cpu").submit(video)
     assert pending.ready() and len(pending) == 4
     assert np.array_equal(pending.frames(), video_to_frames(video).numpy())
+
+
+def test_batched_windows_use_what_was_encoded_ahead_and_equal_plain_batches(setup) -> None:
+    from model.dit.teacache import TeaCacheSettings
+    from model.infinitetalk.batched import DenoiseItem, denoise_batch
+
+    pipe, source, emb = setup
+    other = LiveSource(source.frames.flip(2), fps=source.fps)
+
+    def run(ahead: bool):
+        runner = LiveWindowRunner(pipe, SETTINGS)
+        states = [runner.start(source, seed=1), runner.start(other, seed=2)]
+        out = []
+        for k in range(2):
+            first = k * SETTINGS.new_frames
+            if ahead:
+                runner.prepare_ahead(states[0], first)  # only the first session encodes ahead
+            works = [runner.prepare(st, _audio(emb, first), first) for st in states]
+            assert (works[0].motion_latent is not None) == ahead and works[1].motion_latent is None
+            out += list(runner.windows(works))
+        return out
+
+    plain, ahead = run(False), run(True)
+    assert [k for k, _ in plain] == [k for k, _ in ahead] and len(plain) == 4 * SETTINGS.new_frames
+    # a batched VAE encode of both motion clips vs one clip alone: equal up to float rounding
+    diff = max(np.abs(a.astype(int) - b.astype(int)).max() for (_, a), (_, b) in zip(plain, ahead, strict=True))
+    assert diff <= 1
+    # TeaCache also applies to batched passes: threshold 0 changes nothing, a huge one skips steps
+    cfg = pipe.dit.cfg
+    g = torch.Generator().manual_seed(0)
+    cond = pipe.condition(torch.rand(3, 1, 48, 64, generator=g) * 2 - 1, SETTINGS.frame_num)
+    items = [DenoiseItem(cond, torch.randn(1, SETTINGS.frame_num, cfg.audio_window, cfg.audio_layers, cfg.audio_width,
+                                           generator=g), torch.randn(16, 2, 6, 8, generator=g),
+                         torch.randn(16, SETTINGS.latent_frames, 6, 8, generator=g)) for _ in range(2)]
+    steps4 = WindowSettings(frame_num=9, motion_frames=5, steps=4, shift=7.0, guidance=GuidanceScales(1.0, 2.0))
+    base = denoise_batch(pipe, items, steps4)
+    off = denoise_batch(pipe, items, dataclasses.replace(steps4, teacache=TeaCacheSettings(threshold=0.0)))
+    skip = denoise_batch(pipe, items, dataclasses.replace(
+        steps4, teacache=TeaCacheSettings(threshold=1e9, warmup_steps=1)))
+    assert all(torch.equal(a, b) for a, b in zip(base, off, strict=True))
+    assert all(torch.isfinite(s).all() and (s - b).abs().max() > 1e-3 for s, b in zip(skip, base, strict=True))

@@ -51,10 +51,10 @@ async def test_serve_prints_its_url_serves_health_and_exits_0_on_sigterm(tmp_pat
             await proc.wait()
 
 
-def test_bench_is_listed_but_says_when_it_arrives_and_infinitetalk_needs_weights():
+def test_bench_is_listed_and_rejects_bad_options_and_infinitetalk_needs_weights():
     help_text = run_cli("--help").stdout
     assert all(cmd in help_text for cmd in ("serve", "render", "bench"))
-    done = run_cli("bench")
-    assert done.returncode == 2 and "arrives with" in done.stderr
+    done = run_cli("bench", "--only", "nope")
+    assert done.returncode == 2 and "unknown bench sections" in done.stderr
     done = run_cli("serve", "--backend", "infinitetalk")
     assert done.returncode == 2 and "--weights DIR" in done.stderr

@@ -1,0 +1,17 @@
+"""The whole engine bench suite: same as `infinitetalk-live bench` (see streaming/benchmark/suite.py). Prints JSON.
+
+    python bench/engine_suite.py --threads 1                       # tiny random model on CPU
+    python bench/engine_suite.py --shape 14b --device cuda --size 448x448 --frames 33 --steps 8
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))
