@@ -22,6 +22,7 @@ from transformers import Wav2Vec2Model
 
 from model.audio import encode_features, num_video_frames
 
+from .cached_encoder import CachedContextEncoder
 from .conv_stack import SLOT, IncrementalConvStack
 from .norm_stats import NormStats
 from .settings import FeatureSettings
@@ -56,6 +57,7 @@ class IncrementalFeatureExtractor:
         s = self.settings
         self._conv = IncrementalConvStack(model, s.stats_horizon_s, s.loudness, s.loudness_window_s,
                                           s.target_lufs, fixed_stats, s.warmup_frames)
+        self._cached = CachedContextEncoder(model, s.left_context_frames) if s.encoder == "cached" else None
         self._silence = silence
         self.layers = model.config.num_hidden_layers
         self.hidden = model.config.hidden_size
@@ -95,6 +97,8 @@ class IncrementalFeatureExtractor:
     def reset(self) -> None:
         """Start a new stream (statistics, buffers and counters); the silence cache is kept."""
         self._conv.reset()
+        if self._cached is not None:
+            self._cached.reset()
         self._conv_frames = 0
         self._tokens = torch.zeros(0, self._conv.channels, device=self._conv.device, dtype=self._conv.dtype)
         self._token0 = 0  # stream index of self._tokens[0]
@@ -153,6 +157,8 @@ class IncrementalFeatureExtractor:
             t0 = max(0, start - ctx)
             jobs.append((t0, window_end(end), start - t0, end - start))
             start = end
+        if self._cached is not None:
+            return self._emit_cached(jobs, ends)
         results: dict[int, torch.Tensor] = {}
         by_len: dict[int, list[int]] = {}
         for i, (t0, t1, _, _) in enumerate(jobs):
@@ -163,12 +169,25 @@ class IncrementalFeatureExtractor:
             for k, i in enumerate(idx):
                 _, _, r0, n = jobs[i]
                 results[i] = out[k, r0:r0 + n]
-        self._emitted = ends[-1]
-        keep_from = max(0, self._emitted - ctx)
+        self._advance(ends[-1])
+        return torch.cat([results[i] for i in range(len(jobs))])
+
+    def _emit_cached(self, jobs: list[tuple[int, int, int, int]], ends: list[int]) -> torch.Tensor:
+        """Blocks in order through the cached-context encoder (each token encoded once)."""
+        out = []
+        for (t0, t1, r0, n) in jobs:
+            first = t0 + r0 - self._token0
+            block = self._tokens[first:first + n]
+            out.append(self._cached.encode_block(block, self._tokens[first + n:t1 - self._token0]))
+        self._advance(ends[-1])
+        return torch.cat(out)
+
+    def _advance(self, emitted: int) -> None:
+        self._emitted = emitted
+        keep_from = max(0, emitted - self.settings.left_context_frames)
         if keep_from > self._token0:
             self._tokens = self._tokens[keep_from - self._token0:]
             self._token0 = keep_from
-        return torch.cat([results[i] for i in range(len(jobs))])
 
     def silence_embedding(self, frames: int) -> torch.Tensor:
         """Embeddings [frames, layers, hidden] of digital silence through this extractor's settings, cached."""

@@ -14,6 +14,9 @@ class FeatureSettings:
     All lengths are in video frames (25 fps: one frame = 40 ms = 640 samples = 2 conv frames).
 
     left_context_frames: encoder tokens before each block that the bidirectional encoder sees.
+    encoder: "cached" encodes each token once, with its block, and lets later blocks attend to
+        its cached per-layer keys/values; "recompute" re-encodes [left context | block |
+        look-ahead] for every block, as (context + block + look-ahead) / block times the work.
     lookahead_frames: tokens after each block the encoder waits for. Adds directly to latency.
     block_frames: frames emitted per encoder run (the encoder runs once per block on
         left context + block + look-ahead tokens). Larger blocks cost less per second of audio but
@@ -29,6 +32,7 @@ class FeatureSettings:
     """
 
     left_context_frames: int = 50
+    encoder: str = "cached"
     lookahead_frames: int = 8
     block_frames: int = 4
     stats_horizon_s: float | None = 60.0
@@ -40,6 +44,8 @@ class FeatureSettings:
     def __post_init__(self) -> None:
         if self.left_context_frames < 0 or self.lookahead_frames < 0:
             raise ValueError("left_context_frames and lookahead_frames must be >= 0")
+        if self.encoder not in ("cached", "recompute"):
+            raise ValueError(f"encoder must be 'cached' or 'recompute', got {self.encoder!r}")
         if self.block_frames < 1:
             raise ValueError(f"block_frames must be >= 1, got {self.block_frames}")
         if self.stats_warmup_frames is not None and self.stats_warmup_frames < 1:
