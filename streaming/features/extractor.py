@@ -2,7 +2,11 @@
 
     samples --IncrementalConvStack--> conv frames (~50 Hz, each sample through the CNN once)
       --every 2nd frame--> one token per video frame (25 fps)
-      --encoder on [left context | block | look-ahead] tokens--> the block's embeddings
+      --encoder per block of `block_frames` tokens, once `lookahead_frames` more are in--> embeddings
+
+The encoder sees the block, its look-ahead and `left_context_frames` earlier tokens: by default
+as cached per-layer keys/values (each token is encoded once; cached_encoder.py), or re-encoded
+for every block (`encoder="recompute"`, (context + block + look-ahead) / block times the work).
 
 Token f is conv frame 2f: for a clip of exactly 640 * S samples the whole-clip interpolation
 positions f * (N - 1) / (S - 1) are exactly 2f (N = 2S - 1 conv frames), so this is the
@@ -45,7 +49,8 @@ class IncrementalFeatureExtractor:
     """Per-video-frame wav2vec2 embeddings of a live 16 kHz mono stream (one speaker).
 
     Not thread-safe: call from one thread (the engine's worker). Works on the model's device and
-    dtype; returned tensors are [n, layers, hidden] on that device in that dtype.
+    dtype (build it after moving the model there); returned tensors are [n, layers, hidden] on
+    that device in that dtype.
     fixed_stats: normalisation statistics to use instead of live estimates (tests).
     silence: a shared `SilenceEmbeddings` cache (e.g. one per worker); made on first use if None.
     """
