@@ -123,7 +123,9 @@ def closeness(model, clips: dict[str, np.ndarray], lookaheads, contexts, default
     out["vs_left_context_frames"] = {c: sweep(replace(left_context_frames=c)) for c in contexts}
     other = "recompute" if default.encoder == "cached" else "cached"
     out[f"encoder_{other}"] = sweep(replace(encoder=other))
-    full = {"block_frames": HUGE, "lookahead_frames": 0}  # one block = the whole-clip encoder: statistics alone
+    # one block = the whole-clip encoder: statistics alone (with the default's warm-up for speech from the start)
+    full = {"block_frames": HUGE, "lookahead_frames": 0,
+            "stats_warmup_frames": default.block_frames + default.lookahead_frames}
     out["statistics_only"] = {
         "whole_clip_stats": sweep(replace(**full), fixed=True),
         "running_default": sweep(replace(**full)),

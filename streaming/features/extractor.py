@@ -61,7 +61,8 @@ class IncrementalFeatureExtractor:
         self.settings = settings or FeatureSettings()
         s = self.settings
         self._conv = IncrementalConvStack(model, s.stats_horizon_s, s.loudness, s.loudness_window_s,
-                                          s.target_lufs, fixed_stats, s.warmup_frames)
+                                          s.target_lufs, fixed_stats, s.stats_warmup_frames, s.quiet_rms,
+                                          s.pause_frames, (s.block_frames, s.lookahead_frames))
         self._cached = CachedContextEncoder(model, s.left_context_frames) if s.encoder == "cached" else None
         self._silence = silence
         self.layers = model.config.num_hidden_layers
@@ -94,7 +95,7 @@ class IncrementalFeatureExtractor:
             return 0
         b = self.settings.block_frames
         end = -(-frames // b) * b
-        need = SLOT * max(end + self.settings.lookahead_frames, self.settings.warmup_frames)
+        need = SLOT * (end + self.settings.lookahead_frames)
         return need + 1 if num_video_frames(need) < end else need
 
     # ---- streaming ------------------------------------------------------------------------------

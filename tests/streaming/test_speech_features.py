@@ -105,6 +105,35 @@ def test_warmup_slots_share_the_statistics_of_the_warmup_audio(models, speech):
     assert not torch.allclose(live[expected.shape[0]:][:4], fixed.push(x[warm * SLOT:])[:4], atol=1e-4)
 
 
+@pytest.mark.parametrize("quiet_rms", [1e-3, 0.0])  # 0: every slot counts (no gating), the contrast
+def test_idle_silence_does_not_drag_the_statistics(models, speech, quiet_rms):
+    model = models["group"]
+    a, b = speech["speech_en1"][: 2 * 16000], speech["speech_en2"][: 2 * 16000]
+    runs = []
+    for idle_s in (2, 20):
+        stack = IncrementalConvStack(model, stats_horizon_s=5.0, quiet_rms=quiet_rms)
+        head = np.concatenate([a, np.zeros(idle_s * 16000, np.float32)])
+        _conv_stream(stack, head, 320)
+        runs.append(_conv_stream(stack, b, 320)[5:])  # b's frames (after those overlapping the silence)
+    same = torch.allclose(runs[0], runs[1], atol=1e-5, rtol=1e-5)
+    assert same if quiet_rms > 0 else not same
+
+
+def test_leading_silence_does_not_enter_the_statistics(models, speech):
+    """Up to the one conv0 frame straddling silence and speech, as if the stream began with the speech."""
+    model = models["group"]
+    x = speech["speech_en1"][: 3 * 16000]
+    alone = _conv_stream(IncrementalConvStack(model, warmup_slots=8), x, 320)
+    lead = 3 * 16000  # whole slots and whole conv hops, so conv frame 150 is speech frame 0
+    padded = np.concatenate([np.zeros(lead, np.float32), x])
+    errors = {}
+    for quiet_rms in (1e-3, 0.0):  # 0: every slot counts, the contrast
+        stack = IncrementalConvStack(model, warmup_slots=8, quiet_rms=quiet_rms)
+        after = _conv_stream(stack, padded, 320)[lead // 320:]
+        errors[quiet_rms] = float((after - alone).abs().max() / alone.abs().max())
+    assert errors[1e-3] < 0.01 and errors[0.0] > 10 * errors[1e-3], errors
+
+
 def test_fixed_statistics_must_carry_conv_moments_for_group_models(models):
     with pytest.raises(ValueError, match="whole_clip_norm_stats"):
         IncrementalConvStack(models["group"], fixed_stats=NormStats(1.0, 0.0, 1.0))
@@ -205,14 +234,22 @@ def test_frame_count_after_flush_is_the_reference_count(models, samples, lookahe
     assert out.shape[0] == ex.frames_emitted == num_video_frames(samples)  # 29 * 640 -> 28 (float quirk)
 
 
+def _noise(samples: int, silent_frames: int = 0, seed: int = 0) -> np.ndarray:
+    x = (0.1 * np.random.default_rng(seed).standard_normal(samples)).astype(np.float32)
+    x[: silent_frames * SLOT] = 0.0
+    return x
+
+
 @pytest.mark.parametrize(("block", "lookahead"), [(4, 8), (1, 0), (3, 2)])
-def test_samples_needed_is_exact(models, block, lookahead):
-    settings = FeatureSettings(block_frames=block, lookahead_frames=lookahead, stats_warmup_frames=5)
+@pytest.mark.parametrize("silent_frames", [0, 2, 5, 7])  # the warm-up at the first sound never delays a block
+def test_samples_needed_is_exact(models, block, lookahead, silent_frames):
+    settings = FeatureSettings(block_frames=block, lookahead_frames=lookahead)
     for frames in (1, 7, 29):
         ex = IncrementalFeatureExtractor(models["golden"], settings)
         need = ex.samples_needed(frames)
-        x = (0.1 * np.random.default_rng(frames).standard_normal(need)).astype(np.float32)
-        ex.push(x[:-1])
+        x = _noise(need, silent_frames, frames)
+        for i in range(0, need - 1, 320):
+            ex.push(x[i:min(i + 320, need - 1)])
         assert ex.frames_emitted < frames
         ex.push(x[-1:])
         assert ex.frames_emitted >= frames
