@@ -129,8 +129,9 @@ def closeness(model, clips: dict[str, np.ndarray], lookaheads, contexts, default
     out["statistics_only"] = {
         "whole_clip_stats": sweep(replace(**full), fixed=True),
         "running_default": sweep(replace(**full)),
-        "no_warmup": sweep(replace(**full, stats_warmup_frames=1)),
+        "no_warmup": sweep(replace(**{**full, "stats_warmup_frames": 1})),
         "horizon_3s": sweep(replace(**full, stats_horizon_s=3.0)),
+        "no_sound_gate": sweep(replace(**full, quiet_rms=0.0)),
         "no_loudness": sweep(replace(**full, loudness=False)),
     }
     unaligned = [_cos(_live(model, x, default), whole_clip_embedding(model, x)) for x in clips.values()]
