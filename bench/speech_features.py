@@ -1,6 +1,7 @@
 """Live (incremental) wav2vec2 features vs the whole-clip path: cost and closeness.
 
     PYTHONPATH=. python bench/speech_features.py [--files speech_en1] [--device cpu] [--dtype float32]
+        [--wav2vec2 FOLDER]   (real weights, e.g. chinese-wav2vec2-base, instead of the random base model)
 
 Base-size architecture (12 layers x 768, the group-norm conv stack of chinese-wav2vec2-base) with
 RANDOM weights: the cosine figures show how the windowing and the running statistics behave, not
@@ -211,6 +212,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     ap.add_argument("--skip-base", action="store_true")
+    ap.add_argument("--wav2vec2", default=None, help="HF wav2vec2 folder with real weights for the base-size run")
     args = ap.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
@@ -226,11 +228,15 @@ def main() -> None:
     result["tiny_seconds"] = round(time.perf_counter() - t_start, 1)
     if not args.skip_base:
         torch.manual_seed(0)
-        base = Wav2Vec2Model(Wav2Vec2Config(attn_implementation="sdpa")).to(device, dtype).eval()
+        if args.wav2vec2:
+            base = load_wav2vec2(args.wav2vec2, device=device, dtype=dtype)
+        else:
+            base = Wav2Vec2Model(Wav2Vec2Config(attn_implementation="sdpa")).to(device, dtype).eval()
         n = int(args.seconds * 16000) + 333 if args.seconds else None
         clips = {f: _read(_audio_dir() / f"{f}.wav")[:n] for f in args.files}
-        result["base_random_weights"] = {
-            "note": "wav2vec2-base architecture (12 x 768, group-norm conv stack) with RANDOM weights",
+        result["base_real_weights" if args.wav2vec2 else "base_random_weights"] = {
+            "note": f"weights from {args.wav2vec2}" if args.wav2vec2 else
+            "wav2vec2-base architecture (12 x 768, group-norm conv stack) with RANDOM weights",
             "files": args.files,
             "cost": cost(base, _aligned(next(iter(clips.values()))), default, device),
             "cost_seconds": round(time.perf_counter() - t_start, 1),
