@@ -115,7 +115,14 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                         "for SoulX-FlashTalk-14B: 33-frame windows, 4 steps, 768x448), infinitetalk-lowlatency, "
                         "infinitetalk-4step, tiny-random (a random tiny model: its video is noise)")
     g.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8"], help="DiT weights (default bf16 on CUDA)")
+    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="DiT weights (default bf16 on CUDA, fp32 on CPU)")
+    g.add_argument("--fp8", choices=["row", "tensor", "none"],
+                   help="fp8 DiT block linears: activations scaled per row or tensor (scaled matmuls on Ada/Hopper), "
+                        "or weight-only (none: memory, not speed)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
+    g.add_argument("--cuda-graphs", action="store_true", help="replay DiT forwards from CUDA graphs")
+    g.add_argument("--teacache", type=float, metavar="THRESHOLD",
+                   help="skip DiT steps whose input barely changed (e.g. 0.2; pays with many steps)")
     g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
     g.add_argument("--frames", type=int, help="frames per window, 4n+1 (preset default)")
     g.add_argument("--motion-frames", type=int, help="frames carried into the next window, 4n+1")
@@ -145,7 +152,8 @@ def backend_options(args: argparse.Namespace) -> dict:
         dtype=args.dtype, size=args.size, frames=args.frames, motion_frames=args.motion_frames, steps=args.steps,
         shift=args.shift, text_scale=args.text_scale, audio_scale=args.audio_scale,
         colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
-        negative_prompt=args.negative_prompt, idle=args.idle, verify_weights=args.verify_weights,
+        negative_prompt=args.negative_prompt, idle=args.idle, fp8=args.fp8, compile=args.compile,
+        cuda_graphs=args.cuda_graphs, teacache=args.teacache, verify_weights=args.verify_weights,
     )
 
 

@@ -99,6 +99,7 @@ class _Work:
 
     state: _SessionState
     window: WindowWork
+    job: WindowJob
 
 
 def speaker_masks(boxes: tuple[tuple[int, int, int, int], ...], src_size: tuple[int, int],
@@ -294,6 +295,11 @@ class InfiniteTalkGenerator:
             return
         for frame in self.runner.window(state.live, audio, job.first_frame, self._window_settings(job)):
             yield self._out(state, frame)
+        self._prepare_next(state, job)
+
+    def _prepare_next(self, state: _SessionState, job: WindowJob) -> None:
+        """Encode the next window's audio-free inputs now, so it starts sooner once its speech is in."""
+        self.runner.prepare_ahead(state.live, job.first_frame + self.window.new_frames)
 
     # -------------------------------------------------------------- batching (see the worker)
     def batch_key(self, state: _SessionState, job: WindowJob) -> Hashable | None:
@@ -307,11 +313,13 @@ class InfiniteTalkGenerator:
         self._push_audio(state, job)
         audio = self._window_rows(state, job)
         self._switch_size(state, job)
-        return _Work(state, self.runner.prepare(state.live, audio, job.first_frame, self._window_settings(job)))
+        return _Work(state, self.runner.prepare(state.live, audio, job.first_frame, self._window_settings(job)), job)
 
     def generate_batch(self, works: Sequence[_Work]) -> Iterator[tuple[int, np.ndarray]]:
         for k, frame in self.runner.windows([w.window for w in works]):
             yield k, self._out(works[k].state, frame)
+        for w in works:
+            self._prepare_next(w.state, w.job)
 
     def _play_source(self, state: _SessionState, job: WindowJob) -> Iterator[np.ndarray]:
         """Idle with a video avatar: show the source video; the next window continues from it."""

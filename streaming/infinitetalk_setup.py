@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from model.infinitetalk import ModelFiles, load_bundle
+from model.dit.teacache import TeaCacheSettings
+from model.infinitetalk import ModelFiles, SpeedOptions, load_bundle
 from model.infinitetalk.manifest import record_weights, verify_weights
 from model.infinitetalk.presets import KIND_PRESETS, get_preset, preset_size
 from model.infinitetalk.tiny import write_tiny_weights
@@ -56,6 +57,10 @@ class InfiniteTalkOptions:
     negative_prompt: str | None = None
     idle: str = "generate"
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    fp8: str | None = None  # "row" | "tensor" | "none" (weight-only): fp8 DiT block linears
+    compile: bool = False  # torch.compile the DiT blocks
+    cuda_graphs: bool = False  # replay DiT forwards from CUDA graphs (static window shapes)
+    teacache: float | None = None  # TeaCache threshold (e.g. 0.2); None = every step computes
     verify_weights: str = "full"
     """full | size | off: check the files against `weights.sha256.json` in the weights folder (or
     beside --weights-config) before loading; the manifest is recorded after the first good load."""
@@ -64,9 +69,9 @@ class InfiniteTalkOptions:
 def _dtype(name: str | None, device: torch.device) -> torch.dtype:
     if name is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8": torch.float8_e4m3fn}
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if name not in table:
-        raise ValueError(f"dtype {name!r} not supported: use one of {', '.join(table)}")
+        raise ValueError(f"dtype {name!r} not supported: use one of {', '.join(table)} (fp8 linears: --fp8)")
     return table[name]
 
 
@@ -80,6 +85,8 @@ def window_settings(opts: InfiniteTalkOptions):
             opts.text_scale if opts.text_scale is not None else base.guidance.text,
             opts.audio_scale if opts.audio_scale is not None else base.guidance.audio,
         )
+    if opts.teacache is not None:
+        changes["teacache"] = TeaCacheSettings(threshold=opts.teacache)
     if "steps" in changes and base.step_list is not None:
         # An explicit step count replaces a distilled schedule by the distilled steps for that count
         # (2 -> [1000, 500], 4 -> [1000, 750, 500, 250]), else by the evenly spaced reference one.
@@ -120,7 +127,9 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
     unrecorded: list[Path] = []
     if manifest is not None and opts.verify_weights != "off":
         unrecorded = verify_weights(files, manifest, opts.verify_weights)  # raises WeightLoadError naming bad files
-    bundle = load_bundle(files, device=device, dtype=dtype, prompt=opts.prompt, negative_prompt=opts.negative_prompt)
+    speed = SpeedOptions(fp8=opts.fp8, compile=opts.compile, cuda_graphs=opts.cuda_graphs)
+    bundle = load_bundle(files, device=device, dtype=dtype, prompt=opts.prompt, negative_prompt=opts.negative_prompt,
+                         speed=speed)
     if manifest is not None and unrecorded:
         record_weights(manifest, unrecorded)
     if opts.preset == TINY_RANDOM:

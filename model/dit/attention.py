@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import RMSNorm
+from .parallel import SequenceShard
 from .rope import apply_rotary
-from .speakers import reference_attention_map
+from .speakers import normalise_reference_map, reference_attention_map, reference_attention_sum, used_heads
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +59,52 @@ class SelfAttention(nn.Module):
         rope: torch.Tensor,
         ref_masks: torch.Tensor | None = None,
         ref_tokens: int = 0,
+        shard: SequenceShard | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # x: [B, L, C]; rope: complex [L, d/2]; ref_masks: [B or 1, M, ref_tokens] or None
         # -> out [B, L, C], attn_map [B, M, L] or None
+        # With a shard, x and rope hold this rank's chunk (L = shard.local) and attn_map is the
+        # full-sequence map [B, M, shard.length], identical on every rank.
         n = self.num_heads
         q = apply_rotary(_heads(self.norm_q(self.q(x)), n), rope)
         k = apply_rotary(_heads(self.norm_k(self.k(x)), n), rope)
         v = _heads(self.v(x), n)
+        if shard is not None:
+            return self._forward_sharded(q, k, v, ref_masks, ref_tokens, shard)
         out = self.o(_merge(F.scaled_dot_product_attention(q, k, v)))
         attn_map = None
         if ref_masks is not None:
             with torch.no_grad():
                 attn_map = reference_attention_map(q, k, ref_masks, ref_tokens, self.head_groups)
+        return out, attn_map
+
+    def _forward_sharded(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        ref_masks: torch.Tensor | None,
+        ref_tokens: int,
+        shard: SequenceShard,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # q, k, v: [B, n, local, d] -> all-to-all -> [B, n/W, padded, d]: whole sequence, some heads
+        q, k, v = shard.to_heads(torch.stack([q, k, v])).unbind(0)
+        length = shard.length
+        k, v = k[:, :, :length], v[:, :, :length]  # padding keys never receive attention
+        o = F.scaled_dot_product_attention(q, k, v)  # [B, n/W, padded, d]
+        out = self.o(_merge(shard.to_tokens(o)))  # [B, local, C]
+        attn_map = None
+        if ref_masks is not None:
+            with torch.no_grad():
+                used = used_heads(self.num_heads, self.head_groups)
+                lo, hi = shard.head_range(self.num_heads)
+                mine = max(0, min(hi, used) - lo)
+                if mine:
+                    part = reference_attention_sum(q[:, :mine, :length], k[:, :mine], ref_masks, ref_tokens)
+                else:
+                    part = q.new_zeros(q.shape[0], length, ref_masks.shape[1], dtype=torch.float32)
+                total = shard.all_reduce_sum(part)  # [B, L, M] summed over every used head
+                attn_map = normalise_reference_map(total, used, ref_masks, q.dtype)
         return out, attn_map
 
 
@@ -122,22 +157,36 @@ class AudioCrossAttention(nn.Module):
         audio: torch.Tensor,
         q_rope: torch.Tensor | None = None,
         k_rope: torch.Tensor | None = None,
+        first_token: int = 0,
+        frame_tokens: int | None = None,
     ) -> torch.Tensor:
-        # x: [B, T*S, C] (S tokens per latent frame), audio: [B, T, Na, Ca]
-        # q_rope: complex [B, 1, T*S, d/2]; k_rope: complex [Na, d/2]  -> [B, T*S, C]
+        # x: [B, L, C], audio: [B, T, Na, Ca]; q_rope: [B, 1, L, d/2] rotations (complex or (cos, sin)
+        # pairs); k_rope: [Na, d/2] rotations
+        # -> [B, L, C]. By default x is every token (L = T*S, S tokens per latent frame). A
+        # sequence-parallel chunk passes its global offset `first_token` and S = `frame_tokens`;
+        # it may start and end inside frames; tokens past the last frame (padding) get meaningless values.
         b, length, c = x.shape
         frames = audio.shape[1]
         n = self.num_heads
-        q = _heads(self.q_linear(x), n)  # [B, n, T*S, d]
+        s = frame_tokens if frame_tokens is not None else length // frames
+        q = _heads(self.q_linear(x), n)  # [B, n, L, d]
         if q_rope is not None:
             q = apply_rotary(q, q_rope)
-        s = length // frames
-        q = q.unflatten(2, (frames, s)).transpose(1, 2).flatten(0, 1)  # [B*T, n, S, d]
-        kv = self.kv_linear(audio).unflatten(-1, (2, n, -1))  # [B, T, Na, 2, n, d]
-        k = kv[..., 0, :, :].flatten(0, 1).transpose(1, 2)  # [B*T, n, Na, d]
+        f0, lead = divmod(first_token, s)
+        nf = min(frames - f0, -(-(lead + length) // s))  # frames this chunk touches
+        if nf <= 0:
+            return x.new_zeros(b, length, c)
+        span = nf * s
+        if lead or span != length:  # align the chunk to whole frames (zero queries around it)
+            q = F.pad(q, (0, 0, lead, max(0, span - lead - length)))[:, :, :span]
+        q = q.unflatten(2, (nf, s)).transpose(1, 2).flatten(0, 1)  # [B*nf, n, S, d]
+        kv = self.kv_linear(audio[:, f0 : f0 + nf]).unflatten(-1, (2, n, -1))  # [B, nf, Na, 2, n, d]
+        k = kv[..., 0, :, :].flatten(0, 1).transpose(1, 2)  # [B*nf, n, Na, d]
         v = kv[..., 1, :, :].flatten(0, 1).transpose(1, 2)
         if k_rope is not None:
             k = apply_rotary(k, k_rope)
-        out = F.scaled_dot_product_attention(q, k, v)  # [B*T, n, S, d]
-        out = out.transpose(1, 2).reshape(b, frames * s, c)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B*nf, n, S, d]
+        out = out.transpose(1, 2).reshape(b, span, c)
+        if lead or span != length:
+            out = F.pad(out[:, lead : lead + length], (0, 0, 0, max(0, lead + length - span)))
         return self.proj(out)

@@ -18,7 +18,8 @@ from torch import nn
 from .attention import AudioCrossAttention, SelfAttention, TextImageCrossAttention
 from .config import DiTConfig
 from .layers import FP32LayerNorm
-from .rope import rope_1d_freqs
+from .parallel import SequenceShard
+from .rope import rope_1d_pairs
 from .speakers import speaker_query_positions
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class BlockContext:
     ref_masks: torch.Tensor | None = None
     audio_k_rope: torch.Tensor | None = None
     audio_scale: float = 1.0
+    shard: SequenceShard | None = None
 
 
 class DiTBlock(nn.Module):
@@ -77,7 +79,7 @@ class DiTBlock(nn.Module):
 
         multi = ctx.num_speakers > 1
         h = (self.norm1(x).float() * (1 + scale1) + shift1).to(dtype)
-        y, attn_map = self.self_attn(h, ctx.rope, ctx.ref_masks if multi else None, ctx.ref_tokens)
+        y, attn_map = self.self_attn(h, ctx.rope, ctx.ref_masks if multi else None, ctx.ref_tokens, ctx.shard)
         x = (x.float() + y.float() * gate1).to(dtype)
         if capture is not None:
             capture[prefix + "self_attn_out"] = y
@@ -91,9 +93,14 @@ class DiTBlock(nn.Module):
             if multi:
                 pos = speaker_query_positions(
                     attn_map, ctx.num_speakers, self.cfg.audio_rope_class_range, self.cfg.audio_rope_class_interval
-                )
-                q_rope = rope_1d_freqs(pos, self.cfg.head_dim)[:, None]
-            a = self.audio_cross_attn(self.norm_x(x), ctx.audio, q_rope, ctx.audio_k_rope if multi else None)
+                )  # [B, L] over the whole sequence
+                if ctx.shard is not None:
+                    pos = ctx.shard.scatter(pos)
+                q_rope = rope_1d_pairs(pos, self.cfg.head_dim)[:, None]
+            first, per_frame = (ctx.shard.start, ctx.ref_tokens) if ctx.shard is not None else (0, None)
+            a = self.audio_cross_attn(
+                self.norm_x(x), ctx.audio, q_rope, ctx.audio_k_rope if multi else None, first, per_frame
+            )
             x = x + (a if ctx.audio_scale == 1.0 else a * ctx.audio_scale)
             if capture is not None:
                 capture[prefix + "audio_cross_attn_out"] = a

@@ -35,10 +35,8 @@ def sinusoidal_embedding(freq_dim: int, t: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"freq_dim must be even, got {freq_dim}")
     half = freq_dim // 2
     pos = t.to(torch.float64)
-    inv = torch.pow(
-        torch.tensor(10000.0, dtype=torch.float64, device=t.device),
-        -torch.arange(half, dtype=torch.float64, device=t.device) / half,
-    )
+    base = torch.full((), 10000.0, dtype=torch.float64, device=t.device)  # a fill, not a host copy
+    inv = torch.pow(base, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
     angles = pos[:, None] * inv[None, :]
     return torch.cat([angles.cos(), angles.sin()], dim=1).float()
 

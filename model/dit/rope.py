@@ -53,13 +53,26 @@ def rope_1d_freqs(positions: torch.Tensor, head_dim: int, theta: float = 10000.0
     return torch.polar(torch.ones_like(angles), angles)
 
 
+def rope_1d_pairs(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """`rope_1d_freqs` as real (cos, sin) pairs: float32 [..., head_dim/2, 2] (no complex tensors)."""
+    exponent = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    angles = positions.float()[..., None] * (1.0 / (theta**exponent))
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
 def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs (2i, 2i+1) of x, read as complex numbers, by `freqs`; computes in float32.
 
-    x: [..., L, d]; freqs: complex64, broadcastable to [..., L, d/2]. Returns x's dtype.
+    x: [..., L, d]; freqs: complex64 broadcastable to [..., L, d/2], or the same rotations as real
+    (cos, sin) pairs [..., L, d/2, 2]. Returns x's dtype.
     """
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
+    # Real arithmetic on (cos, sin) pairs instead of a complex multiply: the same float32 products,
+    # and compilers (inductor) can fuse it, which they cannot do for complex tensors.
+    xr = x.float().unflatten(-1, (-1, 2))
+    f = torch.view_as_real(freqs) if freqs.is_complex() else freqs
+    cos, sin = f[..., 0], f[..., 1]
+    a, b = xr[..., 0], xr[..., 1]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)
 
 
 class RopeCache:

@@ -45,6 +45,34 @@ def token_masks(ref_target_masks: torch.Tensor, grid_hw: tuple[int, int], dtype:
     return (m > 0).flatten(2).to(dtype)
 
 
+def reference_attention_sum(q: torch.Tensor, k: torch.Tensor, masks: torch.Tensor, ref_tokens: int) -> torch.Tensor:
+    """Attention mass each query pays to each region of the reference frame, summed over q's heads.
+
+    q, k: [B, n, L, d] (every head of q is summed; callers pick the heads); masks: [B or 1, M, L0].
+    Per head: A = softmax(q k^T / sqrt(d)) over the first L0 = ref_tokens keys; mass = sum_j A_j M_j.
+    Computed as attention with the masks as values, so the [L, L0] matrix is never materialised.
+    -> float32 [B, L, M].
+    """
+    b, n, _, _ = q.shape
+    rows = masks.shape[1]
+    # Values zero-padded to the head width so the fused (flash) kernels accept them.
+    values = F.pad(masks.to(q.dtype).transpose(1, 2), (0, max(q.shape[-1] - rows, 0)))  # [B or 1, L0, d]
+    values = values[:, None].expand(b, n, ref_tokens, values.shape[-1]).contiguous()
+    mass = F.scaled_dot_product_attention(q, k[:, :, :ref_tokens], values)  # [B, n, L, d]
+    return mass[..., :rows].float().sum(dim=1)
+
+
+def normalise_reference_map(total: torch.Tensor, heads: int, masks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Head-summed mass [B, L, M] -> mean over `heads`, divided by each region's area -> [B, M, L]."""
+    area = masks.float().sum(dim=-1).clamp_min(1.0)  # [B or 1, M]
+    return (total / heads / area[:, None, :]).transpose(1, 2).to(dtype)
+
+
+def used_heads(num_heads: int, head_groups: int) -> int:
+    """Heads the reference averages: head_groups equal groups, leftover heads dropped."""
+    return head_groups * (num_heads // head_groups)
+
+
 def reference_attention_map(
     q: torch.Tensor, k: torch.Tensor, masks: torch.Tensor, ref_tokens: int, head_groups: int = 2
 ) -> torch.Tensor:
@@ -54,19 +82,11 @@ def reference_attention_map(
     L0 = ref_tokens. Per head: A = softmax(q k^T / sqrt(d)) over the L0 reference keys; value =
     sum_j A_j M_j / sum_j M_j. Averaged over the first head_groups * (n // head_groups) heads (the
     reference averages per equal head group, then over groups, dropping leftover heads).
-    Computed as attention with the masks as values, so the [L, L0] matrix is never materialised.
     -> [B, M, L]. An empty mask row gives zeros (the reference would give NaN).
     """
-    b, n, _, _ = q.shape
-    used = head_groups * (n // head_groups)
-    rows = masks.shape[1]
-    # Values zero-padded to the head width so the fused (flash) kernels accept them.
-    values = F.pad(masks.to(q.dtype).transpose(1, 2), (0, max(q.shape[-1] - rows, 0)))  # [B or 1, L0, d]
-    values = values[:, None].expand(b, used, ref_tokens, values.shape[-1]).contiguous()
-    mass = F.scaled_dot_product_attention(q[:, :used], k[:, :used, :ref_tokens], values)  # [B, used, L, d]
-    mean = mass[..., :rows].float().mean(dim=1)  # [B, L, M]
-    area = masks.float().sum(dim=-1).clamp_min(1.0)  # [B or 1, M]
-    return (mean / area[:, None, :]).transpose(1, 2).to(q.dtype)
+    used = used_heads(q.shape[1], head_groups)
+    total = reference_attention_sum(q[:, :used], k[:, :used], masks, ref_tokens)
+    return normalise_reference_map(total, used, masks, q.dtype)
 
 
 def speaker_bucket_starts(num_speakers: int, class_range: int, class_interval: int) -> list[int]:
@@ -92,9 +112,8 @@ def speaker_query_positions(
     lo = attn_map[:, :num_speakers].amin(dim=-1, keepdim=True)
     hi = attn_map[:, :num_speakers].amax(dim=-1, keepdim=True)
     unit = (attn_map[:, :num_speakers] - lo) / (hi - lo + 1e-8)
-    starts = torch.tensor(
-        speaker_bucket_starts(num_speakers, class_range, class_interval), dtype=attn_map.dtype, device=attn_map.device
-    )
+    # arange on the device (no host-to-device copy, so a CUDA graph can capture this)
+    starts = torch.arange(num_speakers, device=attn_map.device, dtype=attn_map.dtype) * (class_range - class_interval)
     scaled = unit * class_interval + starts[None, :, None]
     background = torch.full((b, 1, length), float(class_range // 2), dtype=attn_map.dtype, device=attn_map.device)
     table = torch.cat([scaled, background], dim=1)  # [B, H+1, L]
@@ -110,5 +129,5 @@ def speaker_key_positions(
     device: torch.device | None = None,
 ) -> torch.Tensor:
     """1-D position of each audio token of one latent frame (speaker-major) -> [H * tokens]."""
-    centres = [s + class_interval / 2 for s in speaker_bucket_starts(num_speakers, class_range, class_interval)]
-    return torch.tensor(centres, dtype=torch.float32, device=device).repeat_interleave(tokens_per_speaker)
+    starts = torch.arange(num_speakers, dtype=torch.float32, device=device) * (class_range - class_interval)
+    return (starts + class_interval / 2).repeat_interleave(tokens_per_speaker)

@@ -22,8 +22,10 @@ from .audio_proj import AudioProjector
 from .block import BlockContext, DiTBlock
 from .config import DiTConfig
 from .layers import FP32LayerNorm, Head, ImageEmbedding, RMSNorm, linear_fp32, sinusoidal_embedding
+from .parallel import SequenceParallel
 from .rope import RopeCache, rope_1d_freqs
 from .speakers import MAX_SPEAKERS, speaker_key_positions, token_masks
+from .teacache import ResidualCache
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class InfiniteTalkDiT(nn.Module):
         self.img_emb = ImageEmbedding(cfg.clip_dim, dim, cfg.img_norm_eps)
         self.audio_proj = AudioProjector(cfg)
         self._rope = RopeCache(cfg.head_dim, cfg.rope_theta)
+        self._sp: SequenceParallel | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -75,6 +78,7 @@ class InfiniteTalkDiT(nn.Module):
         *,
         audio_scale: float = 1.0,
         capture: dict[str, torch.Tensor] | None = None,
+        residual_cache: ResidualCache | None = None,
     ) -> torch.Tensor:
         """Predict the flow for a batch of noisy latents.
 
@@ -93,6 +97,10 @@ class InfiniteTalkDiT(nn.Module):
         text_embedding [B, text_len, C], img_emb [B, 257, C], audio_proj [B, H, T, ct, output_dim],
         block{i}.self_attn_out / .audio_cross_attn_out (before audio_scale) / .out [B, L, C],
         block{i}.x_ref_attn_map [B, H+1, L] (only when H >= 2), head [B, L, prod(patch)*out_dim].
+
+        residual_cache: TeaCache state of this branch group: reuse=True skips the blocks and adds the
+        stored residual, else the blocks run and their residual is stored (see `teacache`).
+        Under `enable_sequence_parallel` every rank makes this same call and gets the same result.
         """
         cfg = self.cfg
         dtype = self.dtype
@@ -112,11 +120,7 @@ class InfiniteTalkDiT(nn.Module):
         tokens = patches.flatten(2).transpose(1, 2)  # [B, L, C]
 
         # timestep (float32)
-        t = t.reshape(-1)
-        t = _batch(t, b, "t")
-        e = linear_fp32(self.time_embedding[2], torch.nn.functional.silu(
-            linear_fp32(self.time_embedding[0], sinusoidal_embedding(cfg.freq_dim, t))))
-        e0 = linear_fp32(self.time_projection[1], torch.nn.functional.silu(e))  # [B, 6C]
+        e, e0 = self.time_embeddings(_batch(t.reshape(-1), b, "t"))
 
         # text and image context
         ctx_text = self.text_embedding(self._pad_text(context, b).to(dtype))
@@ -158,14 +162,68 @@ class InfiniteTalkDiT(nn.Module):
                 patch_embedding=patches, time_embedding=e, time_projection=e0,
                 text_embedding=ctx_text, img_emb=ctx_img,
             )
+        if self._sp is not None:
+            if capture is not None:
+                raise ValueError("capture is not available under sequence parallelism; disable it to capture")
+            shard = self._sp.shard(tokens.shape[1])
+            # this rank's chunk of tokens and RoPE rows (identity rotations on the padding)
+            block_ctx = dataclasses.replace(block_ctx, shard=shard, rope=shard.scatter(block_ctx.rope, dim=0, fill=1.0))
+            tokens = shard.scatter(tokens)
         e0 = e0.unflatten(1, (6, cfg.dim))
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, block_ctx, capture, f"block{i}.")
+        if residual_cache is not None and residual_cache.reuse:
+            tokens = residual_cache.apply(tokens)
+        else:
+            before = tokens
+            for i, block in enumerate(self.blocks):
+                tokens = block(tokens, e0, block_ctx, capture, f"block{i}.")
+            if residual_cache is not None:
+                residual_cache.store(before, tokens)
 
         out = self.head(tokens, e)  # [B, L, prod(patch)*out_dim] float32
+        if block_ctx.shard is not None:
+            out = block_ctx.shard.gather(out)
         if capture is not None:
             capture["head"] = out
         return self.unpatchify(out, grid)
+
+    def time_embeddings(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps [B] -> (e [B, C], e0 [B, 6C]), float32: the blocks' and head's modulation inputs."""
+        e = linear_fp32(self.time_embedding[2], torch.nn.functional.silu(
+            linear_fp32(self.time_embedding[0], sinusoidal_embedding(self.cfg.freq_dim, t))))
+        e0 = linear_fp32(self.time_projection[1], torch.nn.functional.silu(e))
+        return e, e0
+
+    # ----------------------------------------------------------------------------------------
+    def enable_sequence_parallel(self, sp: SequenceParallel | None) -> InfiniteTalkDiT:
+        """Spread every later forward over `sp`'s ranks (Ulysses); None returns to one process.
+
+        Every rank must hold the same weights and make the same calls with the same inputs.
+        """
+        if sp is not None:
+            sp.check_heads(self.cfg.num_heads)
+        self._sp = sp
+        return self
+
+    @property
+    def sequence_parallel(self) -> SequenceParallel | None:
+        return self._sp
+
+    def compile_blocks(self, mode: str | None = None, backend: str = "inductor", **kwargs) -> InfiniteTalkDiT:
+        """torch.compile each block in place (the embeddings, speaker routing setup and head stay eager).
+
+        mode: None / "max-autotune-no-cudagraphs" / "reduce-overhead" (CUDA graphs per block) ...;
+        kwargs go to torch.compile (fullgraph, dynamic, options). Compiles lazily on the first
+        forward of each shape; `decompile_blocks` undoes it.
+        """
+        for block in self.blocks:
+            block.compile(mode=mode, backend=backend, **kwargs)
+        logger.info("compiled %d DiT blocks (backend %s, mode %s)", len(self.blocks), backend, mode)
+        return self
+
+    def decompile_blocks(self) -> InfiniteTalkDiT:
+        for block in self.blocks:
+            block._compiled_call_impl = None
+        return self
 
     # ----------------------------------------------------------------------------------------
     def _pad_text(self, context: torch.Tensor | Sequence[torch.Tensor], b: int) -> torch.Tensor:

@@ -11,10 +11,11 @@ from .long_video import (
 )
 from .pipeline import InfiniteTalkPipeline, StepTrace, TextConditioning, WindowCondition
 from .settings import WindowSettings
+from .speed import SpeedOptions
 from .timing import StageTimes
 
 __all__ = [
     "InfiniteTalkBundle", "MissingWeightsError", "ModelFiles", "StageTimes", "load_bundle",
     "InfiniteTalkPipeline", "StepTrace", "TextConditioning", "WindowCondition", "WindowRecord",
-    "WindowSettings", "audio_rows", "draw_window_noise", "generate_long_video", "mirror_pad", "u8_to_unit",
+    "SpeedOptions", "WindowSettings", "audio_rows", "draw_window_noise", "generate_long_video", "mirror_pad", "u8_to_unit",
 ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from model.dit.teacache import ResidualCache
 from model.sampling import EULER, APGGuidance, combine_guidance, euler_step, x0_renoise_step
 
 from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
@@ -118,16 +119,23 @@ def denoise_batch(pipe: InfiniteTalkPipeline, items: Sequence[DenoiseItem], sett
     keeps = [None if it.keep is None else (it.keep.latent.to(dev, torch.float32), it.keep.mask.to(dev, torch.float32),
                                            lat.clone()) for it, lat in zip(items, latents, strict=True)]
     dit_dtype = pipe.dit.dtype
+    plan = pipe.teacache_plan(settings)  # TeaCache: one residual per call (its windows x branches)
+    caches = [ResidualCache() for _ in calls] if not all(plan) else None
     for i in range(settings.steps):
         for lat, mot in zip(latents, motions, strict=True):
             lat[:, : mot.shape[1]] = mot
         x = torch.stack(latents).to(dit_dtype)
         preds: list[dict[str, Tensor]] = [{} for _ in items]
-        with maybe_stage(pipe.times, "dit_step"):
-            for call in calls:
+        with maybe_stage(pipe.times, "dit_step" if plan[i] else "dit_step_cached"):
+            for c, call in enumerate(calls):
                 e = len(call.elements)
-                out = pipe.dit(x.index_select(0, call.rows), timesteps[i].reshape(1).expand(e), call.contexts,
-                               call.clip_fea, call.y, call.audio, call.masks, audio_scale=settings.audio_scale)
+                cache = None
+                if caches is not None:
+                    cache = caches[c]
+                    cache.reuse = not plan[i]
+                out = pipe.dit_forward(x.index_select(0, call.rows), timesteps[i].reshape(1).expand(e), call.contexts,
+                                       call.clip_fea, call.y, call.audio, call.masks, audio_scale=settings.audio_scale,
+                                       residual_cache=cache)
                 for j, (k, name) in enumerate(call.elements):
                     preds[k][name] = out[j].float()
         for k, it in enumerate(items):

@@ -48,6 +48,7 @@ from .kinds import (
     detect_weights_kind,
 )
 from .pipeline import InfiniteTalkPipeline, TextConditioning
+from .speed import SpeedOptions, apply_speed_options, prepare_dit_for_loading
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +211,19 @@ def load_bundle(
     dtype: torch.dtype = torch.bfloat16,
     prompt: str | None = None,
     negative_prompt: str | None = None,
+    speed: SpeedOptions | None = None,
 ) -> InfiniteTalkBundle:
-    """Load every network to `device` (DiT in `dtype`; VAE and wav2vec2 in fp32; CLIP in fp16 on CUDA)."""
+    """Load every network to `device` (DiT in `dtype`; VAE and wav2vec2 in fp32; CLIP in fp16 on CUDA).
+
+    speed: fp8 block linears (chosen before loading), compiled blocks, CUDA graphs (see SpeedOptions).
+    """
+    speed = speed or SpeedOptions()
     device = torch.device(device)
     check_wav2vec2_folder(files.wav2vec2)
     cfg = DiTConfig.from_reference_kwargs(json.loads(files.dit_config.read_text()))
     with torch.device("meta"):
         dit = InfiniteTalkDiT(cfg)
+    prepare_dit_for_loading(dit, speed)
     dit.eval().requires_grad_(False)
     sources = [*files.dit, *([files.adapter] if files.adapter else [])]
     loras = [LoraSpec(p, s) for p, s in files.loras]
@@ -233,7 +240,9 @@ def load_bundle(
     wav2vec2 = load_wav2vec2(files.wav2vec2, device=device)
     text = _text_conditioning(files, cfg.text_dim, device, prompt, negative_prompt)
     pipe = InfiniteTalkPipeline(dit, vae, clip, text, device)
-    desc = f"{KIND_LABELS[files.kind]}: DiT {cfg.num_layers}x{cfg.dim} ({dtype}) on {device}"
+    apply_speed_options(pipe, speed)
+    fp8 = f", fp8 linears ({speed.fp8})" if speed.fp8 else ""
+    desc = f"{KIND_LABELS[files.kind]}: DiT {cfg.num_layers}x{cfg.dim} ({dtype}{fp8}) on {device}"
     return InfiniteTalkBundle(pipe, wav2vec2, files, desc)
 
 

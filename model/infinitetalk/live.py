@@ -9,6 +9,13 @@ generator, clean motion paste, guidance, Euler steps, colour matching against th
 the next window's motion frames = the last M colour-corrected frames) is the reference's loop.
 
 The colour match uses per-frame statistics, so it is applied to each decoded chunk as it arrives.
+
+Latency: `prepare_ahead(state, first_frame)` does the next window's work that needs neither its audio
+nor its noise (the condition frame's CLIP + VAE encoding, the VAE encoding of the motion frames and,
+with a regeneration mask, of the source frames to keep) ahead of time, e.g. while the engine waits for
+that window's speech; the window then starts at its DiT steps. Results are bit-identical with or
+without it. Frames are handed to the host one decoded chunk behind the decoder (`FrameHandoff`), so
+on a GPU the next chunk decodes while the consumer takes the previous one.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ from torch import Tensor
 
 from model.colour import match_colours
 from model.sampling import X0_RENOISE
-from model.vae import video_to_frames
 
 from .batched import DenoiseItem, decode_stream_batch, denoise_batch, encode_motion_batch
+from .handoff import FrameHandoff, PendingFrames
 from .long_video import draw_window_noise, u8_to_unit
 from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
 from .settings import WindowSettings
@@ -58,6 +65,23 @@ class LiveSource:
 
 
 @dataclass
+class Precomputed:
+    """A window's audio-free encodings, made ahead by `LiveWindowRunner.prepare_ahead`.
+
+    motion_latent: the VAE encoding of `motion_from` (valid while state.motion_pixels is that tensor).
+    keep / source_px: the kept source region's latent and pixels of the window at `keep_first`, made
+    from `keep_source` (valid while state.source is that object).
+    """
+
+    motion_from: Tensor | None = None
+    motion_latent: Tensor | None = None
+    keep_first: int | None = None
+    keep_source: LiveSource | None = None
+    keep: SourceKeep | None = None
+    source_px: Tensor | None = None
+
+
+@dataclass
 class LiveState:
     source: LiveSource
     colour_ref: Tensor | None
@@ -67,6 +91,7 @@ class LiveState:
     conditions: dict[int, WindowCondition] = field(default_factory=dict)
     keep_latent_mask: Tensor | None = None  # [1, 1, h, w], 1 = keep the source
     regen_pixel_mask: Tensor | None = None  # [1, 1, H, W] feathered, 1 = generated pixels
+    precomputed: Precomputed | None = None
 
 
 def region_masks(regen: Tensor, stride: int, feather_px: float = 6.0) -> tuple[Tensor, Tensor]:
@@ -98,6 +123,7 @@ class WindowWork:
     step_noise: Callable[[int], Tensor] | None = None
     keep: SourceKeep | None = None  # keep part of a source video (regen_mask)
     source_px: Tensor | None = None  # [3, F, H, W] the window's source frames when `keep` is set
+    motion_latent: Tensor | None = None  # encoded ahead (prepare_ahead), if still valid
     produced: int = 0
     recent: Tensor | None = None
 
@@ -111,6 +137,7 @@ class LiveWindowRunner:
         self.settings = settings
         self.output_fps = output_fps
         self.max_cached_conditions = max_cached_conditions
+        self.handoff = FrameHandoff(pipe.device)
 
     def start(self, source: LiveSource, seed: int) -> LiveState:
         """New session state: motion = the first source frame, noise generator seeded once."""
@@ -154,6 +181,29 @@ class LiveWindowRunner:
             state.conditions[index] = cond
         return cond
 
+    def _source_keep(self, state: LiveState, first_frame: int) -> tuple[SourceKeep, Tensor]:
+        """The window's source frames and their latent, for the kept (not regenerated) region."""
+        M, F = self.settings.motion_frames, self.settings.frame_num
+        idx = [state.source.index_at(f, self.output_fps) for f in range(first_frame - M, first_frame - M + F)]
+        source_px = u8_to_unit(state.source.frames[idx])  # [3, F, H, W]
+        return SourceKeep(self.pipe.encode_motion(source_px), state.keep_latent_mask), source_px
+
+    def prepare_ahead(self, state: LiveState, first_frame: int) -> None:
+        """Encode what the window starting at `first_frame` needs besides its audio and noise.
+
+        Its condition frame (cached per source frame), its motion frames (the last frames shown)
+        and, with a regeneration mask, its kept source frames. Idempotent; call it when the previous
+        window has finished and this window's speech is not in yet. Draws no random numbers.
+        """
+        self._condition(state, state.source.index_at(first_frame - self.settings.motion_frames, self.output_fps))
+        pre = state.precomputed = state.precomputed or Precomputed()
+        if pre.motion_from is not state.motion_pixels:
+            pre.motion_latent = self.pipe.encode_motion(state.motion_pixels)
+            pre.motion_from = state.motion_pixels
+        if state.keep_latent_mask is not None and (pre.keep_first, pre.keep_source) != (first_frame, state.source):
+            pre.keep, pre.source_px = self._source_keep(state, first_frame)
+            pre.keep_first, pre.keep_source = first_frame, state.source
+
     def prepare(self, state: LiveState, audio: Tensor, first_frame: int,
                 settings: WindowSettings | None = None) -> WindowWork:
         """Everything a window needs before denoising: its noise (drawn from the session's generator),
@@ -174,13 +224,21 @@ class LiveWindowRunner:
                 return torch.randn(shape, generator=gen)
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
+        pre, state.precomputed = state.precomputed, None
         keep, source_px = None, None
         if state.keep_latent_mask is not None:
-            idx = [state.source.index_at(f, self.output_fps) for f in range(first_frame - M, first_frame - M + F)]
-            source_px = u8_to_unit(state.source.frames[idx])  # [3, F, H, W]
-            keep = SourceKeep(self.pipe.encode_motion(source_px), state.keep_latent_mask)
+            if pre is not None and (pre.keep_first, pre.keep_source) == (first_frame, state.source):
+                keep, source_px = pre.keep, pre.source_px
+            else:
+                keep, source_px = self._source_keep(state, first_frame)
+        motion_latent = pre.motion_latent if pre is not None and pre.motion_from is state.motion_pixels else None
         state.windows += 1
-        return WindowWork(state, s, audio, noise, cond, step_noise, keep, source_px)
+        return WindowWork(state, s, audio, noise, cond, step_noise, keep, source_px, motion_latent)
+
+    def _motion_latent(self, work: WindowWork) -> Tensor:
+        if work.motion_latent is not None:
+            return work.motion_latent
+        return self.pipe.encode_motion(work.state.motion_pixels)
 
     def window(self, state: LiveState, audio: Tensor, first_frame: int,
                settings: WindowSettings | None = None) -> Iterator[np.ndarray]:
@@ -190,12 +248,10 @@ class LiveWindowRunner:
         (output frames first_frame - M .. first_frame + N - 1). Yields N uint8 frames [H, W, 3].
         """
         work = self.prepare(state, audio, first_frame, settings)
-        s = work.settings
-        motion_latent = self.pipe.encode_motion(state.motion_pixels)
-        latent = self.pipe.denoise(work.cond, audio, motion_latent, work.noise, s, state.source.speaker_masks,
-                                   work.step_noise, keep=work.keep)
-        for chunk in self.pipe.decode_stream(latent):
-            yield from self._emit(work, chunk)
+        latent = self.pipe.denoise(work.cond, audio, self._motion_latent(work), work.noise, work.settings,
+                                   state.source.speaker_masks, work.step_noise, keep=work.keep)
+        for _, frame in self._lagged((0, work, chunk) for chunk in self.pipe.decode_stream(latent)):
+            yield frame
 
     def windows(self, works: list[WindowWork]) -> Iterator[tuple[int, np.ndarray]]:
         """Finish several prepared windows together (same size, speakers and settings): one motion
@@ -203,24 +259,50 @@ class LiveWindowRunner:
         each latent frame is decoded; per window the frames equal `window()`'s up to float rounding."""
         if len(works) == 1:
             w = works[0]
-            latent_one = self.pipe.denoise(w.cond, w.audio, self.pipe.encode_motion(w.state.motion_pixels), w.noise,
+            latent_one = self.pipe.denoise(w.cond, w.audio, self._motion_latent(w), w.noise,
                                            w.settings, w.state.source.speaker_masks, w.step_noise, keep=w.keep)
-            for chunk in self.pipe.decode_stream(latent_one):
-                yield from ((0, f) for f in self._emit(w, chunk))
+            yield from self._lagged((0, w, chunk) for chunk in self.pipe.decode_stream(latent_one))
             return
         s = works[0].settings
         if any(w.settings != s for w in works):
             raise ValueError("windows batched together must share their settings (steps, guidance)")
-        motion = encode_motion_batch(self.pipe, [w.state.motion_pixels for w in works])
+        todo = [k for k, w in enumerate(works) if w.motion_latent is None]  # not encoded ahead
+        encoded = dict(zip(todo, encode_motion_batch(self.pipe, [works[k].state.motion_pixels for k in todo]),
+                           strict=True))
+        motion = [encoded.get(k, w.motion_latent) for k, w in enumerate(works)]
         items = [DenoiseItem(w.cond, w.audio, m, w.noise, w.state.source.speaker_masks, w.step_noise, w.keep)
                  for w, m in zip(works, motion, strict=True)]
         latents = denoise_batch(self.pipe, items, s)
-        for chunk in decode_stream_batch(self.pipe, latents):
-            for k, w in enumerate(works):
-                yield from ((k, f) for f in self._emit(w, chunk[k]))
+        yield from self._lagged(((k, w, chunk[k]) for chunk in decode_stream_batch(self.pipe, latents)
+                                 for k, w in enumerate(works)))
 
-    def _emit(self, work: WindowWork, chunk: Tensor) -> list[np.ndarray]:
-        """A decoded chunk [3, n, H, W] -> colour-matched new frames; keeps the motion frames current."""
+    def _lagged(self, chunks: Iterator[tuple[int, WindowWork, Tensor]]) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, work, decoded chunk) -> (index, frame), each chunk's frames released once the next chunk
+        is queued (on CUDA its decode then overlaps this chunk's copy to the host and its consumer)."""
+        pending: list[tuple[int, WindowWork, PendingFrames | None, Tensor | None]] = []
+        last: int | None = None
+        for k, work, chunk in chunks:
+            shown, motion = self._emit(work, chunk)
+            if last is not None and k <= last:  # a new round of chunks: release the previous round
+                yield from self._release(pending)
+                pending = []
+            pending.append((k, work, shown, motion))
+            last = k
+        yield from self._release(pending)
+
+    @staticmethod
+    def _release(pending: list) -> Iterator[tuple[int, np.ndarray]]:
+        for k, work, shown, motion in pending:
+            # Keep the motion frames current as frames are shown, so a window cut short by an
+            # interrupt still continues from what was last produced.
+            if motion is not None:
+                work.state.motion_pixels = motion
+            if shown is not None:
+                yield from ((k, f) for f in shown.frames())
+
+    def _emit(self, work: WindowWork, chunk: Tensor) -> tuple[PendingFrames | None, Tensor | None]:
+        """A decoded chunk [3, n, H, W] -> (its new frames on their way to the host, the motion frames as of
+        this chunk to publish when they are shown)."""
         state, M = work.state, work.settings.motion_frames
         chunk = chunk.float()
         if state.colour_ref is not None:
@@ -233,10 +315,6 @@ class LiveWindowRunner:
         work.recent = chunk if work.recent is None else torch.cat([work.recent, chunk], dim=1)[:, -M:]
         start = max(0, M - work.produced)
         work.produced += chunk.shape[1]
-        # Keep the motion frames current as frames are shown, so a window cut short by an
-        # interrupt still continues from what was last produced.
-        if work.produced >= M:
-            state.motion_pixels = work.recent[:, -M:].clone()
-        if start < chunk.shape[1]:
-            return list(video_to_frames(chunk[:, start:]).cpu().numpy())
-        return []
+        motion = work.recent[:, -M:].clone() if work.produced >= M else None
+        shown = self.handoff.submit(chunk[:, start:]) if start < chunk.shape[1] else None
+        return shown, motion

@@ -23,6 +23,8 @@ from torch import Tensor
 
 from model.clip_vision import CLIPVisionEncoder
 from model.dit import InfiniteTalkDiT
+from model.dit.graphs import CudaGraphDiT
+from model.dit.teacache import ResidualCache, TeaCacheSettings, plan_teacache
 from model.sampling import (
     BRANCH_SPECS,
     EULER,
@@ -93,6 +95,29 @@ class InfiniteTalkPipeline:
         self.device = torch.device(device)
         self.text = TextConditioning(text.prompt.to(self.device), text.negative.to(self.device))
         self.times: StageTimes | None = None  # attach one to measure per-stage time
+        self.dit_forward: Callable[..., Tensor] = dit  # what sampling calls (a CudaGraphDiT after use_cuda_graphs)
+        self._teacache_plans: dict[tuple, tuple[bool, ...]] = {}
+
+    def use_cuda_graphs(self, enabled: bool = True, max_graphs: int = 4) -> None:
+        """Replay the DiT forward from CUDA graphs (one per window shape); a no-op off CUDA (eager)."""
+        self.dit_forward = CudaGraphDiT(self.dit, max_graphs=max_graphs) if enabled else self.dit
+
+    def teacache_plan(self, settings: WindowSettings) -> tuple[bool, ...]:
+        """Which sampling steps run the DiT blocks under settings.teacache (all True when off)."""
+        tc: TeaCacheSettings | None = settings.teacache
+        if tc is None or tc.threshold <= 0:
+            return (True,) * settings.steps
+        timesteps = settings.timesteps()[: settings.steps]
+        key = (tc, tuple(timesteps.tolist()))
+        plan = self._teacache_plans.get(key)
+        if plan is None:
+            with torch.no_grad():
+                e, e0 = self.dit.time_embeddings(timesteps.to(self.dit.device))
+            modulated = e0 if tc.use_ret_steps else e
+            plan = self._teacache_plans[key] = plan_teacache(list(modulated.cpu()), tc)
+            log.info("TeaCache (threshold %.3g): %d of %d steps reuse the residual", tc.threshold,
+                     plan.count(False), settings.steps)
+        return plan
 
     @property
     def vae_stride(self) -> int:
@@ -145,8 +170,13 @@ class InfiniteTalkPipeline:
         audios: list[Tensor],
         masks: Tensor | None,
         settings: WindowSettings,
+        caches: dict[tuple[int, ...], ResidualCache] | None = None,
+        reuse: bool = False,
     ) -> dict[str, Tensor]:
-        """One DiT evaluation per guidance branch; branches with the same speaker count share a call."""
+        """One DiT evaluation per guidance branch; branches with the same speaker count share a call.
+
+        caches: TeaCache residuals per branch group (created on first use); reuse skips the blocks.
+        """
         groups: dict[int, list[int]] = {}
         for i, a in enumerate(audios):
             groups.setdefault(a.shape[0] if settings.batch_branches else -1 - i, []).append(i)
@@ -154,7 +184,11 @@ class InfiniteTalkPipeline:
         dit_dtype = self.dit.dtype
         for idx in groups.values():
             b = len(idx)
-            out = self.dit(
+            cache = None
+            if caches is not None:
+                cache = caches.setdefault(tuple(idx), ResidualCache())
+                cache.reuse = reuse
+            out = self.dit_forward(
                 latent[None].expand(b, *latent.shape).to(dit_dtype),
                 t.reshape(1).expand(b),
                 [contexts[i].to(dit_dtype) for i in idx],
@@ -163,6 +197,7 @@ class InfiniteTalkPipeline:
                 torch.stack([audios[i] for i in idx]).to(dit_dtype),
                 masks,
                 audio_scale=settings.audio_scale,
+                residual_cache=cache,
             )
             for j, i in enumerate(idx):
                 preds[names[i]] = out[j].float()
@@ -201,6 +236,8 @@ class InfiniteTalkPipeline:
         motion = motion_latent.to(self.device, torch.float32)
         latent = noise.to(self.device, torch.float32).clone()
         apg = APGGuidance() if settings.apg else None
+        plan = self.teacache_plan(settings)
+        caches: dict[tuple[int, ...], ResidualCache] | None = {} if not all(plan) else None
         if keep is not None:
             keep_latent = keep.latent.to(self.device, torch.float32)
             keep_mask = keep.mask.to(self.device, torch.float32)
@@ -209,8 +246,9 @@ class InfiniteTalkPipeline:
             latent[:, :tm] = motion
             if trace is not None:
                 trace("latent", i, latent)
-            with maybe_stage(self.times, "dit_step"):
-                preds = self._predict(latent, timesteps[i], cond, names, contexts, audios, masks, settings)
+            with maybe_stage(self.times, "dit_step" if plan[i] else "dit_step_cached"):
+                preds = self._predict(latent, timesteps[i], cond, names, contexts, audios, masks, settings,
+                                      caches, reuse=not plan[i])
             if trace is not None:
                 for name, p in preds.items():
                     trace(f"pred_{name}", i, p)

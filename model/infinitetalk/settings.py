@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from model.dit.teacache import TeaCacheSettings
 from model.sampling import (
     EULER,
     X0_RENOISE,
@@ -29,6 +30,8 @@ class WindowSettings:
     audio_scale: multiplier on the audio cross-attention (the adapter's strength).
     batch_branches: run the guidance branches as one batched DiT call (same numbers, faster).
     apg: adaptive projected guidance instead of vanilla CFG (reference `--use_apg`).
+    teacache: skip the DiT blocks on steps whose timestep input barely moved, reusing each branch's
+        last residual (reference `--use_teacache`); None = off (every step computes).
     """
 
     frame_num: int = 81
@@ -42,6 +45,7 @@ class WindowSettings:
     audio_scale: float = 1.0
     batch_branches: bool = True
     apg: bool = False
+    teacache: TeaCacheSettings | None = None
 
     def __post_init__(self) -> None:
         if self.frame_num < 5 or (self.frame_num - 1) % 4:

@@ -28,10 +28,16 @@ def load_infinitetalk_dit(
     loras: Sequence[LoraSpec | str | Path] = (),
     head_dim: int = 128,
     text_len: int = 512,
+    fp8_activations: str | None = None,
     **load_kwargs,
 ):
     """Build `model.dit.InfiniteTalkDiT` from the shapes in `sources` and load them into it (eval mode,
-    no grad). Returns (model, LoadReport). `load_kwargs` go to `load_module` (strict, manifest, ...)."""
+    no grad). Returns (model, LoadReport). `load_kwargs` go to `load_module` (strict, manifest, ...).
+
+    fp8_activations: "tensor", "row" or "none" to load the block linears straight into fp8 linears
+    (`model.dit.fp8_linear.FP8Linear`: byte for byte from a scaled-fp8 file, else quantised on load);
+    None keeps them in `dtype`.
+    """
     from model.dit import DiTConfig, InfiniteTalkDiT  # the only place model.weights knows the DiT
 
     if isinstance(sources, (str, Path)):
@@ -40,6 +46,10 @@ def load_infinitetalk_dit(
     logger.info("DiT config inferred from the weights: %s", kwargs)
     with torch.device("meta"):
         model = InfiniteTalkDiT(DiTConfig.from_reference_kwargs(kwargs))
+    if fp8_activations is not None:
+        from model.dit.fp8_linear import quantize_linears_
+
+        quantize_linears_(model, activations=fp8_activations)
     model.eval().requires_grad_(False)
     report: LoadReport = load_module(model, sources, device=device, dtype=dtype, loras=loras, **load_kwargs)
     return model, report

@@ -137,6 +137,21 @@ def fp8_max(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).max)
 
 
+def quantize_fp8(
+    x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn, dim: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x -> (q, scale) with x ~= q.float() * scale, the fp8 range used to the full (amax -> max).
+
+    dim None: one float32 scale for the tensor (shape []); else one per slice along `dim`
+    (keepdim, e.g. dim=-1 on activations [M, K] gives per-row scales [M, 1]). Round to nearest.
+    """
+    amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+    lim = fp8_max(dtype)
+    scale = (amax.float() / lim).clamp_min(torch.finfo(torch.float32).tiny)
+    q = (x.float() / scale).clamp_(-lim, lim).to(dtype)
+    return q, scale
+
+
 def fp8_error_bound(reference: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
     """Per-element bound on |dequant(quant(x)) - x| for round-to-nearest into `dtype` with a scale.
 

@@ -12,6 +12,12 @@ reference. `keep_fp32=("modulation", "norm")` keeps matching parameters in fp32 
 block) for callers who prefer precision over bit-parity. When `dtype` is an fp8 type (weight storage), only
 nn.Linear weights are stored as fp8; every other float tensor uses `compute_dtype` (bf16), as fp8 norms,
 biases and modulation would be useless.
+
+fp8 linears with their own scale (e.g. `model.dit.fp8_linear.FP8Linear`: an fp8 `<layer>.weight` next to a
+float32 `<layer>.weight_scale` in the module) are filled whatever `dtype` says: an fp8 file of the same
+format with per-tensor scales (ComfyUI "scaled fp8", `scale_weight` / `weight_scale` keys) goes in byte for
+byte with its scale; other files (bf16, plain fp8, per-channel scales, LoRAs merged) are quantised per
+tensor on the way in. So a 14B fp8 checkpoint loads straight into fp8 linears, never via a bf16 copy.
 """
 
 from __future__ import annotations
@@ -168,6 +174,20 @@ def _assign(module: nn.Module, name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+SCALE_SUFFIX = ".weight_scale"
+
+
+def _scaled_fp8_pairs(targets: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """fp8 weight name -> its scale's name, for modules that keep fp8 weights with a per-tensor scale."""
+    pairs = {}
+    for name in targets:
+        if name.endswith(SCALE_SUFFIX):
+            weight = name[: -len(SCALE_SUFFIX)] + ".weight"
+            if weight in targets and is_fp8(targets[weight].dtype):
+                pairs[weight] = name
+    return pairs
+
+
 def _linear_weights(module: nn.Module) -> set[str]:
     return {f"{n}.weight" if n else "weight" for n, m in module.named_modules() if isinstance(m, nn.Linear)}
 
@@ -243,7 +263,11 @@ def load_module(
                         len(foreign), ", ".join(foreign[:3]))
         ignored = foreign + [k for k in unexpected if _ignored(k, ignore)]
         unexpected = [k for k in unexpected if not _ignored(k, ignore)]
-        missing = [k for k in targets if k not in plan]
+        fp8_pairs = {w: sc for w, sc in _scaled_fp8_pairs(targets).items() if w in plan}
+        filled_scales = set(fp8_pairs.values())  # produced with their weights, not read by name
+        for sc in filled_scales:
+            plan.pop(sc, None)
+        missing = [k for k in targets if k not in plan and k not in filled_scales]
         mismatched = [
             f"{k}: checkpoint {list(r.info.shape)} vs model {list(shapes[k])}"
             for k, r in plan.items()
@@ -291,10 +315,12 @@ def load_module(
                 source=srcs[plan[n].source],
                 key=plan[n].key,
                 info=plan[n].info,
-                want=_target_dtype(targets[n], n in linear, n in fp32_names, dtype, compute_dtype),
+                want=targets[n].dtype if n in fp8_pairs else _target_dtype(
+                    targets[n], n in linear, n in fp32_names, dtype, compute_dtype),
                 shape=shapes[n],
                 scale_key=plan[n].scale_key,
                 patches=tuple(patches.get(n, ())),
+                scaled_fp8=n in fp8_pairs,
             )
             for n in order
         ]
@@ -303,6 +329,9 @@ def load_module(
         assigned: dict[int, torch.Tensor] = {}
         for job, t in run_jobs(jobs, device, read_ahead=read_ahead):
             bytes_read += job.info.nbytes
+            if job.scaled_fp8:
+                t, scale = t
+                _assign(module, fp8_pairs[job.name], scale.reshape(shapes[fp8_pairs[job.name]]))
             assigned[id(targets[job.name])] = _assign(module, job.name, t)
             dname = str(job.want).replace("torch.", "")
             dtype_counts[dname] = dtype_counts.get(dname, 0) + 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fp8 import dequantize, is_fp8
+from .fp8 import dequantize, is_fp8, quantize_fp8
 from .lora import LoraPatch, LoraPlan, lora_delta
 from .sources import TensorInfo, TensorSource
 
@@ -33,14 +33,39 @@ class Job:
     shape: tuple[int, ...]
     scale_key: str | None = None
     patches: tuple[tuple[LoraPlan, LoraPatch], ...] = ()
+    scaled_fp8: bool = False  # the target is an fp8 weight with its own per-tensor scale: yield (weight, scale)
 
     def direct(self, device: torch.device) -> bool:
         """Can the file's bytes become the final tensor as they are?"""
-        return device.type == "cpu" and not self.scale_key and not self.patches and self.info.dtype == self.want
+        return (device.type == "cpu" and not self.scale_key and not self.patches and not self.scaled_fp8
+                and self.info.dtype == self.want)
 
 
 def _shares(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     return b is not None and a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def convert_scaled_fp8(
+    job: Job, raw: torch.Tensor, scale: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 weight, float32 scalar scale) for an fp8-with-scale target (e.g. model.dit FP8Linear).
+
+    A file that already stores this fp8 format with one scale (or none) is taken byte for byte;
+    anything else (bf16/fp32 weights, per-channel scales, another fp8 format, LoRA deltas) is
+    brought to float32 and quantised per tensor.
+    """
+    t = raw.to(device)
+    if t.dtype == job.want and not job.patches and (scale is None or scale.numel() == 1):
+        s = scale.to(device=device, dtype=torch.float32).reshape(()) if scale is not None else None
+        if s is None:
+            s = torch.ones((), dtype=torch.float32, device=device)
+        w = t.reshape(job.shape)
+        return (w.clone() if w.data_ptr() == raw.data_ptr() else w), s
+    w = dequantize(t, scale) if (scale is not None or is_fp8(t.dtype)) else t.to(torch.float32)
+    for plan, patch in job.patches:
+        w += lora_delta(patch, plan.source, job.shape, device)
+    q, s = quantize_fp8(w.reshape(job.shape), job.want)
+    return q, s
 
 
 def convert(job: Job, raw: torch.Tensor, scale: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -60,8 +85,10 @@ def convert(job: Job, raw: torch.Tensor, scale: torch.Tensor | None, device: tor
     return t.to(job.want).reshape(job.shape)
 
 
-def run_jobs(jobs: Sequence[Job], device: torch.device, *, read_ahead: bool = True) -> Iterator[tuple[Job, torch.Tensor]]:
-    """Yield (job, final tensor) in order; at most two raw tensors in flight."""
+def run_jobs(
+    jobs: Sequence[Job], device: torch.device, *, read_ahead: bool = True
+) -> Iterator[tuple[Job, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]]:
+    """Yield (job, final tensor) in order ((weight, scale) for scaled_fp8 jobs); at most two raw tensors in flight."""
     staged = [j.info.nbytes for j in jobs if not j.direct(device)]
     pin = device.type == "cuda" and torch.cuda.is_available()
     n_buf = 2 if read_ahead else 1
@@ -83,11 +110,15 @@ def run_jobs(jobs: Sequence[Job], device: torch.device, *, read_ahead: bool = Tr
                 pending = pool.submit(fetch, i + 1) if i + 1 < len(jobs) else None
             else:
                 raw, scale, buf = fetch(i)
-            t = raw if buf is None else convert(job, raw, scale, device)
-            if _shares(t, buf):  # never hand out a view of a staging buffer
-                t = t.clone()
+            if job.scaled_fp8:
+                out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = convert_scaled_fp8(job, raw, scale, device)
+            else:
+                t = raw if buf is None else convert(job, raw, scale, device)
+                if _shares(t, buf):  # never hand out a view of a staging buffer
+                    t = t.clone()
+                out = t
             del raw
-            yield job, t
+            yield job, out
     finally:
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)

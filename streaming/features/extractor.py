@@ -2,7 +2,11 @@
 
     samples --IncrementalConvStack--> conv frames (~50 Hz, each sample through the CNN once)
       --every 2nd frame--> one token per video frame (25 fps)
-      --encoder on [left context | block | look-ahead] tokens--> the block's embeddings
+      --encoder per block of `block_frames` tokens, once `lookahead_frames` more are in--> embeddings
+
+The encoder sees the block, its look-ahead and `left_context_frames` earlier tokens: by default
+as cached per-layer keys/values (each token is encoded once; cached_encoder.py), or re-encoded
+for every block (`encoder="recompute"`, (context + block + look-ahead) / block times the work).
 
 Token f is conv frame 2f: for a clip of exactly 640 * S samples the whole-clip interpolation
 positions f * (N - 1) / (S - 1) are exactly 2f (N = 2S - 1 conv frames), so this is the
@@ -22,6 +26,7 @@ from transformers import Wav2Vec2Model
 
 from model.audio import encode_features, num_video_frames
 
+from .cached_encoder import CachedContextEncoder
 from .conv_stack import SLOT, IncrementalConvStack
 from .norm_stats import NormStats
 from .settings import FeatureSettings
@@ -44,7 +49,8 @@ class IncrementalFeatureExtractor:
     """Per-video-frame wav2vec2 embeddings of a live 16 kHz mono stream (one speaker).
 
     Not thread-safe: call from one thread (the engine's worker). Works on the model's device and
-    dtype; returned tensors are [n, layers, hidden] on that device in that dtype.
+    dtype (build it after moving the model there); returned tensors are [n, layers, hidden] on
+    that device in that dtype.
     fixed_stats: normalisation statistics to use instead of live estimates (tests).
     silence: a shared `SilenceEmbeddings` cache (e.g. one per worker); made on first use if None.
     """
@@ -55,7 +61,9 @@ class IncrementalFeatureExtractor:
         self.settings = settings or FeatureSettings()
         s = self.settings
         self._conv = IncrementalConvStack(model, s.stats_horizon_s, s.loudness, s.loudness_window_s,
-                                          s.target_lufs, fixed_stats, s.warmup_frames)
+                                          s.target_lufs, fixed_stats, s.stats_warmup_frames, s.quiet_rms,
+                                          s.pause_frames, (s.block_frames, s.lookahead_frames))
+        self._cached = CachedContextEncoder(model, s.left_context_frames) if s.encoder == "cached" else None
         self._silence = silence
         self.layers = model.config.num_hidden_layers
         self.hidden = model.config.hidden_size
@@ -87,7 +95,7 @@ class IncrementalFeatureExtractor:
             return 0
         b = self.settings.block_frames
         end = -(-frames // b) * b
-        need = SLOT * max(end + self.settings.lookahead_frames, self.settings.warmup_frames)
+        need = SLOT * (end + self.settings.lookahead_frames)
         return need + 1 if num_video_frames(need) < end else need
 
     # ---- streaming ------------------------------------------------------------------------------
@@ -95,6 +103,8 @@ class IncrementalFeatureExtractor:
     def reset(self) -> None:
         """Start a new stream (statistics, buffers and counters); the silence cache is kept."""
         self._conv.reset()
+        if self._cached is not None:
+            self._cached.reset()
         self._conv_frames = 0
         self._tokens = torch.zeros(0, self._conv.channels, device=self._conv.device, dtype=self._conv.dtype)
         self._token0 = 0  # stream index of self._tokens[0]
@@ -153,6 +163,8 @@ class IncrementalFeatureExtractor:
             t0 = max(0, start - ctx)
             jobs.append((t0, window_end(end), start - t0, end - start))
             start = end
+        if self._cached is not None:
+            return self._emit_cached(jobs, ends)
         results: dict[int, torch.Tensor] = {}
         by_len: dict[int, list[int]] = {}
         for i, (t0, t1, _, _) in enumerate(jobs):
@@ -163,12 +175,25 @@ class IncrementalFeatureExtractor:
             for k, i in enumerate(idx):
                 _, _, r0, n = jobs[i]
                 results[i] = out[k, r0:r0 + n]
-        self._emitted = ends[-1]
-        keep_from = max(0, self._emitted - ctx)
+        self._advance(ends[-1])
+        return torch.cat([results[i] for i in range(len(jobs))])
+
+    def _emit_cached(self, jobs: list[tuple[int, int, int, int]], ends: list[int]) -> torch.Tensor:
+        """Blocks in order through the cached-context encoder (each token encoded once)."""
+        out = []
+        for (t0, t1, r0, n) in jobs:
+            first = t0 + r0 - self._token0
+            block = self._tokens[first:first + n]
+            out.append(self._cached.encode_block(block, self._tokens[first + n:t1 - self._token0]))
+        self._advance(ends[-1])
+        return torch.cat(out)
+
+    def _advance(self, emitted: int) -> None:
+        self._emitted = emitted
+        keep_from = max(0, emitted - self.settings.left_context_frames)
         if keep_from > self._token0:
             self._tokens = self._tokens[keep_from - self._token0:]
             self._token0 = keep_from
-        return torch.cat([results[i] for i in range(len(jobs))])
 
     def silence_embedding(self, frames: int) -> torch.Tensor:
         """Embeddings [frames, layers, hidden] of digital silence through this extractor's settings, cached."""

@@ -110,3 +110,73 @@ def whole_clip_norm_stats(model: Wav2Vec2Model, wave: np.ndarray, loudness: bool
         r = raw_conv0(model, torch.from_numpy(x).to(device)).double()
         conv_var, conv_mean = torch.var_mean(r, dim=-1, correction=0)
     return NormStats(g, float(xd.mean()), float(xd.var()), conv_mean, conv_var)
+
+
+def is_sound(xs: np.ndarray, quiet_rms: float) -> bool:
+    """A slot of raw samples has sound when its RMS reaches `quiet_rms` (1e-3 = -60 dBFS)."""
+    return bool(np.sqrt(np.mean(np.square(xs, dtype=np.float64))) >= quiet_rms) if xs.size else False
+
+
+def first_sound_slot(x: np.ndarray, slot: int, quiet_rms: float) -> int | None:
+    """Index of the first slot of x (whole slots) with sound, or None."""
+    for j in range(x.shape[0] // slot):
+        if is_sound(x[j * slot:(j + 1) * slot], quiet_rms):
+            return j
+    return None
+
+
+class SoundGate:
+    """Which slots feed the running statistics: every slot with sound, and the first `pause_slots`
+    quiet slots of each pause after sound (natural pauses, like those inside a clip).
+
+    A live session idles for minutes (the engine pushes zeros); letting that into the statistics
+    would pull them toward silence, and the first words after it would come out many times too
+    loud. Silence before the first sound never counts.
+    """
+
+    def __init__(self, quiet_rms: float, pause_slots: int) -> None:
+        self.quiet_rms, self.pause_slots = quiet_rms, pause_slots
+        self.reset()
+
+    def reset(self) -> None:
+        self.first_sound: int | None = None  # stream index of the first slot with sound
+        self._slot = 0
+        self._quiet_run = 0
+
+    def counts(self, xs: np.ndarray) -> bool:
+        """Classify the next slot (in stream order); True when it should update the statistics."""
+        index, self._slot = self._slot, self._slot + 1
+        if is_sound(xs, self.quiet_rms):
+            if self.first_sound is None:
+                self.first_sound = index
+            self._quiet_run = 0
+            return True
+        self._quiet_run += 1
+        return self.first_sound is not None and self._quiet_run <= self.pause_slots
+
+
+class GatedMoments:
+    """Running moments of the gated slots; until one has been seen, of all slots (so leading
+    silence or noise is still normalised by something of its own scale)."""
+
+    def __init__(self, channels: int, horizon: float | None = None, device: torch.device | str = "cpu") -> None:
+        self.gated = RunningMoments(channels, horizon, device)
+        self.all = RunningMoments(channels, horizon, device)
+
+    def reset(self) -> None:
+        self.gated.reset()
+        self.all.reset()
+
+    def update(self, x: torch.Tensor, counts: bool) -> None:
+        if self.gated.count == 0:
+            self.all.update(x)
+        if counts:
+            self.gated.update(x)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return (self.gated if self.gated.count else self.all).mean
+
+    @property
+    def var(self) -> torch.Tensor:
+        return (self.gated if self.gated.count else self.all).var

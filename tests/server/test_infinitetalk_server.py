@@ -172,3 +172,22 @@ def test_render_a_video_with_a_mask_regenerates_only_the_box(tmp_path, speech_di
         diff = np.abs(frame - decoded_src[i % len(decoded_src)])
         assert diff[kept].mean() < 4, f"frame {i}: source not kept outside the mask"
         assert diff[20:36, 20:36].mean() > 10, f"frame {i}: not regenerated inside the mask"
+
+
+def test_render_with_fp8_linears_and_teacache(tmp_path, speech_dir):
+    wav = tmp_path / "short.wav"
+    with wave.open(str(speech_dir / "speech_en1.wav")) as r, wave.open(str(wav), "wb") as w:
+        w.setparams(r.getparams())
+        w.writeframes(r.readframes(16000))
+    out = tmp_path / "fp8.mp4"
+    code = main(["render", "--image", str(_astronaut()), "--audio", str(wav), "-o", str(out), "--preset", "tiny-random",
+                 "--size", "32x32", "--fp8", "row", "--teacache", "0.2", "--steps", "6", "--no-progress"])
+    assert code == 0
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 25
+
+
+def _astronaut():
+    from streaming.avatars import builtin_avatar_path
+
+    return builtin_avatar_path("astronaut")

@@ -149,3 +149,14 @@ async def test_interrupt_mid_speech_keeps_generating_from_the_last_frames(bundle
     finally:
         await engine.shutdown()
     assert not got[-1].speech
+
+
+def test_after_a_window_the_next_windows_audio_free_inputs_are_already_encoded(bundle):
+    gen = tiny_generator(bundle)
+    state = gen.open_session("s", AVATAR)
+    spec = gen.window
+    audio = (np.random.default_rng(1).standard_normal((1, spec.job_samples)) * 0.1).astype(np.float32)
+    frames = list(gen.generate(state, WindowJob("s", 0, 0, audio, speech=True)))
+    assert len(frames) == spec.new_frames
+    pre = state.live.precomputed
+    assert pre is not None and pre.motion_from is state.live.motion_pixels and pre.motion_latent is not None

@@ -29,6 +29,16 @@ SPEECH = ["speech_en1", "speech_en2", "speech_de1"]
 HUGE = 100_000  # frames: a left context / look-ahead that covers any test clip
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Streaming runs many small ops; on a shared, oversubscribed CPU two OpenMP threads make each
+    of them wait for the other (10-30x slower here). One thread keeps this module fast."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def models(golden_dir, tmp_path_factory):
     """The golden tiny model and a random one with the base model's conv stack, both loaded from disk."""
@@ -95,6 +105,35 @@ def test_warmup_slots_share_the_statistics_of_the_warmup_audio(models, speech):
     assert not torch.allclose(live[expected.shape[0]:][:4], fixed.push(x[warm * SLOT:])[:4], atol=1e-4)
 
 
+@pytest.mark.parametrize("quiet_rms", [1e-3, 0.0])  # 0: every slot counts (no gating), the contrast
+def test_idle_silence_does_not_drag_the_statistics(models, speech, quiet_rms):
+    model = models["group"]
+    a, b = speech["speech_en1"][: 2 * 16000], speech["speech_en2"][: 2 * 16000]
+    runs = []
+    for idle_s in (2, 20):
+        stack = IncrementalConvStack(model, stats_horizon_s=5.0, quiet_rms=quiet_rms)
+        head = np.concatenate([a, np.zeros(idle_s * 16000, np.float32)])
+        _conv_stream(stack, head, 320)
+        runs.append(_conv_stream(stack, b, 320)[5:])  # b's frames (after those overlapping the silence)
+    same = torch.allclose(runs[0], runs[1], atol=1e-5, rtol=1e-5)
+    assert same if quiet_rms > 0 else not same
+
+
+def test_leading_silence_does_not_enter_the_statistics(models, speech):
+    """Up to the one conv0 frame straddling silence and speech, as if the stream began with the speech."""
+    model = models["group"]
+    x = speech["speech_en1"][: 3 * 16000]
+    alone = _conv_stream(IncrementalConvStack(model, warmup_slots=8), x, 320)
+    lead = 3 * 16000  # whole slots and whole conv hops, so conv frame 150 is speech frame 0
+    padded = np.concatenate([np.zeros(lead, np.float32), x])
+    errors = {}
+    for quiet_rms in (1e-3, 0.0):  # 0: every slot counts, the contrast
+        stack = IncrementalConvStack(model, warmup_slots=8, quiet_rms=quiet_rms)
+        after = _conv_stream(stack, padded, 320)[lead // 320:]
+        errors[quiet_rms] = float((after - alone).abs().max() / alone.abs().max())
+    assert errors[1e-3] < 0.01 and errors[0.0] > 10 * errors[1e-3], errors
+
+
 def test_fixed_statistics_must_carry_conv_moments_for_group_models(models):
     with pytest.raises(ValueError, match="whole_clip_norm_stats"):
         IncrementalConvStack(models["group"], fixed_stats=NormStats(1.0, 0.0, 1.0))
@@ -103,15 +142,40 @@ def test_fixed_statistics_must_carry_conv_moments_for_group_models(models):
 # ---- embeddings: live vs the whole clip --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("encoder", ["cached", "recompute"])
 @pytest.mark.parametrize("which", ["golden", "group"])
-def test_with_full_context_and_clip_statistics_live_equals_the_whole_clip(models, speech, which):
+def test_with_full_context_and_clip_statistics_live_equals_the_whole_clip(models, speech, which, encoder):
     """Token f is conv frame 2f: for a stream of 640 * S samples that IS the reference's interpolation."""
     model = models[which]
     x = frame_aligned(speech["speech_de1"])
-    settings = FeatureSettings(left_context_frames=HUGE, lookahead_frames=HUGE)
+    settings = FeatureSettings(left_context_frames=HUGE, lookahead_frames=HUGE, encoder=encoder)
     ex = IncrementalFeatureExtractor(model, settings, fixed_stats=whole_clip_norm_stats(model, x))
     got = _stream(ex, x, [320])
     torch.testing.assert_close(got, whole_clip_embedding(model, x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["golden", "layer"])
+def test_cached_encoder_on_one_block_is_the_whole_clip_encoder(models, speech, which, tmp_path):
+    """Post-norm (base) and pre-norm (stable layer norm) layers, re-implemented for cached keys/values."""
+    model = models.get(which) or save_and_load(tiny_config("layer"), tmp_path)
+    x = frame_aligned(speech["speech_en2"], 3.0)
+    settings = FeatureSettings(block_frames=HUGE, lookahead_frames=0, encoder="cached")
+    ex = IncrementalFeatureExtractor(model, settings, fixed_stats=whole_clip_norm_stats(model, x))
+    torch.testing.assert_close(_stream(ex, x, [640]), whole_clip_embedding(model, x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["golden", "group"])
+def test_cached_context_is_as_close_to_the_whole_clip_as_recomputing_it(models, speech, which):
+    model = models[which]
+    means = {}
+    for encoder in ("cached", "recompute"):
+        cos = []
+        for x in speech.values():
+            x = frame_aligned(x, 5.0)
+            ex = IncrementalFeatureExtractor(model, FeatureSettings(encoder=encoder))
+            cos.append(frame_cosines(_stream(ex, x, [1600]), whole_clip_embedding(model, x)))
+        means[encoder] = float(torch.cat(cos).mean())
+    assert means["cached"] >= means["recompute"] - 0.003, means
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +186,7 @@ def lookahead_sweep(models, speech):
         for la in (0, 4, 8, 16):
             cos = []
             for x in speech.values():
-                x = frame_aligned(x)
+                x = frame_aligned(x, 6.0)
                 ex = IncrementalFeatureExtractor(model, FeatureSettings(lookahead_frames=la))
                 cos.append(frame_cosines(_stream(ex, x, [1600]), whole_clip_embedding(model, x)))
             out[which, la] = cos
@@ -170,21 +234,29 @@ def test_frame_count_after_flush_is_the_reference_count(models, samples, lookahe
     assert out.shape[0] == ex.frames_emitted == num_video_frames(samples)  # 29 * 640 -> 28 (float quirk)
 
 
+def _noise(samples: int, silent_frames: int = 0, seed: int = 0) -> np.ndarray:
+    x = (0.1 * np.random.default_rng(seed).standard_normal(samples)).astype(np.float32)
+    x[: silent_frames * SLOT] = 0.0
+    return x
+
+
 @pytest.mark.parametrize(("block", "lookahead"), [(4, 8), (1, 0), (3, 2)])
-def test_samples_needed_is_exact(models, block, lookahead):
-    settings = FeatureSettings(block_frames=block, lookahead_frames=lookahead, stats_warmup_frames=5)
+@pytest.mark.parametrize("silent_frames", [0, 2, 5, 7])  # the warm-up at the first sound never delays a block
+def test_samples_needed_is_exact(models, block, lookahead, silent_frames):
+    settings = FeatureSettings(block_frames=block, lookahead_frames=lookahead)
     for frames in (1, 7, 29):
         ex = IncrementalFeatureExtractor(models["golden"], settings)
         need = ex.samples_needed(frames)
-        x = (0.1 * np.random.default_rng(frames).standard_normal(need)).astype(np.float32)
-        ex.push(x[:-1])
+        x = _noise(need, silent_frames, frames)
+        for i in range(0, need - 1, 320):
+            ex.push(x[i:min(i + 320, need - 1)])
         assert ex.frames_emitted < frames
         ex.push(x[-1:])
         assert ex.frames_emitted >= frames
 
 
 def test_chunk_size_does_not_change_the_output(models, speech):
-    x = np.concatenate([speech["speech_de1"], speech["speech_de1"][:1000]])  # ends mid-slot
+    x = speech["speech_de1"][: 3 * 16000 + 1000]  # ends mid-slot
     model = models["golden"]
     rng = np.random.default_rng(0)
     runs = {
@@ -220,7 +292,7 @@ def test_silence_embedding_is_cached_and_equals_pushing_zeros(models, speech):
     ex = IncrementalFeatureExtractor(model)
     ex.push(speech["speech_de1"][:16000])  # a session's own state does not leak into it
     calls = []
-    hook = model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    hook = model.feature_projection.register_forward_hook(lambda *a: calls.append(1))
     try:
         first = ex.silence_embedding(30)
         n = len(calls)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from streaming.features import RunningLoudness, RunningMoments
+from streaming.features.norm_stats import GatedMoments, SoundGate
 from tests.helpers.lite import read_wav_16k
 
 
@@ -75,3 +76,20 @@ def test_a_horizon_forgets_an_old_level_and_cumulative_does_not():
     assert float(forgetting.var[0]) == pytest.approx(100.0, rel=0.15)
     assert float(cumulative.var[0]) < 50.0
     assert forgetting.count == 1000
+
+
+def test_sound_gate_counts_sound_and_short_pauses_after_it():
+    gate = SoundGate(quiet_rms=1e-3, pause_slots=3)
+    quiet, loud = np.zeros(640, np.float32), np.full(640, 0.1, np.float32)
+    pattern = [quiet, quiet, loud, quiet, quiet, quiet, quiet, quiet, loud, quiet]
+    assert [gate.counts(x) for x in pattern] == [False, False, True, True, True, True, False, False, True, True]
+    assert gate.first_sound == 2
+
+
+def test_gated_moments_fall_back_to_all_slots_until_one_counts():
+    m = GatedMoments(1)
+    m.update(torch.full((1, 10), 2.0, dtype=torch.float64), counts=False)
+    assert float(m.mean[0]) == 2.0
+    m.update(torch.full((1, 10), 5.0, dtype=torch.float64), counts=True)
+    m.update(torch.full((1, 10), 7.0, dtype=torch.float64), counts=False)
+    assert float(m.mean[0]) == 5.0 and float(m.var[0]) == 0.0
