@@ -121,6 +121,8 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                         "or weight-only (none: memory, not speed)")
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
     g.add_argument("--cuda-graphs", action="store_true", help="replay DiT forwards from CUDA graphs")
+    g.add_argument("--sequence-parallel", action="store_true",
+                   help="under torchrun: split the DiT over every process (Ulysses); rank 0 serves, the others follow")
     g.add_argument("--teacache", type=float, metavar="THRESHOLD",
                    help="skip DiT steps whose input barely changed (e.g. 0.2; pays with many steps)")
     g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
@@ -153,7 +155,8 @@ def backend_options(args: argparse.Namespace) -> dict:
         shift=args.shift, text_scale=args.text_scale, audio_scale=args.audio_scale,
         colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
         negative_prompt=args.negative_prompt, idle=args.idle, fp8=args.fp8, compile=args.compile,
-        cuda_graphs=args.cuda_graphs, teacache=args.teacache, verify_weights=args.verify_weights,
+        cuda_graphs=args.cuda_graphs, teacache=args.teacache, sequence_parallel=args.sequence_parallel,
+        verify_weights=args.verify_weights,
     )
 
 
@@ -254,6 +257,18 @@ def read_mask(args: argparse.Namespace, avatar: Avatar):
     return np.asarray(gray, np.float32) / 255.0
 
 
+def run_follower_rank(args: argparse.Namespace) -> int:
+    """Ranks > 0 under torchrun with --sequence-parallel: serve rank 0's DiT calls, no server of our own."""
+    from streaming.infinitetalk_setup import InfiniteTalkOptions, run_follower
+
+    if args.backend != "infinitetalk":
+        print(f"{PROG}: --sequence-parallel needs --backend infinitetalk", file=sys.stderr)
+        return 2
+    calls = run_follower(InfiniteTalkOptions(**backend_options(args)))
+    log.info("rank %s served %d DiT calls", os.environ.get("RANK"), calls)
+    return 0
+
+
 async def render(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -306,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {NOT_YET[args.command]}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "sequence_parallel", False) and int(os.environ.get("RANK", "0")) > 0:
+        return run_follower_rank(args)
     if args.command == "render":
         return asyncio.run(render(args))
     if args.command == "bench":

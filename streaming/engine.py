@@ -48,8 +48,15 @@ class Engine:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())), return_exceptions=True)
 
     async def shutdown(self) -> None:
-        """Close every session, then stop the worker thread."""
+        """Close every session, let the backend release what it holds (on the worker thread, where it
+        ran), then stop the worker thread."""
         await self.close_all()
+        close = getattr(self.generator, "close", None)
+        if close is not None and self.worker.alive:
+            try:
+                await asyncio.wrap_future(self.worker.call(close))
+            except Exception:  # noqa: BLE001 - shutdown goes on
+                log.exception("backend %s: close failed", self.generator.name)
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
 
     def stats(self) -> dict[str, Any]:

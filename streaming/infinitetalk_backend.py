@@ -204,6 +204,12 @@ class InfiniteTalkGenerator:
         embeddings = [ex.push(np.zeros(lead * spf, np.float32)) for ex in extractors]
         return _SessionState(live, extractors, embeddings, -lead, 0, frames, avatar, size, size)
 
+    def close(self) -> None:
+        """Backend shutdown: release follower ranks of a sequence-parallel DiT (they are waiting for calls)."""
+        stop = getattr(self.bundle.pipe.dit, "stop", None)
+        if stop is not None:
+            stop()
+
     def close_session(self, state: _SessionState) -> None:
         state.extractors.clear()
         state.embeddings.clear()

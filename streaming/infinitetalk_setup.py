@@ -10,8 +10,11 @@ from pathlib import Path
 
 import torch
 
+from model.dit.parallel import SequenceParallel, init_from_env
+from model.dit.parallel_serve import BroadcastingDiT, follow
 from model.dit.teacache import TeaCacheSettings
 from model.infinitetalk import ModelFiles, SpeedOptions, load_bundle
+from model.infinitetalk.bundle import load_dit
 from model.infinitetalk.manifest import record_weights, verify_weights
 from model.infinitetalk.presets import KIND_PRESETS, get_preset, preset_size
 from model.infinitetalk.tiny import write_tiny_weights
@@ -61,6 +64,7 @@ class InfiniteTalkOptions:
     compile: bool = False  # torch.compile the DiT blocks
     cuda_graphs: bool = False  # replay DiT forwards from CUDA graphs (static window shapes)
     teacache: float | None = None  # TeaCache threshold (e.g. 0.2); None = every step computes
+    sequence_parallel: bool = False  # under torchrun: the DiT runs split over every rank (rank 0 serves)
     verify_weights: str = "full"
     """full | size | off: check the files against `weights.sha256.json` in the weights folder (or
     beside --weights-config) before loading; the manifest is recorded after the first good load."""
@@ -94,25 +98,19 @@ def window_settings(opts: InfiniteTalkOptions):
     return dataclasses.replace(base, **changes)
 
 
-def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGenerator:
-    """Load the model (raising MissingWeightsError before anything heavy when files are missing)."""
-    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = _dtype(opts.dtype, device)
+def _resolve_files(opts: InfiniteTalkOptions) -> tuple[ModelFiles, InfiniteTalkOptions, tuple[int, int] | None]:
+    """Which files to load (tiny-random writes them), the preset that goes with them, the size."""
     size = opts.size
-    manifest: Path | None = None
     if opts.preset == TINY_RANDOM:
         log.warning(NOISE_WARNING)
         root = Path(tempfile.mkdtemp(prefix="infinitetalk-tiny-"))
         write_tiny_weights(root, seed=opts.seed)
         files = ModelFiles.discover(root)
-        dtype = torch.float32 if device.type == "cpu" else dtype
         size = size or (64, 64)
     elif opts.weights_config is not None:
         files = ModelFiles.from_json(opts.weights_config)
-        manifest = opts.weights_config.parent / MANIFEST_NAME
     elif opts.weights is not None:
         files = ModelFiles.discover(opts.weights)
-        manifest = opts.weights / MANIFEST_NAME
     else:
         raise ValueError("backend infinitetalk needs --weights DIR (or --weights-config FILE, or --preset tiny-random)")
     if opts.preset is None:
@@ -121,13 +119,44 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
     elif opts.preset in KIND_PRESETS.values() and opts.preset != KIND_PRESETS[files.kind]:
         log.warning("preset %s on %s weights: this model is meant for preset %s", opts.preset, files.kind,
                     KIND_PRESETS[files.kind])
-    size = size or preset_size(opts.preset)
     if opts.loras:
         files = files.with_loras(list(files.loras) + list(opts.loras))
-    unrecorded: list[Path] = []
-    if manifest is not None and opts.verify_weights != "off":
-        unrecorded = verify_weights(files, manifest, opts.verify_weights)  # raises WeightLoadError naming bad files
-    speed = SpeedOptions(fp8=opts.fp8, compile=opts.compile, cuda_graphs=opts.cuda_graphs)
+    return files, opts, size or preset_size(opts.preset)
+
+
+def _manifest_path(opts: InfiniteTalkOptions) -> Path | None:
+    """Where the sha256 manifest of the user's weights lives (None: tiny-random, or verification off)."""
+    if opts.verify_weights == "off" or opts.preset == TINY_RANDOM:
+        return None
+    if opts.weights_config is not None:
+        return opts.weights_config.parent / MANIFEST_NAME
+    return opts.weights / MANIFEST_NAME if opts.weights is not None else None
+
+
+def _device_and_dtype(opts: InfiniteTalkOptions) -> tuple[torch.device, torch.dtype, SequenceParallel | None]:
+    sp = None
+    if opts.sequence_parallel:
+        sp, device = init_from_env()
+    else:
+        device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = _dtype(opts.dtype, device)
+    if opts.preset == TINY_RANDOM and device.type == "cpu":
+        dtype = torch.float32
+    return device, dtype, sp
+
+
+def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGenerator:
+    """Load the model (raising MissingWeightsError before anything heavy when files are missing).
+
+    With sequence_parallel (under torchrun) this is rank 0's part: its DiT calls are broadcast to the
+    other ranks, which run `run_follower` with the same options.
+    """
+    files, opts, size = _resolve_files(opts)
+    manifest = _manifest_path(opts)
+    # A changed or truncated file is refused here, naming it (WeightLoadError), before anything loads.
+    unrecorded = verify_weights(files, manifest, opts.verify_weights) if manifest is not None else []
+    device, dtype, sp = _device_and_dtype(opts)
+    speed = SpeedOptions(fp8=opts.fp8, compile=opts.compile, cuda_graphs=opts.cuda_graphs and sp is None)
     bundle = load_bundle(files, device=device, dtype=dtype, prompt=opts.prompt, negative_prompt=opts.negative_prompt,
                          speed=speed)
     if manifest is not None and unrecorded:
@@ -135,6 +164,26 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
     if opts.preset == TINY_RANDOM:
         bundle.description = "TINY RANDOM MODEL (video is noise) " + bundle.description
     bundle.description += f", preset {opts.preset}"
+    if sp is not None:
+        if sp.rank != 0:
+            raise RuntimeError("only rank 0 builds the generator; the other ranks run run_follower()")
+        bundle.pipe.dit.enable_sequence_parallel(sp)
+        bundle.pipe.dit = bundle.pipe.dit_forward = BroadcastingDiT(bundle.pipe.dit, sp)
+        bundle.description += f", DiT split over {sp.world} processes (sequence parallel)"
     settings = InfiniteTalkBackendSettings(window=window_settings(opts), size=size, seed=opts.seed,
                                            features=opts.features, idle=opts.idle)  # type: ignore[arg-type]
     return InfiniteTalkGenerator(bundle, settings)
+
+
+def run_follower(opts: InfiniteTalkOptions) -> int:
+    """Ranks > 0 of a sequence-parallel server: load the DiT and run rank 0's DiT calls until it stops."""
+    files, opts, _ = _resolve_files(opts)
+    device, dtype, sp = _device_and_dtype(dataclasses.replace(opts, sequence_parallel=True))
+    assert sp is not None
+    dit = load_dit(files, device=device, dtype=dtype,
+                   speed=SpeedOptions(fp8=opts.fp8, compile=opts.compile))
+    dit.enable_sequence_parallel(sp)
+    try:
+        return follow(dit, sp)
+    finally:
+        torch.distributed.destroy_process_group()

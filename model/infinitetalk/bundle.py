@@ -204,6 +204,21 @@ def _sidecar(folder: Path, name: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def load_dit(files: ModelFiles, *, device: torch.device, dtype: torch.dtype,
+             speed: SpeedOptions | None = None) -> InfiniteTalkDiT:
+    """Just the DiT (base + adapter + LoRAs), e.g. for the follower ranks of a sequence-parallel server."""
+    cfg = DiTConfig.from_reference_kwargs(json.loads(files.dit_config.read_text()))
+    with torch.device("meta"):
+        dit = InfiniteTalkDiT(cfg)
+    prepare_dit_for_loading(dit, speed or SpeedOptions())
+    dit.eval().requires_grad_(False)
+    sources = [*files.dit, *([files.adapter] if files.adapter else [])]
+    loras = [LoraSpec(p, s) for p, s in files.loras]
+    report = load_module(dit, sources, device=device, dtype=dtype, loras=loras)
+    log.info("DiT loaded: %d tensors, %.1f GB in %.1f s", report.loaded, report.bytes_read / 1e9, report.seconds)
+    return dit
+
+
 def load_bundle(
     files: ModelFiles,
     *,
@@ -220,15 +235,8 @@ def load_bundle(
     speed = speed or SpeedOptions()
     device = torch.device(device)
     check_wav2vec2_folder(files.wav2vec2)
-    cfg = DiTConfig.from_reference_kwargs(json.loads(files.dit_config.read_text()))
-    with torch.device("meta"):
-        dit = InfiniteTalkDiT(cfg)
-    prepare_dit_for_loading(dit, speed)
-    dit.eval().requires_grad_(False)
-    sources = [*files.dit, *([files.adapter] if files.adapter else [])]
-    loras = [LoraSpec(p, s) for p, s in files.loras]
-    report = load_module(dit, sources, device=device, dtype=dtype, loras=loras)
-    log.info("DiT loaded: %d tensors, %.1f GB in %.1f s", report.loaded, report.bytes_read / 1e9, report.seconds)
+    dit = load_dit(files, device=device, dtype=dtype, speed=speed)
+    cfg = dit.cfg
 
     folder = files.vae.parent
     vae_kwargs = _sidecar(folder, VAE_CONFIG)

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import signal
+import subprocess
 import sys
 import wave
 
@@ -191,3 +192,27 @@ def _astronaut():
     from streaming.avatars import builtin_avatar_path
 
     return builtin_avatar_path("astronaut")
+
+
+def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_process(tmp_path, speech_dir):
+    wav = tmp_path / "short.wav"
+    with wave.open(str(speech_dir / "speech_en1.wav")) as r, wave.open(str(wav), "wb") as w:
+        w.setparams(r.getparams())
+        w.writeframes(r.readframes(24000))
+    common = ["-m", "server.cli", "render", "--image", str(_astronaut()), "--audio", str(wav), "--preset",
+              "tiny-random", "--size", "32x32", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    port = str(29500 + os.getpid() % 400)
+    sp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
+                         *common, "-o", str(tmp_path / "sp.mp4"), "--sequence-parallel"],
+                        capture_output=True, text=True, timeout=240, env=env)
+    assert sp.returncode == 0, sp.stderr[-2000:]
+    assert main(common[2:] + ["-o", str(tmp_path / "one.mp4")]) == 0
+
+    def frames(p):
+        with av.open(str(p)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+    split, one = frames(tmp_path / "sp.mp4"), frames(tmp_path / "one.mp4")
+    assert split.shape == one.shape and split.shape[0] == 38
+    assert np.abs(split.astype(int) - one.astype(int)).max() <= 1
