@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.weights.keycheck import key_mismatches
+
 logger = logging.getLogger(__name__)
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -258,24 +260,15 @@ def select_clip_vision_weights(
     """
     expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
     built = len(encoder.visual.transformer)
-    unexpected = []
-    for k in state_dict:
-        if k in expected or _UNUSED_CLIP_KEYS.match(k):
-            continue
+
+    def unused(k: str) -> bool:  # the text tower, the head, and blocks past "all but the last"
         m = _BLOCK_KEY.match(k)
-        if m and built <= int(m.group(1)) < encoder.cfg.num_layers:
-            continue
-        unexpected.append(k)
-    missing = sorted(set(expected) - set(state_dict))
-    shapes = [
-        f"{k}: file {list(state_dict[k].shape)} vs model {list(s)}"
-        for k, s in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != s
-    ]
-    if missing or unexpected or shapes:
+        return bool(_UNUSED_CLIP_KEYS.match(k)) or bool(m and built <= int(m.group(1)) < encoder.cfg.num_layers)
+
+    mismatch = key_mismatches(expected, state_dict, ignore=unused)
+    if mismatch:
         raise ValueError(
-            f"CLIP vision weights in {source} do not fit the config (missing {len(missing)}: {missing[:5]}, "
-            f"unexpected {len(unexpected)}: {sorted(unexpected)[:5]}, shape mismatches: {shapes[:5]}). "
+            f"CLIP vision weights in {source} do not fit the config ({mismatch.describe()}). "
             f"Expected open-clip XLM-RoBERTa ViT keys with the 'visual.' prefix; check num_layers / dim."
         )
     return {k: state_dict[k] for k in expected}

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from model.weights.keycheck import key_mismatches
+
 from .config import VAEConfig
 from .decoder import Decoder3d
 from .encoder import Encoder3d
@@ -124,18 +126,9 @@ class WanVAE(nn.Module):
 
 def check_vae_keys(vae: nn.Module, state_dict: Mapping[str, Tensor], source: str = "state dict") -> None:
     """Raise a ValueError naming missing / unexpected / mis-shaped keys before loading."""
-    expected = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [
-        f"{k}: file {list(state_dict[k].shape)} vs model {list(s)}"
-        for k, s in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != s
-    ]
-    if missing or unexpected or shapes:
+    mismatch = key_mismatches({k: tuple(v.shape) for k, v in vae.state_dict().items()}, state_dict)
+    if mismatch:
         raise ValueError(
-            f"VAE weights in {source} do not fit the config "
-            f"(missing {len(missing)}: {missing[:5]}, unexpected {len(unexpected)}: {unexpected[:5]}, "
-            f"shape mismatches: {shapes[:5]}). Is this a Wan 2.1 VAE file, and does the VAEConfig "
-            f"(dim, z_dim, dim_mult) match it?"
+            f"VAE weights in {source} do not fit the config ({mismatch.describe()}). Is this a Wan 2.1 VAE file, "
+            f"and does the VAEConfig (dim, z_dim, dim_mult) match it?"
         )

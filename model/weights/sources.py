@@ -232,112 +232,11 @@ class SafetensorsFile:
         return f"SafetensorsFile({self.path!r}, {len(self._entries)} tensors)"
 
 
-class ShardedCheckpoint:
-    """A model split over several safetensors files, as listed by an index json's `weight_map`."""
+class _FileSet:
+    """Several safetensors files answering as one source: `_files` in order, `_where[key]` -> its file."""
 
-    def __init__(self, index_path: str | Path, *, reader: str = "pread") -> None:
-        self.index_path = str(index_path)
-        try:
-            with open(self.index_path, encoding="utf-8") as f:
-                index = json.load(f)
-            weight_map = index["weight_map"]
-            if not isinstance(weight_map, dict):
-                raise TypeError("weight_map is not an object")
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise WeightLoadError(
-                f"cannot read the shard index {self.index_path}: {e}. It must be a JSON object with a "
-                '"weight_map" {tensor name: shard file name}.',
-                files=[self.index_path],
-            ) from e
-        folder = Path(self.index_path).parent
-        shard_names = sorted(set(weight_map.values()))
-        absent = [s for s in shard_names if not (folder / s).is_file()]
-        if absent:
-            raise WeightLoadError(
-                f"{self.index_path} lists {len(shard_names)} shard files but {len(absent)} are missing from "
-                f"{folder}: {', '.join(absent[:5])}. Download the complete set.",
-                files=[str(folder / s) for s in absent],
-            )
-        self._shards: dict[str, SafetensorsFile] = {}
-        try:
-            for s in shard_names:
-                self._shards[s] = SafetensorsFile(folder / s, reader=reader)
-        except BaseException:
-            self.close()
-            raise
-        self._where: dict[str, SafetensorsFile] = {}
-        not_there: list[str] = []
-        for key, s in weight_map.items():
-            shard = self._shards[s]
-            if key in shard._entries:
-                self._where[key] = shard
-            else:
-                not_there.append(f"{key} (in {s})")
-        if not_there:
-            self.close()
-            raise WeightLoadError(
-                f"{self.index_path} and its shards disagree: {len(not_there)} listed tensors are not in their "
-                f"shard, e.g. {', '.join(not_there[:3])}. The index or a shard is from another version.",
-                files=[self.index_path],
-            )
-        extra = sum(len(sh._entries) for sh in self._shards.values()) - len(self._where)
-        if extra:
-            logger.warning("%s: %d tensors in the shards are not in the index; ignoring them", self.index_path, extra)
-
-    @property
-    def name(self) -> str:
-        return self.index_path
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return tuple(sh.path for sh in self._shards.values())
-
-    @property
-    def metadata(self) -> Mapping[str, str]:
-        merged: dict[str, str] = {}
-        for sh in self._shards.values():
-            merged.update(sh.metadata)
-        return merged
-
-    def keys(self) -> list[str]:
-        return list(self._where)
-
-    def info(self, key: str) -> TensorInfo:
-        return self._where[key].info(key)
-
-    def offset(self, key: str) -> int:
-        return self._where[key].offset(key)
-
-    def read(self, key: str, out: torch.Tensor | None = None) -> torch.Tensor:
-        return self._where[key].read(key, out)
-
-    def close(self) -> None:
-        for sh in self._shards.values():
-            sh.close()
-
-
-class MultiFileSource:
-    """Several standalone safetensors files treated as one set (a folder without an index)."""
-
-    def __init__(self, paths: Sequence[str | Path], *, reader: str = "pread", name: str = "") -> None:
-        self._files = [SafetensorsFile(p, reader=reader) for p in paths]
-        self._name = name or ", ".join(f.path for f in self._files)
-        self._where: dict[str, SafetensorsFile] = {}
-        for f in self._files:
-            for k in f.keys():
-                if k in self._where:
-                    other = self._where[k].path
-                    self.close()
-                    raise WeightLoadError(
-                        f"tensor {k!r} is in both {other} and {f.path}; pass the files separately "
-                        "(later files override earlier ones) instead of as one folder",
-                        files=[other, f.path],
-                    )
-                self._where[k] = f
-
-    @property
-    def name(self) -> str:
-        return self._name
+    _files: list[SafetensorsFile]
+    _where: dict[str, SafetensorsFile]
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -365,6 +264,90 @@ class MultiFileSource:
     def close(self) -> None:
         for f in self._files:
             f.close()
+
+
+class ShardedCheckpoint(_FileSet):
+    """A model split over several safetensors files, as listed by an index json's `weight_map`."""
+
+    def __init__(self, index_path: str | Path, *, reader: str = "pread") -> None:
+        self.index_path = str(index_path)
+        try:
+            with open(self.index_path, encoding="utf-8") as f:
+                index = json.load(f)
+            weight_map = index["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError("weight_map is not an object")
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise WeightLoadError(
+                f"cannot read the shard index {self.index_path}: {e}. It must be a JSON object with a "
+                '"weight_map" {tensor name: shard file name}.',
+                files=[self.index_path],
+            ) from e
+        folder = Path(self.index_path).parent
+        shard_names = sorted(set(weight_map.values()))
+        absent = [s for s in shard_names if not (folder / s).is_file()]
+        if absent:
+            raise WeightLoadError(
+                f"{self.index_path} lists {len(shard_names)} shard files but {len(absent)} are missing from "
+                f"{folder}: {', '.join(absent[:5])}. Download the complete set.",
+                files=[str(folder / s) for s in absent],
+            )
+        self._shards: dict[str, SafetensorsFile] = {}
+        self._files = []
+        try:
+            for s in shard_names:
+                self._shards[s] = SafetensorsFile(folder / s, reader=reader)
+                self._files.append(self._shards[s])
+        except BaseException:
+            self.close()
+            raise
+        self._where: dict[str, SafetensorsFile] = {}
+        not_there: list[str] = []
+        for key, s in weight_map.items():
+            shard = self._shards[s]
+            if key in shard._entries:
+                self._where[key] = shard
+            else:
+                not_there.append(f"{key} (in {s})")
+        if not_there:
+            self.close()
+            raise WeightLoadError(
+                f"{self.index_path} and its shards disagree: {len(not_there)} listed tensors are not in their "
+                f"shard, e.g. {', '.join(not_there[:3])}. The index or a shard is from another version.",
+                files=[self.index_path],
+            )
+        extra = sum(len(sh._entries) for sh in self._shards.values()) - len(self._where)
+        if extra:
+            logger.warning("%s: %d tensors in the shards are not in the index; ignoring them", self.index_path, extra)
+
+    @property
+    def name(self) -> str:
+        return self.index_path
+
+
+class MultiFileSource(_FileSet):
+    """Several standalone safetensors files treated as one set (a folder without an index)."""
+
+    def __init__(self, paths: Sequence[str | Path], *, reader: str = "pread", name: str = "") -> None:
+        self._files = [SafetensorsFile(p, reader=reader) for p in paths]
+        self._name = name or ", ".join(f.path for f in self._files)
+        self._where: dict[str, SafetensorsFile] = {}
+        for f in self._files:
+            for k in f.keys():
+                if k in self._where:
+                    other = self._where[k].path
+                    self.close()
+                    raise WeightLoadError(
+                        f"tensor {k!r} is in both {other} and {f.path}; pass the files separately "
+                        "(later files override earlier ones) instead of as one folder",
+                        files=[other, f.path],
+                    )
+                self._where[k] = f
+
+    @property
+    def name(self) -> str:
+        return self._name
+
 
 
 class TorchFile:
