@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 import math
-import wave
 
 import numpy as np
 import pytest
 import torch
 
 from model.infinitetalk.presets import get_preset
-from streaming.engine import Engine
 from streaming.generator import Avatar
-from streaming.planner import PlannerSettings, WindowPlanner
-from streaming.session import SessionSettings
+from streaming.planner import WindowPlanner
 
+from ..helpers.engine_runs import offline_frames, read_wav
 from ..helpers.tiny_flashtalk import flashtalk_generator, tiny_flashtalk_root
 from ..helpers.tiny_infinitetalk import FAST_FEATURES
 
@@ -26,11 +24,6 @@ AVATAR = Avatar("face", np.random.default_rng(0).integers(0, 256, (1, 120, 80, 3
 def root(tmp_path_factory):
     torch.set_num_threads(1)
     return tiny_flashtalk_root(tmp_path_factory.mktemp("tiny-flashtalk"))
-
-
-def read_wav(path) -> np.ndarray:
-    with wave.open(str(path)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
 
 
 def test_a_flashtalk_folder_gets_the_flashtalk_preset_size_and_window_latency(root, caplog):
@@ -55,27 +48,13 @@ def test_an_explicit_preset_wins_over_the_folder_kind_with_a_warning(root, caplo
     assert gen.window.new_frames == 72 and gen.settings.window.update == "euler"
 
 
-async def _session_frames(gen, speech: np.ndarray) -> list:
-    engine = Engine(gen)
-    try:
-        settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=60)
-        session = await engine.open_session(AVATAR, settings)
-        session.push_audio(speech)
-        session.end_input()
-        frames = [f async for f in session.frames()]
-        await session.close()
-    finally:
-        await engine.shutdown()
-    return frames
-
-
 async def test_a_flashtalk_session_end_to_end_is_sample_exact_and_deterministic_for_a_seed(root, speech_dir):
     speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 3 // 2]
-    first = await _session_frames(flashtalk_generator(root, seed=7), speech)
+    first = await offline_frames(flashtalk_generator(root, seed=7), speech, AVATAR)
     assert len(first) == math.ceil(math.ceil(speech.size / 640) / 28) * 28
     assert first[0].image.shape == (32, 32, 3)
     np.testing.assert_array_equal(np.concatenate([f.audio for f in first])[: speech.size], speech)
-    again = await _session_frames(flashtalk_generator(root, seed=7), speech)
+    again = await offline_frames(flashtalk_generator(root, seed=7), speech, AVATAR)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
     # Random weights make noise, but it moves from frame to frame.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import wave
 
 import numpy as np
 import pytest
@@ -14,10 +13,10 @@ from model.infinitetalk import MissingWeightsError, ModelFiles
 from streaming.engine import Engine
 from streaming.generator import Avatar, WindowJob
 from streaming.infinitetalk_backend import speaker_masks
-from streaming.planner import PlannerSettings
 from streaming.quality import QualitySettings
 from streaming.session import SessionSettings
 
+from ..helpers.engine_runs import offline_frames, read_wav
 from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
 
 
@@ -25,11 +24,6 @@ from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
 def bundle(tmp_path_factory):
     torch.set_num_threads(1)
     return tiny_bundle(tmp_path_factory.mktemp("tiny-infinitetalk"))
-
-
-def read_wav(path) -> np.ndarray:
-    with wave.open(str(path)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
 
 
 AVATAR = Avatar("face", np.random.default_rng(0).integers(0, 256, (1, 120, 96, 3), np.uint8))
@@ -47,25 +41,10 @@ def test_missing_weights_are_listed_with_the_names_expected(tmp_path):
         assert name in msg
 
 
-async def offline_frames(gen, speech: np.ndarray, speakers: int = 1, avatar: Avatar = AVATAR) -> list:
-    engine = Engine(gen)
-    try:
-        settings = SessionSettings(speakers=speakers, planner=PlannerSettings(realtime=False), max_buffer_s=60)
-        session = await engine.open_session(avatar, settings)
-        for s in range(speakers):
-            session.push_audio(speech if speakers == 1 else speech[s], speaker=s)
-        session.end_input()
-        frames = [f async for f in session.frames()]
-        await session.close()
-    finally:
-        await engine.shutdown()
-    return frames
-
-
 async def test_offline_speech_becomes_whole_windows_of_frames_with_the_audio(bundle, speech_dir):
     gen = tiny_generator(bundle)
     speech = read_wav(speech_dir / "speech_de1.wav")[: 16000 * 2]
-    frames = await offline_frames(gen, speech)
+    frames = await offline_frames(gen, speech, AVATAR)
     n = gen.window.new_frames
     frames_of_speech = math.ceil(speech.size / 640)
     assert len(frames) == math.ceil(frames_of_speech / n) * n
@@ -77,7 +56,7 @@ async def test_offline_speech_becomes_whole_windows_of_frames_with_the_audio(bun
 
 async def test_live_output_equals_the_offline_render_for_the_same_audio_and_seed(bundle, speech_dir):
     speech = read_wav(speech_dir / "speech_en2.wav")[: 16000 * 2]
-    offline = await offline_frames(tiny_generator(bundle), speech)
+    offline = await offline_frames(tiny_generator(bundle), speech, AVATAR)
     gen = tiny_generator(bundle)
     engine = Engine(gen)
     live = []
@@ -119,7 +98,7 @@ async def test_two_speakers_each_drive_their_own_region(bundle, speech_dir):
     a = read_wav(speech_dir / "speech_en1.wav")[:24000]
     b = read_wav(speech_dir / "speech_en2.wav")[:24000]
     gen = tiny_generator(bundle, size=(32, 64))
-    frames = await offline_frames(gen, np.stack([a, b]), speakers=2, avatar=TWO)
+    frames = await offline_frames(gen, np.stack([a, b]), TWO, speakers=2)
     assert frames and frames[0].image.shape == (32, 64, 3)
     np.testing.assert_allclose(np.concatenate([f.audio for f in frames])[: a.size], np.clip(a + b, -1, 1), atol=1e-6)
 
