@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.weights.clip_layouts import is_transformers_clip, transformers_clip_to_reference
 from model.weights.keycheck import key_mismatches
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,11 @@ def select_clip_vision_weights(
 
     Ignores what InfiniteTalk never runs: `textual.*`, `log_scale`, `visual.head`, `visual.post_norm.*`
     and blocks the encoder did not build (< num_layers). Any other extra or missing key is an error.
+    A `transformers`-layout file (ComfyUI's `clip_vision_h.safetensors`) is renamed first.
     """
+    if is_transformers_clip(state_dict):
+        logger.info("CLIP vision weights in %s use the transformers (ComfyUI) layout; renaming", source)
+        state_dict = transformers_clip_to_reference(state_dict)
     expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
     built = len(encoder.visual.transformer)
 
@@ -269,7 +274,8 @@ def select_clip_vision_weights(
     if mismatch:
         raise ValueError(
             f"CLIP vision weights in {source} do not fit the config ({mismatch.describe()}). "
-            f"Expected open-clip XLM-RoBERTa ViT keys with the 'visual.' prefix; check num_layers / dim."
+            "Expected the reference's CLIP keys ('visual.transformer.N...') or a transformers CLIP vision "
+            "model ('vision_model.encoder.layers.N...', as ComfyUI's clip_vision_h); check num_layers / dim."
         )
     return {k: state_dict[k] for k in expected}
 
@@ -281,7 +287,8 @@ def load_clip_vision(
     dtype: torch.dtype = torch.float32,
 ) -> CLIPVisionEncoder:
     """Load the vision tower from a full CLIP file (models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth
-    or a safetensors copy with the same keys); the text tower in it is skipped."""
+    or a safetensors copy with the same keys, or ComfyUI's clip_vision_h.safetensors); any text tower in
+    it is skipped."""
     from model.vae.loading import load_state_dict_file
 
     cfg = cfg or CLIPVisionConfig.vit_h14()

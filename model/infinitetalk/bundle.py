@@ -5,7 +5,7 @@
         config.json
         diffusion_pytorch_model-0000N-of-0000M.safetensors + diffusion_pytorch_model.safetensors.index.json
         Wan2.1_VAE.pth                     (or .safetensors)
-        models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth   (or .safetensors)
+        models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth   (or .safetensors, or clip_vision_h.safetensors)
         models_t5_umt5-xxl-enc-bf16.pth + google/umt5-xxl/        (optional: the text encoder)
       chinese-wav2vec2-base/               (Hugging Face folder)
       InfiniteTalk/single/infinitetalk.safetensors               (the audio adapter; multi/ for 2 speakers)
@@ -32,7 +32,8 @@ from model.clip_vision import CLIPVisionConfig, load_clip_vision
 from model.dit import DiTConfig, InfiniteTalkDiT
 from model.text import DEFAULT_NEGATIVE_PROMPT, UMT5TextEncoder, load_prompt_embeddings
 from model.vae import VAEConfig, load_wan_vae
-from model.weights import LoraSpec, load_module
+from model.weights import LoraSpec, WeightLoadError, infer_dit_config, load_module
+from model.weights.sources import read_shapes
 
 from .kinds import (
     ADAPTER_PATHS,
@@ -59,6 +60,7 @@ VAE_NAMES = ("Wan2.1_VAE.safetensors", "Wan2.1_VAE.pth")
 CLIP_NAMES = (
     "models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors",
     "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+    "clip_vision_h.safetensors",  # ComfyUI's copy (transformers layout, renamed on load)
 )
 T5_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "umt5_xxl_fp16.safetensors", "models_t5_umt5-xxl-enc-bf16.safetensors")
 WAV2VEC_DIR = "chinese-wav2vec2-base"
@@ -75,7 +77,7 @@ class ModelFiles:
     """
 
     dit: tuple[Path, ...]
-    dit_config: Path
+    dit_config: Path | None  # None: sizes inferred from the weights' shapes (Wan's 128-wide heads)
     vae: Path
     clip: Path
     wav2vec2: Path
@@ -156,19 +158,20 @@ class ModelFiles:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelFiles:
-        """Explicit paths: {"dit": [...], "dit_config", "vae", "clip", "wav2vec2", "adapter"?,
+        """Explicit paths: {"dit": [...], "dit_config"?, "vae", "clip", "wav2vec2", "adapter"?,
         "text_encoder"?, "prompt_embeddings"?, "loras"?: [[path, strength], ...], "kind"?: "infinitetalk" or
-        "flashtalk"} (paths relative to the file)."""
+        "flashtalk"} (paths relative to the file). Without "dit_config" the DiT's sizes are read from its
+        weights, which is how single-file checkpoints (ComfyUI's) come."""
         path = Path(path)
         d = json.loads(path.read_text())
         rel = lambda p: (path.parent / p) if p is not None else None  # noqa: E731
-        required = ("dit", "dit_config", "vae", "clip", "wav2vec2")
+        required = ("dit", "vae", "clip", "wav2vec2")
         absent = [k for k in required if k not in d]
         if absent:
             raise MissingWeightsError(f"{path}: missing entries {absent}")
         files = cls(
             tuple(rel(p) for p in (d["dit"] if isinstance(d["dit"], list) else [d["dit"]])),
-            rel(d["dit_config"]), rel(d["vae"]), rel(d["clip"]), rel(d["wav2vec2"]), rel(d.get("adapter")),
+            rel(d.get("dit_config")), rel(d["vae"]), rel(d["clip"]), rel(d["wav2vec2"]), rel(d.get("adapter")),
             rel(d.get("text_encoder")), rel(d.get("prompt_embeddings")),
             tuple((rel(p), float(s)) for p, s in d.get("loras", [])),
             kind=d.get("kind", INFINITETALK),
@@ -181,8 +184,8 @@ class ModelFiles:
         return files
 
     def all_paths(self) -> list[Path]:
-        out = [*self.dit, self.dit_config, self.vae, self.clip, self.wav2vec2]
-        out += [p for p in (self.adapter, self.text_encoder, self.prompt_embeddings) if p is not None]
+        out = [*self.dit, self.vae, self.clip, self.wav2vec2]
+        out += [p for p in (self.dit_config, self.adapter, self.text_encoder, self.prompt_embeddings) if p is not None]
         return out + [p for p, _ in self.loras]
 
     def with_loras(self, loras: list[tuple[Path, float]]) -> ModelFiles:
@@ -204,15 +207,26 @@ def _sidecar(folder: Path, name: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def dit_config_of(files: ModelFiles, sources: list[Path]) -> DiTConfig:
+    """The DiT's config.json, or (none given) its sizes read from the weight shapes."""
+    if files.dit_config is not None:
+        return DiTConfig.from_reference_kwargs(json.loads(files.dit_config.read_text()))
+    try:
+        kwargs = infer_dit_config(read_shapes(sources))
+    except WeightLoadError as exc:
+        raise WeightLoadError(f"{exc}. Name the DiT's config.json as \"dit_config\" in the weights config.") from None
+    log.info("no DiT config.json given: sizes read from the weights: %s", kwargs)
+    return DiTConfig.from_reference_kwargs(kwargs)
+
+
 def load_dit(files: ModelFiles, *, device: torch.device, dtype: torch.dtype,
              speed: SpeedOptions | None = None) -> InfiniteTalkDiT:
     """Just the DiT (base + adapter + LoRAs), e.g. for the follower ranks of a sequence-parallel server."""
-    cfg = DiTConfig.from_reference_kwargs(json.loads(files.dit_config.read_text()))
+    sources = [*files.dit, *([files.adapter] if files.adapter else [])]
     with torch.device("meta"):
-        dit = InfiniteTalkDiT(cfg)
+        dit = InfiniteTalkDiT(dit_config_of(files, sources))
     prepare_dit_for_loading(dit, speed or SpeedOptions())
     dit.eval().requires_grad_(False)
-    sources = [*files.dit, *([files.adapter] if files.adapter else [])]
     loras = [LoraSpec(p, s) for p, s in files.loras]
     report = load_module(dit, sources, device=device, dtype=dtype, loras=loras)
     log.info("DiT loaded: %d tensors, %.1f GB in %.1f s", report.loaded, report.bytes_read / 1e9, report.seconds)

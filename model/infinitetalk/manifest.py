@@ -50,7 +50,8 @@ def weight_files(files: ModelFiles) -> list[Path]:
     out: list[Path] = []
     for entry in files.dit:
         out += _dit_files(entry)
-    out.append(files.dit_config)
+    if files.dit_config is not None:
+        out.append(files.dit_config)
     for model_file, sidecar in ((files.vae, VAE_CONFIG), (files.clip, CLIP_CONFIG)):
         out.append(model_file)
         if (model_file.parent / sidecar).is_file():
