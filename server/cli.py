@@ -138,6 +138,10 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="LoRA merged at load, e.g. the lightx2v 4-step LoRA (repeatable)")
     g.add_argument("--prompt", help="text prompt (needs the umT5 encoder in the weights folder)")
     g.add_argument("--negative-prompt", help="negative prompt (default: the reference's)")
+    g.add_argument("--audio-features", choices=["incremental", "rolling"], default=None,
+                   help="speech features: incremental (wav2vec2 with 0.52 s look-ahead, equal to the whole clip's; "
+                        "default) or rolling (SoulX-FlashTalk's: last 8 s re-encoded per window, no look-ahead; "
+                        "default of the flashtalk preset)")
     g.add_argument("--idle", choices=["generate", "source"], default="generate",
                    help="when nobody speaks: generate with silent audio, or play a video avatar's source")
     g.add_argument("--verify-weights", choices=["full", "size", "off"], default="full",
@@ -154,7 +158,7 @@ def backend_options(args: argparse.Namespace) -> dict:
         dtype=args.dtype, size=args.size, frames=args.frames, motion_frames=args.motion_frames, steps=args.steps,
         shift=args.shift, text_scale=args.text_scale, audio_scale=args.audio_scale,
         colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
-        negative_prompt=args.negative_prompt, idle=args.idle, fp8=args.fp8, compile=args.compile,
+        negative_prompt=args.negative_prompt, idle=args.idle, audio_features=args.audio_features, fp8=args.fp8, compile=args.compile,
         cuda_graphs=args.cuda_graphs, teacache=args.teacache, sequence_parallel=args.sequence_parallel,
         verify_weights=args.verify_weights,
     )

@@ -7,6 +7,11 @@ previous window's last frames, so it needs speech features for frames [first - M
 (the DiT reads each frame's features with neighbours -2..+2). The engine supplies the window's audio
 plus enough look-ahead for the extractor to have finished those frames.
 
+Speech features come one of two ways (`audio_features`): "incremental" (default) runs wav2vec2 on
+the live stream once per sample and waits for a little future audio, so a window's features equal
+the whole clip's; "rolling" is SoulX-FlashTalk's streaming path (streaming/features/rolling.py): the
+last 8 s re-encoded per window, no look-ahead, 0.52 s less latency.
+
 Idle windows (nobody speaking) use embeddings of digital silence computed once through the same
 extractor, as the task asks, so the avatar idles naturally; a video avatar may instead play its
 source video while idle (`idle="source"`), and the next speech window continues from its frames.
@@ -38,6 +43,7 @@ from model.infinitetalk.timing import maybe_stage
 from model.sampling import DISTILLED_STEP_LISTS, distilled_step_list
 
 from .features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
+from .features.rolling import RollingClipFeatures
 from .generator import Avatar, QualityRange, WindowJob, WindowSpec
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,8 @@ class InfiniteTalkBackendSettings:
     size: (height, width) to generate at; None picks the 480p bucket nearest the avatar's shape.
     seed: noise seed of every session (same audio + seed -> same video).
     features: live wav2vec2 extractor settings (look-ahead adds to latency).
+    audio_features: "incremental" (the extractor above, with look-ahead) or "rolling" (FlashTalk's:
+        the last `rolling_seconds` of speech re-encoded for every window, no look-ahead).
     idle: "generate" (silent-audio windows) or "source" (video avatars play their source video).
     max_batch: most sessions' windows made in one batched pass (1 = one at a time).
     min_steps: fewest steps adaptive quality may use (None: a quarter of `window.steps`, at least 1);
@@ -63,6 +71,8 @@ class InfiniteTalkBackendSettings:
     size: tuple[int, int] | None = None
     seed: int = 0
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    audio_features: Literal["incremental", "rolling"] = "incremental"
+    rolling_seconds: float = 8.0
     idle: Literal["generate", "source"] = "generate"
     fps: int = 25
     max_batch: int = 4
@@ -78,12 +88,17 @@ class InfiniteTalkBackendSettings:
             raise ValueError(f"size_scales must be fractions in (0, 1], got {self.size_scales}")
         if self.idle not in ("generate", "source"):
             raise ValueError("idle must be 'generate' or 'source'")
+        if self.audio_features not in ("incremental", "rolling"):
+            raise ValueError(f"audio_features must be 'incremental' or 'rolling', got {self.audio_features!r}")
+        if self.audio_features == "rolling" and self.rolling_seconds * self.fps < self.window.frame_num:
+            raise ValueError(f"rolling_seconds {self.rolling_seconds} is shorter than a window of "
+                             f"{self.window.frame_num} frames")
 
 
 @dataclass
 class _SessionState:
     live: LiveState
-    extractors: list[IncrementalFeatureExtractor]
+    extractors: list[IncrementalFeatureExtractor] | list[RollingClipFeatures]  # one per speaker
     embeddings: list[torch.Tensor]  # per speaker: [frames, layers, width], row 0 = output frame `emb_start`
     emb_start: int
     pushed_until: int  # absolute sample index (session timeline) pushed to the extractors
@@ -132,14 +147,19 @@ class InfiniteTalkGenerator:
         s = self.settings
         self.max_batch = s.max_batch
         self.runner = LiveWindowRunner(bundle.pipe, s.window, output_fps=s.fps)
-        probe = IncrementalFeatureExtractor(bundle.wav2vec2, s.features)
-        self.window = WindowSpec(
-            new_frames=s.window.new_frames, fps=s.fps, lookahead_frames=probe.max_delay_frames + AUDIO_REACH
-        )
+        self.rolling = s.audio_features == "rolling"
+        if self.rolling:  # a window runs as soon as its own audio is in
+            lookahead = 0
+        else:
+            lookahead = IncrementalFeatureExtractor(bundle.wav2vec2, s.features).max_delay_frames + AUDIO_REACH
+        self.window = WindowSpec(new_frames=s.window.new_frames, fps=s.fps, lookahead_frames=lookahead)
         self._silence = SilenceEmbeddings(bundle.wav2vec2, s.features)
+        self._rolling_silence: dict[int, torch.Tensor] = {}
+        features = (f"rolling {s.rolling_seconds:g} s speech features, no look-ahead" if self.rolling
+                    else f"incremental speech features, {lookahead} frames look-ahead")
         self.description = (
             f"infinitetalk: {bundle.description or 'InfiniteTalk'}; windows of {s.window.frame_num} frames "
-            f"({s.window.motion_frames} motion), {s.window.steps} steps"
+            f"({s.window.motion_frames} motion), {s.window.steps} steps, {features}"
         )
         log.info("%s", self.description)
 
@@ -196,6 +216,9 @@ class InfiniteTalkGenerator:
         size = self._size(avatar)
         frames, source = self._source(avatar, size, speakers)
         live = self.runner.start(source, self.settings.seed)
+        if self.rolling:  # the buffer starts as silence, as FlashTalk's does
+            rolling = [RollingClipFeatures(self.bundle.wav2vec2, self.settings.rolling_seconds) for _ in range(speakers)]
+            return _SessionState(live, rolling, [], 0, 0, frames, avatar, size, size)
         extractors = [IncrementalFeatureExtractor(self.bundle.wav2vec2, self.settings.features, silence=self._silence)
                       for _ in range(speakers)]
         # The first window also reads M + 2 frames before the session began: feed them as silence.
@@ -227,6 +250,16 @@ class InfiniteTalkGenerator:
             log.debug("window %d: %d samples skipped by a cancelled window fed as silence", job.index, -offset)
             audio = np.concatenate([np.zeros((audio.shape[0], -offset), np.float32), audio], axis=1)
             offset = 0
+        if self.rolling:  # exactly up to the window's last frame: rolling features read no future audio
+            window_end = (job.first_frame + spec.new_frames) * spf  # audio[:, offset] is sample pushed_until
+            need = window_end - state.pushed_until
+            audio = audio[:, offset:offset + need]
+            if audio.shape[1] < need:
+                audio = np.pad(audio, ((0, 0), (0, need - audio.shape[1])))
+            for s, roll in enumerate(state.extractors):
+                roll.push(audio[s])  # type: ignore[union-attr]
+            state.pushed_until = window_end
+            return
         with maybe_stage(self.bundle.pipe.times, "features"):
             for s, ex in enumerate(state.extractors):
                 new = ex.push(audio[s, offset:])
@@ -237,6 +270,8 @@ class InfiniteTalkGenerator:
     def _window_rows(self, state: _SessionState, job: WindowJob) -> torch.Tensor:
         """[S, F, 5, layers, width] features for the window's F frames (first - M .. first + N - 1)."""
         M, F = self.settings.window.motion_frames, self.settings.window.frame_num
+        if self.rolling:
+            return self._rolling_rows(state, job, F)
         lo = job.first_frame - M - AUDIO_REACH  # first frame whose features are needed
         hi = job.first_frame + self.window.new_frames + AUDIO_REACH  # exclusive
         out = []
@@ -259,6 +294,15 @@ class InfiniteTalkGenerator:
             state.embeddings = [e[drop:] for e in state.embeddings]
             state.emb_start = keep_from
         return torch.stack(out)
+
+    def _rolling_rows(self, state: _SessionState, job: WindowJob, frames: int) -> torch.Tensor:
+        if not job.speech:  # idle: what the rolling path makes of its buffer of silence, computed once
+            if frames not in self._rolling_silence:
+                self._rolling_silence[frames] = RollingClipFeatures(
+                    self.bundle.wav2vec2, self.settings.rolling_seconds).window(frames)
+            return self._rolling_silence[frames][None].expand(len(state.extractors), *[-1] * 4)
+        with maybe_stage(self.bundle.pipe.times, "features"):
+            return torch.stack([roll.window(frames) for roll in state.extractors])  # type: ignore[union-attr]
 
     def _window_settings(self, job: WindowJob):
         steps = job.extras.get("steps")

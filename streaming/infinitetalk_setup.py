@@ -7,6 +7,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -25,6 +26,9 @@ from .features import FeatureSettings
 from .infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
 
 log = logging.getLogger(__name__)
+
+# Speech-feature path per preset where it is not "incremental": FlashTalk streams with rolling features.
+PRESET_AUDIO_FEATURES = {"flashtalk": "rolling"}
 
 TINY_RANDOM = "tiny-random"
 NOISE_WARNING = (
@@ -59,6 +63,7 @@ class InfiniteTalkOptions:
     prompt: str | None = None
     negative_prompt: str | None = None
     idle: str = "generate"
+    audio_features: str | None = None  # "incremental" | "rolling"; None: the preset's (PRESET_AUDIO_FEATURES)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     fp8: str | None = None  # "row" | "tensor" | "none" (weight-only): fp8 DiT block linears
     compile: bool = False  # torch.compile the DiT blocks
@@ -96,6 +101,14 @@ def window_settings(opts: InfiniteTalkOptions):
         # (2 -> [1000, 500], 4 -> [1000, 750, 500, 250]), else by the evenly spaced reference one.
         changes["step_list"] = distilled_step_list(changes["steps"])
     return dataclasses.replace(base, **changes)
+
+
+def audio_features(opts: InfiniteTalkOptions) -> Literal["incremental", "rolling"]:
+    """The speech-feature path: as asked, else the preset's (FlashTalk streams with rolling features)."""
+    choice = opts.audio_features or PRESET_AUDIO_FEATURES.get(opts.preset or "", "incremental")
+    if choice not in ("incremental", "rolling"):
+        raise ValueError(f"audio features {choice!r}: use 'incremental' or 'rolling'")
+    return choice  # type: ignore[return-value]
 
 
 def _resolve_files(opts: InfiniteTalkOptions) -> tuple[ModelFiles, InfiniteTalkOptions, tuple[int, int] | None]:
@@ -171,7 +184,8 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
         bundle.pipe.dit = bundle.pipe.dit_forward = BroadcastingDiT(bundle.pipe.dit, sp)
         bundle.description += f", DiT split over {sp.world} processes (sequence parallel)"
     settings = InfiniteTalkBackendSettings(window=window_settings(opts), size=size, seed=opts.seed,
-                                           features=opts.features, idle=opts.idle)  # type: ignore[arg-type]
+                                           features=opts.features, audio_features=audio_features(opts),
+                                           idle=opts.idle)  # type: ignore[arg-type]
     return InfiniteTalkGenerator(bundle, settings)
 
 

@@ -25,7 +25,12 @@ from model.vae import VAEConfig, WanVAE
 
 from ..generator import SAMPLE_RATE, Avatar
 from ..infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
-from ..infinitetalk_setup import InfiniteTalkOptions, build_infinitetalk_generator, window_settings
+from ..infinitetalk_setup import (
+    InfiniteTalkOptions,
+    audio_features,
+    build_infinitetalk_generator,
+    window_settings,
+)
 from .options import SHAPES
 
 log = logging.getLogger(__name__)
@@ -114,7 +119,7 @@ def build_generator(shape: str, opts: InfiniteTalkOptions, max_batch: int) -> In
 def _backend_settings(opts: InfiniteTalkOptions, size: tuple[int, int] | None, max_batch: int) -> InfiniteTalkBackendSettings:
     window: WindowSettings = window_settings(opts)
     return InfiniteTalkBackendSettings(window=window, size=size, seed=opts.seed, features=opts.features,
-                                       max_batch=max_batch)
+                                       audio_features=audio_features(opts), max_batch=max_batch)
 
 
 def load_speech(seconds: float) -> np.ndarray:

@@ -46,7 +46,8 @@ def _settings(gen, opts: BenchOptions) -> dict[str, Any]:
         "frames": w.frame_num, "motion_frames": w.motion_frames, "new_frames": w.new_frames, "steps": w.steps,
         "text_scale": w.guidance.text, "audio_scale": w.guidance.audio,
         "dit_calls_per_step": w.guidance.calls_per_step, "batch_branches": w.batch_branches,
-        "lookahead_frames": gen.window.lookahead_frames, "fps": gen.window.fps,
+        "lookahead_frames": gen.window.lookahead_frames, "audio_features": gen.settings.audio_features,
+        "fps": gen.window.fps,
         "seconds_of_speech": opts.seconds, "max_batch": opts.max_batch,
         "model": gen.bundle.description,
     }

@@ -35,10 +35,14 @@ def test_a_flashtalk_folder_gets_the_flashtalk_preset_size_and_window_latency(ro
     assert "SoulX-FlashTalk" in gen.description and "preset flashtalk" in gen.description
     spec = gen.window
     assert spec.new_frames == 28 and spec.window_seconds == pytest.approx(1.12)
-    assert spec.lookahead_frames == FAST_FEATURES.max_delay_frames + 2  # wav2vec2 look-ahead + the +-2 audio window
-    # Audio a window waits for before it can run: its 28 new frames plus the look-ahead.
-    waited = WindowPlanner(spec).samples_needed / 16000
-    assert waited == pytest.approx(28 / 25 + spec.lookahead_frames / 25)
+    # FlashTalk streams with rolling features: a window waits for its own 28 frames of audio and no more.
+    assert gen.rolling and "rolling 8 s speech features" in gen.description
+    assert spec.lookahead_frames == 0
+    assert WindowPlanner(spec).samples_needed / 16000 == pytest.approx(28 / 25)
+    # The incremental extractor instead waits for its look-ahead plus the +-2-frame audio window.
+    spec = flashtalk_generator(root, size=None, audio_features="incremental").window
+    assert spec.lookahead_frames == FAST_FEATURES.max_delay_frames + 2
+    assert WindowPlanner(spec).samples_needed / 16000 == pytest.approx(28 / 25 + spec.lookahead_frames / 25)
 
 
 def test_an_explicit_preset_wins_over_the_folder_kind_with_a_warning(root, caplog):
@@ -48,13 +52,14 @@ def test_an_explicit_preset_wins_over_the_folder_kind_with_a_warning(root, caplo
     assert gen.window.new_frames == 72 and gen.settings.window.update == "euler"
 
 
-async def test_a_flashtalk_session_end_to_end_is_sample_exact_and_deterministic_for_a_seed(root, speech_dir):
+@pytest.mark.parametrize("features", ["rolling", "incremental"])
+async def test_a_flashtalk_session_end_to_end_is_sample_exact_and_deterministic_for_a_seed(root, speech_dir, features):
     speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 3 // 2]
-    first = await offline_frames(flashtalk_generator(root, seed=7), speech, AVATAR)
+    first = await offline_frames(flashtalk_generator(root, seed=7, audio_features=features), speech, AVATAR)
     assert len(first) == math.ceil(math.ceil(speech.size / 640) / 28) * 28
     assert first[0].image.shape == (32, 32, 3)
     np.testing.assert_array_equal(np.concatenate([f.audio for f in first])[: speech.size], speech)
-    again = await offline_frames(flashtalk_generator(root, seed=7), speech, AVATAR)
+    again = await offline_frames(flashtalk_generator(root, seed=7, audio_features=features), speech, AVATAR)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
     # Random weights make noise, but it moves from frame to frame.
