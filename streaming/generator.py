@@ -107,6 +107,10 @@ class WindowJob:
     speech: False when the window is idle (no one is speaking); backends may animate idling.
     extras: per-window requests from the engine, e.g. "steps" (int) and "size" ((height, width)) set
         by the adaptive quality controller for backends that offer a `QualityRange`.
+    lookahead_samples: how many look-ahead samples are real audio; the rest of the look-ahead
+        columns is zero padding for audio that had not arrived when the window had to run (None: all
+        real). A backend must not take the padding for the stream's audio: the real samples come
+        with the next window.
     """
 
     session_id: str
@@ -115,6 +119,7 @@ class WindowJob:
     audio: np.ndarray
     speech: bool
     extras: dict[str, Any] = field(default_factory=dict)
+    lookahead_samples: int | None = None
 
 
 @runtime_checkable
@@ -177,6 +182,23 @@ class QualityRange:
         """Step counts allowed, ascending, from min_steps to steps."""
         every = self.step_choices or tuple(range(1, self.steps + 1))
         return tuple(c for c in every if self.min_steps <= c <= self.steps)
+
+
+CONTINUE_FROM = "continue_from"
+"""`WindowJob.extras` key: uint8 [n, H, W, 3], the last frames shown before this window (output size)."""
+
+
+@runtime_checkable
+class ContinuingGenerator(Generator, Protocol):
+    """Optional extension: a backend whose next window can continue from frames it did not make last.
+
+    When speech starts, the idle frames already queued would play before it (up to a window of extra
+    latency). The engine drops the ones the viewer has not seen yet and passes the last frames that
+    will be shown as `job.extras[CONTINUE_FROM]`, so the speech window continues from what was seen.
+    """
+
+    continue_frames: int
+    """How many of the last shown frames the backend continues from (its motion frames)."""
 
 
 @runtime_checkable

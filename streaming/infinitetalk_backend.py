@@ -44,7 +44,7 @@ from model.sampling import DISTILLED_STEP_LISTS, distilled_step_list
 
 from .features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
 from .features.rolling import RollingClipFeatures
-from .generator import Avatar, QualityRange, WindowJob, WindowSpec
+from .generator import CONTINUE_FROM, Avatar, QualityRange, WindowJob, WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ class InfiniteTalkGenerator:
         self.settings = settings or InfiniteTalkBackendSettings()
         s = self.settings
         self.max_batch = s.max_batch
+        self.continue_frames = s.window.motion_frames  # ContinuingGenerator: speech may cut queued idle frames
         self.runner = LiveWindowRunner(bundle.pipe, s.window, output_fps=s.fps)
         self.rolling = s.audio_features == "rolling"
         if self.rolling:  # a window runs as soon as its own audio is in
@@ -260,12 +261,16 @@ class InfiniteTalkGenerator:
                 roll.push(audio[s])  # type: ignore[union-attr]
             state.pushed_until = window_end
             return
+        # Look-ahead padding (audio not yet arrived) never enters the stream: the next window brings it.
+        padding = 0 if job.lookahead_samples is None else spec.lookahead_frames * spf - job.lookahead_samples
+        real_end = job_start + job.audio.shape[1] - max(0, padding)
+        count = max(0, real_end - state.pushed_until)
         with maybe_stage(self.bundle.pipe.times, "features"):
             for s, ex in enumerate(state.extractors):
-                new = ex.push(audio[s, offset:])
+                new = ex.push(audio[s, offset:offset + count])
                 if new.shape[0]:
                     state.embeddings[s] = torch.cat([state.embeddings[s], new])
-        state.pushed_until = job_start + job.audio.shape[1]
+        state.pushed_until = max(state.pushed_until, real_end)
 
     def _window_rows(self, state: _SessionState, job: WindowJob) -> torch.Tensor:
         """[S, F, 5, layers, width] features for the window's F frames (first - M .. first + N - 1)."""
@@ -275,24 +280,31 @@ class InfiniteTalkGenerator:
         lo = job.first_frame - M - AUDIO_REACH  # first frame whose features are needed
         hi = job.first_frame + self.window.new_frames + AUDIO_REACH  # exclusive
         out = []
-        for emb in state.embeddings:
+        for ex, emb in zip(state.extractors, state.embeddings, strict=True):
             a, b = lo - state.emb_start, hi - state.emb_start
-            if a < 0 or b > emb.shape[0]:
-                raise RuntimeError(
-                    f"speech features for frames [{lo}, {hi}) not ready (have [{state.emb_start}, "
-                    f"{state.emb_start + emb.shape[0]})): the window's look-ahead is too short"
-                )
-            span = emb[a:b]
+            if a < 0:
+                raise RuntimeError(f"speech features for frames [{lo}, {hi}) were already dropped "
+                                   f"(have [{state.emb_start}, {state.emb_start + emb.shape[0]}))")
             if not job.speech:
-                span = self._silence(span.shape[0]).to(span)
+                span = self._silence(b - a).to(emb)
+            else:
+                if b > emb.shape[0]:  # look-ahead missing: zeros stand in, for this window only
+                    missing = b - emb.shape[0] + ex.max_delay_frames + 1  # type: ignore[union-attr]
+                    with maybe_stage(self.bundle.pipe.times, "features"):
+                        extra = ex.provisional(np.zeros(missing * self.window.samples_per_frame, np.float32))
+                    emb = torch.cat([emb, extra])
+                if b > emb.shape[0]:
+                    raise RuntimeError(f"speech features for frames [{lo}, {hi}) not ready "
+                                       f"(have [{state.emb_start}, {state.emb_start + emb.shape[0]}))")
+                span = emb[a:b]
             idx = torch.arange(F)[:, None] + torch.arange(2 * AUDIO_REACH + 1)[None, :]
             out.append(span[idx])
         # Forget features no window will read again.
         keep_from = job.first_frame + self.window.new_frames - M - AUDIO_REACH
-        drop = keep_from - state.emb_start
+        drop = min(keep_from - state.emb_start, *(e.shape[0] for e in state.embeddings))  # only rows made
         if drop > 0:
             state.embeddings = [e[drop:] for e in state.embeddings]
-            state.emb_start = keep_from
+            state.emb_start += drop
         return torch.stack(out)
 
     def _rolling_rows(self, state: _SessionState, job: WindowJob, frames: int) -> torch.Tensor:
@@ -326,6 +338,16 @@ class InfiniteTalkGenerator:
         log.info("generation size %dx%d -> %dx%d at window %d", *state.size, *size, job.index)
         state.source_u8, state.size = frames, size  # type: ignore[assignment]
 
+    def _continue_from(self, state: _SessionState, job: WindowJob) -> None:
+        """Continue from the frames the engine says were shown last (it dropped idle frames nobody saw)."""
+        shown = job.extras.get(CONTINUE_FROM)
+        if shown is None:
+            return
+        h, w = state.size
+        frames = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+                  for f in shown[-self.settings.window.motion_frames:]]
+        state.live.motion_pixels = u8_to_unit(torch.from_numpy(np.stack(frames)))  # [3, M, H, W]
+
     def _out(self, state: _SessionState, frame: np.ndarray) -> np.ndarray:
         """Frames made at a reduced size are scaled to the session's output size."""
         if state.size == state.full_size:
@@ -340,6 +362,7 @@ class InfiniteTalkGenerator:
         self._push_audio(state, job)
         audio = self._window_rows(state, job)
         self._switch_size(state, job)
+        self._continue_from(state, job)
         if self._uses_source(state, job):
             yield from (self._out(state, f) for f in self._play_source(state, job))
             return
@@ -363,6 +386,7 @@ class InfiniteTalkGenerator:
         self._push_audio(state, job)
         audio = self._window_rows(state, job)
         self._switch_size(state, job)
+        self._continue_from(state, job)
         return _Work(state, self.runner.prepare(state.live, audio, job.first_frame, self._window_settings(job)), job)
 
     def generate_batch(self, works: Sequence[_Work]) -> Iterator[tuple[int, np.ndarray]]:

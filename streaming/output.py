@@ -68,6 +68,22 @@ class PlayoutQueue:
         self._q = kept
         return dropped
 
+    def cut_idle_tail(self, keep: int, context: int) -> tuple[int, np.ndarray | None]:
+        """Drop trailing idle frames beyond the first `keep` (never a speech frame, never below `context`).
+
+        Returns (frames dropped, the `context` frames that are now the last in the queue as uint8
+        [context, H, W, 3]); (0, None) when nothing was dropped.
+        """
+        keep = max(keep, context)
+        dropped = 0
+        while len(self._q) > keep and not self._q[-1].speech:
+            self._q.pop()
+            dropped += 1
+        if not dropped or len(self._q) < context:
+            return dropped, None
+        tail = [self._q[i].image for i in range(len(self._q) - context, len(self._q))]
+        return dropped, np.stack(tail)
+
     def clear(self) -> int:
         n = len(self._q)
         self._q.clear()

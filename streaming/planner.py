@@ -11,6 +11,10 @@ ready before the playout buffer runs dry. The rules, in order:
      already (the client stopped sending) -> FLUSH: take the speech there is and pad with silence;
    - otherwise -> IDLE: a silent window. Speech that just started waits for a full window, so an
      utterance is never cut by padding at its start; this costs at most one window of latency.
+   When the session can cut queued idle frames at speech onset (`can_cut_idle`: the backend can
+   continue from the frames shown), speech after idle is not flushed early: it waits for its full
+   window and look-ahead (rule 2), and the idle video queued meanwhile is cut, so the onset latency
+   is one window + look-ahead + compute whatever the phase of the idle windows, with real look-ahead.
 4. Otherwise wait.
 
 Offline (not real time) there is no deadline: windows are made as soon as audio is there, and
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .generator import WindowSpec
+from .generator import SAMPLE_RATE, WindowSpec
 
 
 class Decision(enum.Enum):
@@ -60,6 +64,7 @@ class PlannerInput:
     previous_took_speech: the last window scheduled took audio from the buffer (mid-utterance).
     oldest_wait_s: how long the oldest buffered sample has been waiting.
     input_ended: the client said no more audio is coming.
+    can_cut_idle: speech after idle may cut the queued idle frames (see the module docstring).
     """
 
     fill_samples: int
@@ -68,6 +73,7 @@ class PlannerInput:
     previous_took_speech: bool
     oldest_wait_s: float = 0.0
     input_ended: bool = False
+    can_cut_idle: bool = False
 
 
 class WindowPlanner:
@@ -89,6 +95,12 @@ class WindowPlanner:
         """Seconds until a window must be started so the playout buffer does not run dry."""
         return p.ahead_s - (p.compute_s + self.settings.margin_s)
 
+    def stall_s(self, p: PlannerInput) -> float:
+        """How long speech may wait before it is flushed without a full window (the client stopped)."""
+        if p.can_cut_idle and not p.previous_took_speech:  # onset: wait for the full window + look-ahead
+            return self.samples_needed / SAMPLE_RATE + self.settings.margin_s
+        return self.spec.window_seconds
+
     def decide(self, p: PlannerInput) -> Decision:
         if p.ahead_s >= self.max_ahead_s:
             return Decision.WAIT
@@ -99,7 +111,7 @@ class WindowPlanner:
         if not self.settings.realtime:
             return Decision.WAIT
         if self.deadline_in(p) <= 0:
-            stalled = p.oldest_wait_s >= self.spec.window_seconds
+            stalled = p.oldest_wait_s >= self.stall_s(p)
             if p.fill_samples > 0 and (p.previous_took_speech or stalled):
                 return Decision.FLUSH
             return Decision.IDLE

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,7 @@ import numpy as np
 
 from .audio_fifo import AudioOverflow, SpeechFifo
 from .audio_input import AudioConverter, PcmFormat
-from .generator import SAMPLE_RATE, Avatar, Generator, WindowJob
+from .generator import CONTINUE_FROM, SAMPLE_RATE, Avatar, Generator, WindowJob
 from .latency import LatencyTracker
 from .output import OutputFrame, PendingFrame, PlayoutQueue
 from .planner import Decision, PlannerInput, PlannerSettings, WindowPlanner, has_voice
@@ -63,6 +64,9 @@ class SessionSettings:
     initial_compute_s: window compute estimate before the first window was measured.
     slip_reset_s: if the consumer falls this far behind the clock, the clock is reset instead of
     bursting frames to catch up.
+    cut_idle: when speech starts, drop the queued idle frames nobody has seen yet (keeping those that
+    play while the speech window is made), so speech is not delayed behind them; only with backends
+    that can continue from the frames shown (`ContinuingGenerator`), and only in real time.
     """
 
     speakers: int = 1
@@ -71,6 +75,7 @@ class SessionSettings:
     vad_threshold_db: float = -45.0
     initial_compute_s: float = 0.25
     slip_reset_s: float = 0.5
+    cut_idle: bool = True
     quality: QualitySettings = field(default_factory=QualitySettings)
 
     def __post_init__(self) -> None:
@@ -90,6 +95,7 @@ class SessionCounters:
     windows_flush: int = 0
     windows_idle: int = 0
     windows_cancelled: int = 0
+    idle_frames_cut: int = 0
     audio_overflows: int = 0
     samples_in: int = 0
 
@@ -121,6 +127,8 @@ class Session:
         self.created_at = clock()
         self.output_size = generator.output_size(avatar)
         self.quality = self._quality_controller()
+        self._continue_frames = int(getattr(generator, "continue_frames", 0) or 0)
+        self._can_cut_idle = bool(self._continue_frames and self.settings.cut_idle and self.settings.planner.realtime)
 
         n = self.settings.speakers
         capacity = max(int(self.settings.max_buffer_s * SAMPLE_RATE), 2 * self.planner.samples_needed)
@@ -286,6 +294,7 @@ class Session:
             previous_took_speech=self._previous_took_speech,
             oldest_wait_s=self._oldest_wait(),
             input_ended=self._input_ended,
+            can_cut_idle=self._can_cut_idle,
         )
 
     def _oldest_wait(self) -> float:
@@ -330,6 +339,7 @@ class Session:
         n_look = spec.lookahead_frames * spf
         window = np.zeros((len(self._fifos), n_win), np.float32)
         look = np.zeros((len(self._fifos), n_look), np.float32)
+        look_real = n_look
         arrivals: list[float | None] = [None] * spec.new_frames
         for s, fifo in enumerate(self._fifos):
             if decision is not Decision.IDLE:
@@ -341,17 +351,36 @@ class Session:
                 window[s, : taken.size] = taken
             ahead = fifo.peek(n_look)
             look[s, : ahead.size] = ahead
+            look_real = min(look_real, ahead.size)
         audio = np.concatenate([self._history, window, look], axis=1)
         if self._history.shape[1]:
             self._history = np.concatenate([self._history, window], axis=1)[:, -self._history.shape[1] :]
         speech = decision is not Decision.IDLE and has_voice(window, self.settings.vad_threshold_db, spf)
-        job = WindowJob(self.id, self._window_index, self._window_index * spec.new_frames, audio, speech)
+        job = WindowJob(self.id, self._window_index, self._window_index * spec.new_frames, audio, speech,
+                        lookahead_samples=look_real)
         if self.quality is not None:
             job.extras.update(self.quality.job_extras())
         return job, window, arrivals
 
+    def _cut_idle(self, job: WindowJob) -> None:
+        """Audio after idle windows: drop the queued idle frames that would play after this window could
+        be ready (all but compute + 2 margins' worth), and have it continue from the last ones kept."""
+        context = self._continue_frames
+        if not self._can_cut_idle:
+            return
+        fps = self.spec.fps
+        keep = math.ceil((self._compute_s + 2 * self.settings.planner.margin_s) * fps)
+        dropped, shown = self._playout.cut_idle_tail(keep, context)
+        if shown is None:
+            return
+        job.extras[CONTINUE_FROM] = shown
+        self.counters.idle_frames_cut += dropped
+        log.debug("session %s: speech starts %d idle frames (%.2f s) sooner", self.id, dropped, dropped / fps)
+
     async def _run_window(self, decision: Decision) -> None:
         job, window, arrivals = self._build_job(decision)
+        if not self._previous_took_speech:
+            self._cut_idle(job)
         self._window_index += 1
         self._previous_took_speech = decision is not Decision.IDLE
         if decision is Decision.SPEECH:

@@ -179,12 +179,19 @@ async def engine_offline(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.
 
 
 async def engine_live(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.ndarray,
-                      quality: QualitySettings, max_wait_s: float) -> dict[str, Any]:
-    """Speech fed in 20 ms chunks by the wall clock, frames paced at the output rate, as a call runs."""
+                      quality: QualitySettings, max_wait_s: float, cut_idle: bool = True,
+                      idle_lead_s: float = 0.0, silence_after_s: float = 0.0) -> dict[str, Any]:
+    """Speech fed in 20 ms chunks by the wall clock, frames paced at the output rate, as a call runs.
+
+    idle_lead_s: the avatar idles this long before the speech starts (where speech falls in the idle
+    windows decides how much idle video is queued ahead of it).
+    silence_after_s: keep sending silence after the speech, as an open microphone does.
+    """
     engine = Engine(gen)
     frames = []
     try:
-        session = await engine.open_session(avatar, SessionSettings(quality=quality, max_buffer_s=len(speech) / 16000 + 5))
+        session = await engine.open_session(avatar, SessionSettings(quality=quality, cut_idle=cut_idle,
+                                                                    max_buffer_s=len(speech) / 16000 + 5))
         loop = asyncio.get_running_loop()
 
         async def consume() -> None:
@@ -192,13 +199,17 @@ async def engine_live(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.nda
                 frames.append(f)
 
         consumer = asyncio.create_task(consume())
+        await asyncio.sleep(idle_lead_s)
         t0 = loop.time()
         first_push = time.monotonic()
-        for i in range(0, speech.size, 320):
-            await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
-            session.push_audio(speech[i : i + 320])
-        deadline = time.monotonic() + max_wait_s
         spoken = speech.size // gen.window.samples_per_frame
+        fed = np.concatenate([speech, np.zeros(int(silence_after_s * 16000), np.float32)])
+        for i in range(0, fed.size, 320):
+            await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
+            session.push_audio(fed[i : i + 320])
+            if first_speech_frame(frames) is not None and sum(f.speech for f in frames) >= spoken * 0.9:
+                break
+        deadline = time.monotonic() + max_wait_s
         while time.monotonic() < deadline and sum(f.speech for f in frames) < spoken * 0.9:
             await asyncio.sleep(0.05)
         consumer.cancel()
@@ -207,7 +218,7 @@ async def engine_live(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.nda
         await session.close()
     finally:
         await engine.shutdown()
-    first_speech = next((f for f in frames if f.speech and not f.filler), None)
+    first_speech = first_speech_frame(frames)
     return {
         "speech_s": _r(speech.size / 16000),
         "first_speech_frame_latency_s": None if first_speech is None else _r(first_speech.emitted_at - first_push),
@@ -217,7 +228,37 @@ async def engine_live(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.nda
         "filler_frames": stats["filler_frames"],
         "speech_frames_played": sum(f.speech for f in frames),
         "window_compute_s": _r(stats["window_compute_s"]),
+        "idle_frames_cut": stats["idle_frames_cut"],
         "quality": stats["quality"],
+    }
+
+
+def first_speech_frame(frames: list) -> Any:
+    return next((f for f in frames if f.speech and not f.filler), None)
+
+
+async def speech_onset(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.ndarray, max_wait_s: float,
+                       leads: int = 3) -> dict[str, Any]:
+    """First-speech-frame latency with and without cutting queued idle frames at speech onset, over
+    `leads` idle lead times spread across one window (fixed quality; interleaved). The speech is
+    followed by silence, as from an open microphone."""
+    out: dict[str, list[float]] = {"cut_idle": [], "no_cut": []}
+    cut_frames = []
+    for k in range(leads):
+        lead = 0.5 + gen.window.window_seconds * k / leads
+        for name, cut in (("cut_idle", True), ("no_cut", False)):
+            r = await engine_live(gen, avatar, speech, QualitySettings(enabled=False), max_wait_s, cut, lead,
+                                  silence_after_s=gen.window.window_seconds * 2 + 2)
+            if r["first_speech_frame_latency_s"] is not None:
+                out[name].append(r["first_speech_frame_latency_s"])
+            if cut:
+                cut_frames.append(r["idle_frames_cut"])
+    mean = {k: _r(float(np.mean(v))) if v else None for k, v in out.items()}
+    return {
+        "idle_lead_s": [_r(0.5 + gen.window.window_seconds * k / leads) for k in range(leads)],
+        "first_speech_frame_latency_s": {k: [_r(x) for x in v] for k, v in out.items()},
+        "mean_s": mean, "idle_frames_cut": cut_frames,
+        "latency_ratio_no_cut_vs_cut": _r(mean["no_cut"] / mean["cut_idle"]) if all(mean.values()) else None,
     }
 
 

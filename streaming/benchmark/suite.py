@@ -90,7 +90,10 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         report["engine_live"] = {
             "fixed_quality": asyncio.run(measure.engine_live(gen, avatar, speech, QualitySettings(enabled=False), wait)),
             "adaptive_quality": asyncio.run(measure.engine_live(gen, avatar, speech, QualitySettings(), wait)),
+            "speech_onset": asyncio.run(measure.speech_onset(gen, avatar, speech[: 16000], wait)),
         }
+        ratios["speech_onset_latency_no_cut_vs_cut_idle"] = report["engine_live"]["speech_onset"][
+            "latency_ratio_no_cut_vs_cut"]
     if "sessions" in opts.sections:
         report["sessions"] = s = _sessions(gen, speech, opts)
         ratios.update({f"session_batching_{k}_sessions": v["batching_speedup"] for k, v in s.items()

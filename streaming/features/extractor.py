@@ -18,6 +18,7 @@ stretch to, so that deviation is accepted. After `flush()` the frame count equal
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -128,6 +129,17 @@ class IncrementalFeatureExtractor:
             ends.append(end)
             end += b
         return self._emit(ends, window_end=lambda e: e + la)
+
+    def provisional(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """What `push(samples)` then `flush()` would return, leaving this stream untouched.
+
+        For a window that must run before its look-ahead has arrived: its last frames are encoded
+        with `samples` (e.g. zeros) standing in for the future, while the stream itself waits for
+        the real audio, so later frames are not computed from the stand-in.
+        """
+        memo = {id(self.model): self.model, id(self._silence): self._silence}
+        twin = copy.deepcopy(self, memo)
+        return torch.cat([twin.push(samples), twin.flush()])
 
     def flush(self) -> torch.Tensor:
         """End of input: emit the remaining frames up to the reference's frame count for all samples seen."""

@@ -27,8 +27,11 @@ class PatternGenerator:
     description = "pattern: test backend (fingerprints audio into frames)"
 
     def __init__(self, new_frames: int = 4, size: tuple[int, int] = (32, 24), delay_s: float = 0.0,
-                 context_frames: int = 0, lookahead_frames: int = 0, fail_on_window: int | None = None) -> None:
+                 context_frames: int = 0, lookahead_frames: int = 0, fail_on_window: int | None = None,
+                 continue_frames: int = 0) -> None:
         self.window = WindowSpec(new_frames=new_frames, context_frames=context_frames, lookahead_frames=lookahead_frames)
+        if continue_frames:  # a ContinuingGenerator: speech may cut queued idle frames
+            self.continue_frames = continue_frames
         self.size = size
         self.delay_s = delay_s
         self.fail_on_window = fail_on_window

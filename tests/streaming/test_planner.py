@@ -6,9 +6,9 @@ from streaming.planner import Decision, PlannerInput, PlannerSettings, WindowPla
 SPEC = WindowSpec(new_frames=5, lookahead_frames=2)  # 0.2 s windows, 2 frames of look-ahead
 
 
-def decide(fill, ahead, prev=False, ended=False, realtime=True, compute=0.05, wait=0.0):
+def decide(fill, ahead, prev=False, ended=False, realtime=True, compute=0.05, wait=0.0, cut=False):
     planner = WindowPlanner(SPEC, PlannerSettings(margin_s=0.1, realtime=realtime))
-    return planner.decide(PlannerInput(fill, ahead, compute, prev, wait, ended))
+    return planner.decide(PlannerInput(fill, ahead, compute, prev, wait, ended, can_cut_idle=cut))
 
 
 def test_full_window_plus_lookahead_makes_a_speech_window():
@@ -26,6 +26,16 @@ def test_speech_that_just_started_waits_for_a_full_window_but_a_running_utteranc
     assert decide(1000, 0.1, prev=False) is Decision.IDLE
     assert decide(1000, 0.1, prev=True) is Decision.FLUSH
     assert decide(1000, 0.1, prev=False, wait=0.2) is Decision.FLUSH  # the client stopped sending
+
+
+def test_with_idle_cut_speech_after_idle_waits_for_its_look_ahead_unless_the_client_stopped():
+    # A window (0.2 s) waited, but not the window + look-ahead (0.28 s) + margin: idle meanwhile,
+    # the queued idle frames are cut when the full speech window runs.
+    assert decide(1000, 0.1, prev=False, wait=0.2, cut=True) is Decision.IDLE
+    assert decide(7 * 640, 0.1, prev=False, wait=0.28, cut=True) is Decision.SPEECH
+    assert decide(1000, 0.1, prev=False, wait=0.39, cut=True) is Decision.FLUSH  # the client stopped sending
+    assert decide(1000, 0.1, prev=True, cut=True) is Decision.FLUSH  # mid-utterance as before
+    assert decide(1000, 0.1, ended=True, cut=True) is Decision.FLUSH
 
 
 def test_never_more_than_max_ahead_of_playout():

@@ -215,3 +215,58 @@ async def test_two_speakers_are_mixed_and_each_has_its_own_buffer():
         await engine.shutdown()
     assert gen.jobs[0].audio.shape == (2, 2560)
     np.testing.assert_allclose(np.concatenate([f.audio for f in frames]), -0.25)
+
+
+async def _speech_onset_after_idle(speech: np.ndarray, cut_idle: bool):
+    """Idle until a long run of idle frames is queued, then a window of speech at once; return the
+    generator, the session and the frames emitted around the onset."""
+    gen = PatternGenerator(new_frames=20, continue_frames=3)  # 0.8 s windows: long idle queues
+    engine = Engine(gen)
+    try:
+        session = await engine.open_session(AVATAR, SessionSettings(cut_idle=cut_idle))
+        frames = []
+
+        async def run():
+            async for f in session.frames():
+                frames.append(f)
+
+        task = asyncio.create_task(run())
+        while session.stats()["queued_frames"] < 14:
+            await asyncio.sleep(0.005)
+        session.push_audio(speech)
+        while sum(f.speech for f in frames) < 20:  # the whole first speech window played
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+    finally:
+        await engine.shutdown()
+    return gen, session, frames
+
+
+async def test_speech_after_idle_cuts_the_unseen_idle_frames_and_continues_from_the_shown_ones(speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000]  # more than one 0.8 s window
+    gen, session, frames = await _speech_onset_after_idle(speech, cut_idle=True)
+    assert session.counters.idle_frames_cut >= 8
+    onset = next(j for j in gen.jobs if j.speech)
+    shown = onset.extras["continue_from"]
+    assert shown.shape == (3, 24, 32, 3)
+    first = next(i for i, f in enumerate(frames) if f.speech)
+    before = [f.image for f in frames[:first] if not f.filler][-3:]
+    for seen, given in zip(before, shown, strict=True):  # the window continues from what was on screen
+        np.testing.assert_array_equal(seen, given)
+    assert frames[first].latency < 0.4
+    check_pairing(frames)
+    out = np.concatenate([f.audio for f in frames[first:]])  # speech follows at once, sample-exact
+    np.testing.assert_array_equal(out[: 20 * 640], speech[: 20 * 640])
+    # Only the onset window cuts: later speech windows and idle windows carry no frames to continue from.
+    assert [j.index for j in gen.jobs if "continue_from" in j.extras] == [onset.index]
+
+
+async def test_without_cut_idle_speech_waits_behind_the_queued_idle_frames(speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000]
+    gen, session, frames = await _speech_onset_after_idle(speech, cut_idle=False)
+    assert session.counters.idle_frames_cut == 0
+    assert not any("continue_from" in j.extras for j in gen.jobs)
+    first = next(f for f in frames if f.speech)
+    assert first.latency >= 14 / 25 - 0.02  # behind the 14+ idle frames queued at the onset
