@@ -186,6 +186,9 @@ class QualityRange:
 
 CONTINUE_FROM = "continue_from"
 """`WindowJob.extras` key: uint8 [n, H, W, 3], the last frames shown before this window (output size)."""
+FRAMES_CUT = "frames_cut"
+"""`WindowJob.extras` key: how many made frames were dropped unseen before this window, so a backend
+that follows a source video can keep it in step with what is shown."""
 
 
 @runtime_checkable

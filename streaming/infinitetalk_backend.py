@@ -44,7 +44,7 @@ from model.sampling import DISTILLED_STEP_LISTS, distilled_step_list
 
 from .features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
 from .features.rolling import RollingClipFeatures
-from .generator import CONTINUE_FROM, Avatar, QualityRange, WindowJob, WindowSpec
+from .generator import CONTINUE_FROM, FRAMES_CUT, Avatar, QualityRange, WindowJob, WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class _SessionState:
     avatar: Avatar
     full_size: tuple[int, int]  # (height, width) of the frames delivered
     size: tuple[int, int]  # current generation size
+    source_lag: int = 0  # made frames dropped unseen: the source video follows the frames shown
 
 
 @dataclass
@@ -343,10 +344,16 @@ class InfiniteTalkGenerator:
         shown = job.extras.get(CONTINUE_FROM)
         if shown is None:
             return
+        state.source_lag += int(job.extras.get(FRAMES_CUT, 0))
         h, w = state.size
         frames = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
                   for f in shown[-self.settings.window.motion_frames:]]
         state.live.motion_pixels = u8_to_unit(torch.from_numpy(np.stack(frames)))  # [3, M, H, W]
+
+    @staticmethod
+    def _source_frame(state: _SessionState, job: WindowJob) -> int:
+        """The window's first frame on the shown timeline (where a video avatar's source is read)."""
+        return job.first_frame - state.source_lag
 
     def _out(self, state: _SessionState, frame: np.ndarray) -> np.ndarray:
         """Frames made at a reduced size are scaled to the session's output size."""
@@ -366,13 +373,13 @@ class InfiniteTalkGenerator:
         if self._uses_source(state, job):
             yield from (self._out(state, f) for f in self._play_source(state, job))
             return
-        for frame in self.runner.window(state.live, audio, job.first_frame, self._window_settings(job)):
+        for frame in self.runner.window(state.live, audio, self._source_frame(state, job), self._window_settings(job)):
             yield self._out(state, frame)
         self._prepare_next(state, job)
 
     def _prepare_next(self, state: _SessionState, job: WindowJob) -> None:
         """Encode the next window's audio-free inputs now, so it starts sooner once its speech is in."""
-        self.runner.prepare_ahead(state.live, job.first_frame + self.window.new_frames)
+        self.runner.prepare_ahead(state.live, self._source_frame(state, job) + self.window.new_frames)
 
     # -------------------------------------------------------------- batching (see the worker)
     def batch_key(self, state: _SessionState, job: WindowJob) -> Hashable | None:
@@ -387,7 +394,8 @@ class InfiniteTalkGenerator:
         audio = self._window_rows(state, job)
         self._switch_size(state, job)
         self._continue_from(state, job)
-        return _Work(state, self.runner.prepare(state.live, audio, job.first_frame, self._window_settings(job)), job)
+        work = self.runner.prepare(state.live, audio, self._source_frame(state, job), self._window_settings(job))
+        return _Work(state, work, job)
 
     def generate_batch(self, works: Sequence[_Work]) -> Iterator[tuple[int, np.ndarray]]:
         for k, frame in self.runner.windows([w.window for w in works]):
@@ -399,7 +407,8 @@ class InfiniteTalkGenerator:
         """Idle with a video avatar: show the source video; the next window continues from it."""
         src = state.live.source
         shown = []
-        for f in range(job.first_frame, job.first_frame + self.window.new_frames):
+        first = self._source_frame(state, job)
+        for f in range(first, first + self.window.new_frames):
             frame = state.source_u8[src.index_at(f, self.settings.fps)]
             shown.append(frame)
             yield frame

@@ -25,7 +25,7 @@ import numpy as np
 
 from .audio_fifo import AudioOverflow, SpeechFifo
 from .audio_input import AudioConverter, PcmFormat
-from .generator import CONTINUE_FROM, SAMPLE_RATE, Avatar, Generator, WindowJob
+from .generator import CONTINUE_FROM, FRAMES_CUT, SAMPLE_RATE, Avatar, Generator, WindowJob
 from .latency import LatencyTracker
 from .output import OutputFrame, PendingFrame, PlayoutQueue
 from .planner import Decision, PlannerInput, WindowPlanner, has_voice
@@ -311,6 +311,7 @@ class Session:
         if shown is None:
             return
         job.extras[CONTINUE_FROM] = shown
+        job.extras[FRAMES_CUT] = dropped
         self.counters.idle_frames_cut += dropped
         log.debug("session %s: speech starts %d idle frames (%.2f s) sooner", self.id, dropped, dropped / fps)
 

@@ -216,3 +216,28 @@ def test_a_window_run_before_its_look_ahead_arrived_does_not_corrupt_later_featu
     # Taking the zero padding for audio (what the backend must not do) would change later windows.
     padded_as_real = [dataclasses.replace(j, lookahead_samples=None) for j in _stream_jobs(gen, speech, [look // 3, 0, None])]
     assert (rows(padded_as_real)[2] - full[2]).abs().max() > 1e-2
+
+
+def test_after_a_cut_a_video_avatar_source_follows_the_frames_shown(bundle):
+    """Dropped idle frames were never seen: the source video continues from where the viewer was."""
+    from streaming.generator import CONTINUE_FROM, FRAMES_CUT
+
+    colours = np.arange(0, 240, 6, dtype=np.uint8)  # 40 source frames, one flat grey level each
+    video = Avatar("clip", np.repeat(colours[:, None, None, None], 32, 1).repeat(32, 2).repeat(3, 3), fps=25.0)
+    gen = tiny_generator(bundle, idle="source")
+    n, M = gen.window.new_frames, gen.settings.window.motion_frames
+    silence = np.zeros((1, gen.window.job_samples), np.float32)
+    speech = (np.random.default_rng(4).standard_normal((1, gen.window.job_samples)) * 0.1).astype(np.float32)
+
+    def levels(cut: int) -> list[int]:
+        state = gen.open_session("s", video)
+        list(gen.generate(state, WindowJob("s", 0, 0, silence, speech=False)))
+        job = WindowJob("s", 1, n, speech, speech=True)
+        if cut:
+            job.extras.update({CONTINUE_FROM: np.zeros((M, 32, 32, 3), np.uint8), FRAMES_CUT: cut})
+        list(gen.generate(state, job))
+        idle = gen.generate(state, WindowJob("s", 2, 2 * n, silence, speech=False))
+        return [int(f[..., 0].mean()) for f in idle]
+
+    assert levels(0) == [int(colours[f]) for f in range(2 * n, 3 * n)]
+    assert levels(5) == [int(colours[f - 5]) for f in range(2 * n, 3 * n)]

@@ -251,6 +251,7 @@ async def test_speech_after_idle_cuts_the_unseen_idle_frames_and_continues_from_
     onset = next(j for j in gen.jobs if j.speech)
     shown = onset.extras["continue_from"]
     assert shown.shape == (3, 24, 32, 3)
+    assert onset.extras["frames_cut"] == session.counters.idle_frames_cut
     first = next(i for i, f in enumerate(frames) if f.speech)
     before = [f.image for f in frames[:first] if not f.filler][-3:]
     for seen, given in zip(before, shown, strict=True):  # the window continues from what was on screen
