@@ -286,7 +286,9 @@ class Session:
                         arrivals[f] = t
                 taken = fifo.take(n_win)
                 window[s, : taken.size] = taken
-            ahead = fifo.peek(n_look)
+            # An idle window's successor is not known yet (idle again, or speech from the buffer's head):
+            # its look-ahead is left unknown rather than guessed.
+            ahead = fifo.peek(n_look) if decision is not Decision.IDLE else np.zeros(0, np.float32)
             look[s, : ahead.size] = ahead
             look_real = min(look_real, ahead.size)
         audio = np.concatenate([self._history, window, look], axis=1)

@@ -271,3 +271,32 @@ async def test_without_cut_idle_speech_waits_behind_the_queued_idle_frames(speec
     assert not any("continue_from" in j.extras for j in gen.jobs)
     first = next(f for f in frames if f.speech)
     assert first.latency >= 14 / 25 - 0.02  # behind the 14+ idle frames queued at the onset
+
+
+async def test_windows_say_how_much_of_their_look_ahead_is_real_audio(speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 2]
+    gen = PatternGenerator(new_frames=4, lookahead_frames=3)
+    engine = Engine(gen)
+    n_look = 3 * 640
+    try:
+        session = await engine.open_session(AVATAR)
+        collecting = asyncio.create_task(collect(session, 1.6))
+        await asyncio.sleep(0.3)
+        session.push_audio(speech[: 16000])  # a second at once: windows with their whole look-ahead
+        await asyncio.sleep(0.5)
+        session.push_audio(speech[16000 : 16000 + 5 * 640])  # then less than a window + look-ahead
+        await collecting
+        await session.close()
+    finally:
+        await engine.shutdown()
+    idle = [j for j in gen.jobs if not np.any(j.audio)]
+    talking = [j for j in gen.jobs if j.speech]
+    assert idle and talking
+    # An idle window's successor is unknown: nothing of its look-ahead is claimed to be audio.
+    assert all(j.lookahead_samples == 0 for j in idle)
+    assert any(j.lookahead_samples == n_look for j in talking)
+    for j in gen.jobs:  # whatever is not real is zero padding
+        assert j.lookahead_samples is not None and 0 <= j.lookahead_samples <= n_look
+        assert not np.any(j.audio[:, j.audio.shape[1] - n_look + j.lookahead_samples:])
+    # The tail had no look-ahead to wait for: it was flushed with its look-ahead marked missing.
+    assert any(j.speech and j.lookahead_samples < n_look for j in gen.jobs)
