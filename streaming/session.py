@@ -31,9 +31,9 @@ from .output import OutputFrame, PendingFrame, PlayoutQueue
 from .planner import Decision, PlannerInput, WindowPlanner, has_voice
 from .quality import QualityController
 from .session_settings import MAX_SPEAKERS, SessionCounters, SessionError, SessionSettings, SessionState
+from .worker import GeneratorWorker, JobCancelled
 
 __all__ = ["MAX_SPEAKERS", "Session", "SessionCounters", "SessionError", "SessionSettings", "SessionState"]
-from .worker import GeneratorWorker, JobCancelled
 
 log = logging.getLogger(__name__)
 
