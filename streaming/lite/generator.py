@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streaming.generator import FRAMES_CUT, SAMPLE_RATE, Avatar, WindowJob, WindowSpec
+from streaming.generator import SAMPLE_RATE, Avatar, WindowJob, WindowSpec
 from streaming.lite.audio_features import MouthDriver, frame_features
 from streaming.lite.face import (
     FaceGeometry,
@@ -62,14 +62,12 @@ class LiteSession:
     faces: list[_FaceState]
     head: HeadRig
     frames_made: int = 0
-    lag: int = 0  # frames made but dropped unseen (idle cut at speech onset): motion follows what was shown
 
 
 class LiteGenerator:
     """Lightweight CPU portrait animator implementing `streaming.generator.Generator`."""
 
     name = "lite"
-    continue_frames = 1  # ContinuingGenerator: blinks, sway and the source video run on the shown timeline
     description = ("lite: lightweight CPU portrait animator (warps the avatar's mouth, eyes and head "
                    "from audio loudness and spectrum) - NOT the InfiniteTalk model")
 
@@ -144,8 +142,7 @@ class LiteGenerator:
         s, spec = self.settings, self.window
         n, spf = spec.new_frames, spec.samples_per_frame
         starts = spec.context_frames * spf + np.arange(n) * spf + self._lead
-        state.lag += int(job.extras.get(FRAMES_CUT, 0))
-        idx = job.first_frame - state.lag + np.arange(n)
+        idx = job.first_frame + np.arange(n)
         t = idx / spec.fps
         scale = s.height / 512.0
         per_face = []

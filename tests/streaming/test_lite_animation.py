@@ -140,24 +140,3 @@ def test_window_length_does_not_change_the_animation(avatar, speech):
         outs.append(run_clip(g, g.open_session("w", avatar), clip, speech=True))
     m = min(len(o) for o in outs)
     assert np.abs(outs[0][:m].astype(np.int16) - outs[1][:m]).max() <= 1
-
-
-def test_after_an_idle_cut_the_animation_continues_from_the_frames_shown(gen, avatar, silence):
-    """Idle frames dropped unseen at speech onset: blinks and sway go on from what was on screen."""
-    from streaming.generator import FRAMES_CUT
-
-    assert isinstance(gen, Generator) and gen.continue_frames >= 1
-    n, samples = gen.window.new_frames, gen.window.job_samples
-    quiet = silence[None, :samples].astype(np.float32)
-
-    def second_window(first_frame: int, cut: int) -> list[np.ndarray]:
-        state = gen.open_session("cut", avatar)
-        list(gen.generate(state, WindowJob("cut", 0, 0, quiet, speech=False)))
-        job = WindowJob("cut", 1, first_frame, quiet, speech=False, extras={FRAMES_CUT: cut} if cut else {})
-        return list(gen.generate(state, job))
-
-    cut = second_window(3 * n, cut=2 * n)  # window 3 made after 2 unseen windows were dropped
-    shown = second_window(n, cut=0)  # the window that follows the first one on screen
-    for a, b in zip(cut, shown, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert not all(np.array_equal(a, b) for a, b in zip(second_window(3 * n, 0), shown, strict=True))
