@@ -227,8 +227,9 @@ async def serve(args: argparse.Namespace) -> int:
     label = BACKENDS.get(generator.name, generator.description)
     url = display_url(args.host, port, "https" if tls else "http")
     print(f"{PROG}: open {url} in a browser (backend: {generator.name} — {label})", flush=True)
-    if config.token is not None:
-        print(f"{PROG}: an access token is required: open {url}?token=YOUR_TOKEN, or type it in the page",
+    if config.token is not None or config.tokens:
+        named = f" ({len(config.tokens)} named tokens)" if config.tokens else ""
+        print(f"{PROG}: an access token is required{named}: open {url}?token=YOUR_TOKEN, or type it in the page",
               flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

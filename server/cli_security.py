@@ -30,13 +30,16 @@ def add_security_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network and security (docs/security.md)")
     g.add_argument("--token", help=f"access token clients must send (visible in `ps`: prefer ${TOKEN_ENV} or "
                                    "--token-file); required when --host is not loopback")
-    g.add_argument("--token-file", type=Path, help="file whose first line is the access token")
+    g.add_argument("--token-file", type=Path,
+                   help="file with the access token; or several, one per line as NAME TOKEN, each a client of its "
+                        "own (per-client limits and logs by name); # starts a comment")
     g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed besides the page's own, e.g. https://app.example.com (repeatable; "
                         "* = any)")
     g.add_argument("--trust-proxy", action="append", default=[], metavar="ADDR",
                    help="reverse proxy address whose X-Forwarded-For names the client (repeatable)")
-    g.add_argument("--max-sessions-per-client", type=int, default=4, help="live sessions per client address (4)")
+    g.add_argument("--max-sessions-per-client", type=int, default=4,
+                   help="live sessions per client address, or per token when tokens are named (4)")
     g.add_argument("--rate-limit", type=float, default=1.0,
                    help="session starts and uploads per second per client address, after a burst (1.0)")
     g.add_argument("--rate-burst", type=int, default=20, help="requests a client may make at once (20)")
@@ -65,21 +68,49 @@ def _read_secret(path: Path, what: str) -> str:
     return value
 
 
-def resolve_token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+def read_token_file(path: Path) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """(token, named tokens) from a token file: one bare token (as before), or lines `NAME TOKEN`
+    (a bare token among several gets the name `line-N`)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError(f"cannot read the access tokens from {path}: {exc}") from exc
+    entries = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if len(fields) > 2:
+            raise OptionError(f"{path} line {number}: expected TOKEN or NAME TOKEN, got {len(fields)} fields")
+        if fields:
+            entries.append((fields[0] if len(fields) == 2 else None, fields[-1], number))
+    if not entries:
+        raise OptionError(f"{path} is empty: put the access token on its first line")
+    if len(entries) == 1 and entries[0][0] is None:
+        return entries[0][1], ()
+    named = tuple((name or f"line-{number}", token) for name, token, number in entries)
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise OptionError(f"{path}: token names must be unique, got {sorted(names)}")
+    return None, named
+
+
+def resolve_token(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """(token, named tokens): --token, else --token-file, else $INFINITETALK_TOKEN."""
     if args.token:
-        return args.token.strip()
+        return args.token.strip(), ()
     if args.token_file is not None:
-        return _read_secret(args.token_file, "access token")
-    return env.get(TOKEN_ENV, "").strip() or None
+        return read_token_file(args.token_file)
+    return env.get(TOKEN_ENV, "").strip() or None, ()
 
 
 def security_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """ServerConfig fields from the options; raises OptionError (e.g. a public host without a token)."""
     env = os.environ if env is None else env
-    token = resolve_token(args, env)
-    if token is not None and len(token) < 8:
-        raise OptionError(f"the access token is too short ({len(token)} characters); use at least 8, e.g. {GENERATE_HINT}")
-    if token is None and not is_loopback(args.host):
+    token, named = resolve_token(args, env)
+    for name, value in ((None, token), *named):
+        if value is not None and len(value) < 8:
+            which = f"the access token {name!r}" if name else "the access token"
+            raise OptionError(f"{which} is too short ({len(value)} characters); use at least 8, e.g. {GENERATE_HINT}")
+    if token is None and not named and not is_loopback(args.host):
         raise OptionError(
             f"--host {args.host} accepts connections from other machines, so an access token is required: set "
             f"${TOKEN_ENV}, or pass --token-file FILE (generate one with {GENERATE_HINT}); clients send it as "
@@ -105,7 +136,7 @@ def security_config(args: argparse.Namespace, env: Mapping[str, str] | None = No
     if args.idle_timeout <= 0 or args.rate_limit <= 0 or args.rate_burst < 1 or args.max_sessions_per_client < 1:
         raise OptionError("--idle-timeout, --rate-limit, --rate-burst and --max-sessions-per-client must be positive")
     return dict(
-        token=token, allow_origins=tuple(args.allow_origin), trusted_proxies=tuple(args.trust_proxy),
+        token=token, tokens=named, allow_origins=tuple(args.allow_origin), trusted_proxies=tuple(args.trust_proxy),
         max_sessions_per_client=args.max_sessions_per_client, rate_limit_per_s=args.rate_limit,
         rate_limit_burst=args.rate_burst, ws_idle_timeout_s=args.idle_timeout, rtc_idle_timeout_s=args.idle_timeout,
         ice_servers=ice, turn_secret=secret,

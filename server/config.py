@@ -54,6 +54,9 @@ class ServerConfig:
     jpeg_quality: default websocket frame quality (a client may ask for another in `hello`).
     token: the access token; None = no authentication (only allowed on loopback: the CLI refuses
         other hosts without one). Never shown in reprs or logs.
+    tokens: more access tokens, each with a name: (name, token). With any named token, each token is
+        a client: `max_sessions_per_client` counts its sessions wherever they come from, and logs name
+        it (never the token).
     allow_origins: browser origins (scheme://host[:port]) allowed besides the page's own; "*" = any.
     trusted_proxies: peer addresses whose X-Forwarded-For names the real client (a reverse proxy).
     max_sessions_per_client: live sessions per client address (429 / 4429 beyond).
@@ -85,6 +88,7 @@ class ServerConfig:
     static_dir: Path | None = None
     """Browser demo folder; None -> the installed `client_demo/static`."""
     token: str | None = field(default=None, repr=False)
+    tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     allow_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     max_sessions_per_client: int = 4
@@ -107,8 +111,11 @@ class ServerConfig:
             raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
         if self.ws_send_queue_frames < 1 or self.ws_stall_timeout_s <= 0 or self.stats_interval_s <= 0:
             raise ValueError("ws_send_queue_frames, ws_stall_timeout_s and stats_interval_s must be positive")
-        if self.token is not None and len(self.token) < 8:
-            raise ValueError("the access token must be at least 8 characters (e.g. secrets.token_urlsafe(32))")
+        if any(len(t) < 8 for t in ([self.token] if self.token else []) + [t for _, t in self.tokens]):
+            raise ValueError("an access token must be at least 8 characters (e.g. secrets.token_urlsafe(32))")
+        names = [n for n, _ in self.tokens]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"token names must be unique and not empty, got {names}")
         if self.max_sessions_per_client < 1 or self.rate_limit_burst < 1 or self.rate_limit_per_s <= 0:
             raise ValueError("max_sessions_per_client, rate_limit_burst and rate_limit_per_s must be positive")
         if self.rtc_idle_timeout_s <= 0 or self.rtc_media_timeout_s <= 0 or self.ws_idle_timeout_s <= 0:

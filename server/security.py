@@ -95,7 +95,9 @@ class AccessPolicy:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.token = config.token
+        named = (("default", config.token),) if config.token else ()
+        self.tokens: tuple[tuple[str, str], ...] = named + tuple(config.tokens)
+        self.named = bool(config.tokens)
         self.any_origin = "*" in config.allow_origins
         self.origins = {o.rstrip("/").lower() for o in config.allow_origins if o != "*"}
         self.origin_hosts = {_hostname(urlsplit(o).netloc) for o in self.origins}
@@ -103,18 +105,37 @@ class AccessPolicy:
 
     @property
     def auth_required(self) -> bool:
-        return self.token is not None
+        return bool(self.tokens)
 
     def client(self, request: web.Request) -> str:
+        """The client's address (behind a trusted proxy: the one it names); rate limits count per address."""
         return client_address(request, self.config.trusted_proxies)
 
+    def token_name(self, request: web.Request) -> str | None:
+        """The name of the token the request carries (None: none of ours). Every token is compared."""
+        presented = presented_tokens(request)
+        found = None
+        for name, token in self.tokens:
+            if token_matches(presented, token) and found is None:
+                found = name
+        return found
+
     def authorized(self, request: web.Request) -> bool:
-        return self.token is None or token_matches(presented_tokens(request), self.token)
+        return not self.tokens or self.token_name(request) is not None
+
+    def owner(self, request: web.Request) -> str:
+        """Who a session belongs to for the per-client cap: the token's name when tokens are named,
+        else the client's address."""
+        if self.named:
+            name = self.token_name(request)
+            if name is not None:
+                return f"token:{name}"
+        return self.client(request)
 
     def check(self, request: web.Request) -> Refusal | None:
         ws = request.path == "/ws" and is_websocket_upgrade(request)
         host = _hostname(request.host)
-        if self.token is None and not (is_loopback(host) or host in self.origin_hosts):
+        if not self.tokens and not (is_loopback(host) or host in self.origin_hosts):
             return Refusal(403, CLOSE_FORBIDDEN, "forbidden_host",
                            f"this server runs without an access token, so it only answers requests addressed to "
                            f"localhost, not {host[:80]!r}; start it with a token, or add the public origin with "
@@ -139,7 +160,7 @@ class AccessPolicy:
         return None
 
     def _needs_token(self, request: web.Request) -> bool:
-        return self.token is not None and request.path not in OPEN_PATHS and not request.path.startswith("/static/")
+        return bool(self.tokens) and request.path not in OPEN_PATHS and not request.path.startswith("/static/")
 
     def _origin_ok(self, origin: str, request: web.Request) -> bool:
         o = origin.rstrip("/").lower()

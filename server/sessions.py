@@ -41,7 +41,8 @@ class SessionManager:
         return self._by_client.get(client, 0)
 
     def reserve(self, transport: str, client: str = "") -> None:
-        """Take a slot for `client` (its address) or raise TooManySessions. Pair with `release()`."""
+        """Take a slot for `client` (its address, or its token's name) or raise TooManySessions. Pair with
+        `release()`."""
         if self._slots >= self.max_sessions:
             self.metrics.error("too_many_sessions")
             raise TooManySessions(
@@ -51,7 +52,8 @@ class SessionManager:
         if self.held_by(client) >= self.max_per_client:
             self.metrics.error("too_many_sessions")
             raise TooManySessions(
-                f"your address already holds {self.max_per_client} session(s), the limit per client; close one "
+                f"you already hold {self.max_per_client} session(s) (per address, or per token when tokens are "
+                "named), the limit per client; close one "
                 "first (the operator can raise it with --max-sessions-per-client)"
             )
         self._slots += 1

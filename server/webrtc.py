@@ -85,7 +85,7 @@ async def handle_offer(request: web.Request) -> web.Response:
         avatar = await asyncio.to_thread(ctx.avatars.get, name)
     except AvatarError as exc:
         raise ApiError(404 if exc.code == "unknown_avatar" else 400, exc.code, exc.message) from exc
-    client = ctx.security.client(request)
+    client = ctx.security.owner(request)  # the per-client session cap counts per owner
     try:
         ctx.sessions.reserve(TRANSPORT, client)
     except TooManySessions as exc:

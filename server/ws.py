@@ -112,7 +112,7 @@ class WsConnection:
         self.ctx = ctx
         self.ws = ws
         self.request = request
-        self.client = ctx.security.client(request)
+        self.client = ctx.security.owner(request)  # the per-client session cap counts per owner
         self.session: Session | None = None
         self.hello: Hello | None = None
         self.out = OutQueue(ctx.config.ws_send_queue_frames)

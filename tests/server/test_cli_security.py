@@ -141,3 +141,22 @@ async def test_serve_over_tls_with_a_token_from_the_environment_never_prints_it(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_a_token_file_may_name_several_tokens_each_a_client(tmp_path):
+    f = tmp_path / "tokens"
+    f.write_text("# who may use this server\nalice  alice-token-0123456789\n\nkiosk kiosk-token-9876543210  # lobby\n"
+                 "bare-token-on-its-own-1234\n")
+    config = security_config(serve_args("--host", "0.0.0.0", "--token-file", str(f)), {})
+    assert config["token"] is None
+    assert config["tokens"] == (("alice", "alice-token-0123456789"), ("kiosk", "kiosk-token-9876543210"),
+                                ("line-5", "bare-token-on-its-own-1234"))
+    f.write_text("alice short\n")
+    with pytest.raises(OptionError, match="'alice' is too short"):
+        security_config(serve_args("--token-file", str(f)), {})
+    f.write_text("a one-token-0123456789\na two-token-0123456789\n")
+    with pytest.raises(OptionError, match="unique"):
+        security_config(serve_args("--token-file", str(f)), {})
+    f.write_text("a b c-token-0123456789\n")
+    with pytest.raises(OptionError, match="line 1: expected TOKEN or NAME TOKEN"):
+        security_config(serve_args("--token-file", str(f)), {})

@@ -163,3 +163,26 @@ async def test_api_info_gives_stun_and_turn_servers_to_authorised_clients_only()
             servers = (await r.json())["ice_servers"]
         assert servers == [{"urls": ["stun:stun.example.org:3478"]},
                            {"urls": ["turn:turn.example.org:3478"], "username": "user", "credential": "pw"}]
+
+
+async def test_with_named_tokens_each_token_is_a_client_wherever_it_connects_from():
+    alice, kiosk = "alice-token-0123456789", "kiosk-token-9876543210"
+    async with live_server(tokens=(("alice", alice), ("kiosk", kiosk)), max_sessions=8, max_sessions_per_client=1,
+                           trusted_proxies=("127.0.0.1",), rate_limit_burst=1000) as srv, \
+            aiohttp.ClientSession() as http:
+        assert await ws_outcome(http, srv.ws_url) == ("closed", ("unauthorized", 4401))
+        held = await http.ws_connect(srv.ws_url + f"?token={alice}")
+        await held.send_json(HELLO)
+        assert (await asyncio.wait_for(held.receive_json(), 5))["type"] == "ready"
+        assert srv.ctx.sessions.held_by("token:alice") == 1
+        # The same token from another address is the same client: over its share.
+        async with http.ws_connect(srv.ws_url + f"?token={alice}", headers={"X-Forwarded-For": "203.0.113.9"}) as ws:
+            await ws.send_json(HELLO)
+            error, code = await read_until_close(ws)
+        assert error["code"] == "too_many_sessions" and code == 4429
+        # Another token from the same address is another client.
+        assert await ws_session(http, srv.ws_url + f"?token={kiosk}") is None
+        await held.send_json({"type": "bye"})
+        await held.close()
+        await eventually(lambda: srv.ctx.sessions.active == 0)
+        assert (await status(http, "GET", srv.url + "/metrics", headers={"Authorization": f"Bearer {kiosk}"}))[0] == 200
