@@ -155,7 +155,7 @@ class PeerSession:
         self._spawn(self._stats_loop(), "stats")
         self._spawn(self._connect_watchdog(), "watchdog")
         self._spawn(self._liveness_watchdog(), "liveness")
-        log.info("peer %s: session %s open (avatar %s)", self.id, self.session.id, avatar.name)
+        log.info("peer %s: session %s open for %s (avatar %s)", self.id, self.session.id, self.client, avatar.name)
         return pc.localDescription
 
     def _attach_outputs(self, desc: SessionDescription) -> None:

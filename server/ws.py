@@ -200,7 +200,8 @@ class WsConnection:
         self.out.put_json(messages.state(self.session.state.value))
         for coro, name in ((self._send_loop(), "send"), (self._frame_loop(), "frames"), (self._stats_loop(), "stats")):
             self._tasks.append(asyncio.create_task(coro, name=f"ws-{self.session.id}-{name}"))
-        log.info("websocket session %s open (avatar %s, %s)", self.session.id, avatar.name, hello.pcm)
+        log.info("websocket session %s open for %s (avatar %s, %s)", self.session.id, self.client, avatar.name,
+                 hello.pcm)
 
     async def _read_loop(self) -> None:
         idle = self.ctx.config.ws_idle_timeout_s

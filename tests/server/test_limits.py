@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import time
 
 import aiohttp
@@ -165,7 +166,8 @@ async def test_api_info_gives_stun_and_turn_servers_to_authorised_clients_only()
                            {"urls": ["turn:turn.example.org:3478"], "username": "user", "credential": "pw"}]
 
 
-async def test_with_named_tokens_each_token_is_a_client_wherever_it_connects_from():
+async def test_with_named_tokens_each_token_is_a_client_wherever_it_connects_from(caplog):
+    caplog.set_level(logging.INFO, logger="server.ws")
     alice, kiosk = "alice-token-0123456789", "kiosk-token-9876543210"
     async with live_server(tokens=(("alice", alice), ("kiosk", kiosk)), max_sessions=8, max_sessions_per_client=1,
                            trusted_proxies=("127.0.0.1",), rate_limit_burst=1000) as srv, \
@@ -186,3 +188,5 @@ async def test_with_named_tokens_each_token_is_a_client_wherever_it_connects_fro
         await held.close()
         await eventually(lambda: srv.ctx.sessions.active == 0)
         assert (await status(http, "GET", srv.url + "/metrics", headers={"Authorization": f"Bearer {kiosk}"}))[0] == 200
+    assert "open for token:alice" in caplog.text and "open for token:kiosk" in caplog.text
+    assert alice not in caplog.text and kiosk not in caplog.text
