@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from streaming.backends import BACKENDS, BackendUnavailable, create_generator
 
-from .cli_security import OptionError, add_security_options, security_config, ssl_context
+from .cli_security import OptionError, add_security_options, read_token_file, security_config, ssl_context
 
 if TYPE_CHECKING:
     from streaming.generator import Avatar
@@ -177,6 +177,23 @@ def make_generator(args: argparse.Namespace):
     return None
 
 
+def reload_tokens(path: Path, app) -> None:
+    """SIGHUP: read the token file again (revoke or add tokens without a restart). A file that cannot be
+    used keeps the tokens in force."""
+    from .context import CONTEXT
+
+    try:
+        token, named = read_token_file(path)
+        for name, value in ((None, token), *named):
+            if value is not None and len(value) < 8:
+                raise OptionError(f"a token ({name or 'unnamed'}) is shorter than 8 characters")
+    except OptionError as exc:
+        log.error("token file not reloaded, the old tokens stay in force: %s", exc)
+        return
+    app[CONTEXT].security.replace_tokens(token, named)
+    log.warning("access tokens reloaded from %s: %d token(s)", path, len(named) or 1)
+
+
 def display_url(host: str, port: int, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     return f"{scheme}://[{shown}]:{port}/" if ":" in shown else f"{scheme}://{shown}:{port}/"
@@ -235,6 +252,8 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.token_file is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_tokens, args.token_file, app)
     await stop.wait()
     print(f"{PROG}: shutting down", flush=True)
     await runner.cleanup()

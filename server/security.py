@@ -95,13 +95,16 @@ class AccessPolicy:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        named = (("default", config.token),) if config.token else ()
-        self.tokens: tuple[tuple[str, str], ...] = named + tuple(config.tokens)
-        self.named = bool(config.tokens)
+        self.replace_tokens(config.token, config.tokens)
         self.any_origin = "*" in config.allow_origins
         self.origins = {o.rstrip("/").lower() for o in config.allow_origins if o != "*"}
         self.origin_hosts = {_hostname(urlsplit(o).netloc) for o in self.origins}
         self.limiter = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
+
+    def replace_tokens(self, token: str | None, named: tuple[tuple[str, str], ...]) -> None:
+        """Accept these tokens from now on (a reload: sessions already open stay open)."""
+        self.tokens: tuple[tuple[str, str], ...] = ((("default", token),) if token else ()) + tuple(named)
+        self.named = bool(named)
 
     @property
     def auth_required(self) -> bool:

@@ -58,3 +58,48 @@ def test_bench_is_listed_and_rejects_bad_options_and_infinitetalk_needs_weights(
     assert done.returncode == 2 and "unknown bench sections" in done.stderr
     done = run_cli("serve", "--backend", "infinitetalk")
     assert done.returncode == 2 and "--weights DIR" in done.stderr
+
+
+async def test_sighup_reloads_the_token_file_and_a_broken_file_keeps_the_old_tokens(tmp_path):
+    tokens = tmp_path / "tokens"
+    alice, bob = "alice-token-0123456789", "bob-token-0123456789"
+    tokens.write_text(f"alice {alice}\nbob {bob}\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--port", "0", "--avatar-dir", str(tmp_path),
+        "--token-file", str(tokens), "--log-level", "warning", cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        url = re.search(r"open (http://\S+/) in a browser", (await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
+        assert url, "no URL printed"
+        metrics = url.group(1) + "metrics"
+
+        async def status(token: str) -> int:
+            async with http.get(metrics, headers={"Authorization": f"Bearer {token}"}) as r:
+                return r.status
+
+        async def after_sighup(expect: dict[str, int]) -> None:
+            proc.send_signal(signal.SIGHUP)
+            for _ in range(50):
+                if {t: await status(t) for t in expect} == expect:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"tokens not as expected after SIGHUP: {expect}")
+
+        async with aiohttp.ClientSession() as http:
+            assert await status(alice) == 200 and await status(bob) == 200
+            tokens.write_text(f"bob {bob}\n")  # alice is revoked
+            await after_sighup({alice: 401, bob: 200})
+            tokens.write_text("")  # a broken file: the tokens in force stay
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.5)
+            assert await status(bob) == 200 and await status(alice) == 401
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 8) == 0
+        err = (await proc.stderr.read()).decode()
+        assert "access tokens reloaded" in err and "not reloaded, the old tokens stay in force" in err
+        assert alice not in err and bob not in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
