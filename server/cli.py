@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 
 from streaming.backends import BACKENDS, BackendUnavailable, create_generator
 
-from .cli_security import OptionError, add_security_options, read_token_file, security_config, ssl_context
+from .cli_security import (
+    OptionError,
+    add_security_options,
+    check_token_lengths,
+    read_token_file,
+    security_config,
+    ssl_context,
+)
 
 if TYPE_CHECKING:
     from streaming.generator import Avatar
@@ -184,9 +191,7 @@ def reload_tokens(path: Path, app) -> None:
 
     try:
         token, named = read_token_file(path)
-        for name, value in ((None, token), *named):
-            if value is not None and len(value) < 8:
-                raise OptionError(f"a token ({name or 'unnamed'}) is shorter than 8 characters")
+        check_token_lengths(token, named)
     except OptionError as exc:
         log.error("token file not reloaded, the old tokens stay in force: %s", exc)
         return

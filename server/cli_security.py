@@ -93,6 +93,13 @@ def read_token_file(path: Path) -> tuple[str | None, tuple[tuple[str, str], ...]
     return None, named
 
 
+def check_token_lengths(token: str | None, named: tuple[tuple[str, str], ...]) -> None:
+    for name, value in ((None, token), *named):
+        if value is not None and len(value) < 8:
+            which = f"the access token {name!r}" if name else "the access token"
+            raise OptionError(f"{which} is too short ({len(value)} characters); use at least 8, e.g. {GENERATE_HINT}")
+
+
 def resolve_token(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     """(token, named tokens): --token, else --token-file, else $INFINITETALK_TOKEN."""
     if args.token:
@@ -106,10 +113,7 @@ def security_config(args: argparse.Namespace, env: Mapping[str, str] | None = No
     """ServerConfig fields from the options; raises OptionError (e.g. a public host without a token)."""
     env = os.environ if env is None else env
     token, named = resolve_token(args, env)
-    for name, value in ((None, token), *named):
-        if value is not None and len(value) < 8:
-            which = f"the access token {name!r}" if name else "the access token"
-            raise OptionError(f"{which} is too short ({len(value)} characters); use at least 8, e.g. {GENERATE_HINT}")
+    check_token_lengths(token, named)
     if token is None and not named and not is_loopback(args.host):
         raise OptionError(
             f"--host {args.host} accepts connections from other machines, so an access token is required: set "

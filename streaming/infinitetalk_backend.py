@@ -365,11 +365,17 @@ class InfiniteTalkGenerator:
     def _uses_source(self, state: _SessionState, job: WindowJob) -> bool:
         return not job.speech and self.settings.idle == "source" and state.source_u8.shape[0] > 1
 
-    def generate(self, state: _SessionState, job: WindowJob) -> Iterator[np.ndarray]:
+    def _begin(self, state: _SessionState, job: WindowJob) -> torch.Tensor:
+        """Every window's first steps: its audio into the features, its rows out, the size it asks
+        for, the frames it continues from. Returns the rows."""
         self._push_audio(state, job)
         audio = self._window_rows(state, job)
         self._switch_size(state, job)
         self._continue_from(state, job)
+        return audio
+
+    def generate(self, state: _SessionState, job: WindowJob) -> Iterator[np.ndarray]:
+        audio = self._begin(state, job)
         if self._uses_source(state, job):
             yield from (self._out(state, f) for f in self._play_source(state, job))
             return
@@ -390,10 +396,7 @@ class InfiniteTalkGenerator:
         return size, len(state.extractors), self._window_settings(job).steps
 
     def prepare_window(self, state: _SessionState, job: WindowJob) -> _Work:
-        self._push_audio(state, job)
-        audio = self._window_rows(state, job)
-        self._switch_size(state, job)
-        self._continue_from(state, job)
+        audio = self._begin(state, job)
         work = self.runner.prepare(state.live, audio, self._source_frame(state, job), self._window_settings(job))
         return _Work(state, work, job)
 

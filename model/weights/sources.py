@@ -101,7 +101,21 @@ def typed_view(buf: torch.Tensor, dtype: torch.dtype, shape: Sequence[int]) -> t
     return buf[: n * _itemsize(dtype)].view(dtype).reshape(tuple(shape))
 
 
-class SafetensorsFile:
+class _OneFile:
+    """A source that is one file: it is named by its path."""
+
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,)
+
+
+class SafetensorsFile(_OneFile):
     """One .safetensors file. Header parsed and validated at open; tensors read on demand."""
 
     def __init__(self, path: str | Path, *, reader: str = "pread") -> None:
@@ -182,14 +196,6 @@ class SafetensorsFile:
         return entries, {str(k): str(v) for k, v in meta.items()}, data_start
 
     # ---- TensorSource ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.path
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return (self.path,)
-
     @property
     def metadata(self) -> Mapping[str, str]:
         return self._metadata
@@ -350,7 +356,7 @@ class MultiFileSource(_FileSet):
 
 
 
-class TorchFile:
+class TorchFile(_OneFile):
     """A torch pickle (.pth/.pt/.bin) read with `torch.load(mmap=True, weights_only=True)`.
 
     The original Wan2.1 release ships its VAE (Wan2.1_VAE.pth) and CLIP
@@ -387,14 +393,6 @@ class TorchFile:
             f"non-tensor objects that weights_only refuses): {e}",
             files=[self.path],
         )
-
-    @property
-    def name(self) -> str:
-        return self.path
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return (self.path,)
 
     @property
     def metadata(self) -> Mapping[str, str]:

@@ -1,7 +1,9 @@
-"""Feeding the engine from test speech: read a WAV as float samples, run a whole clip offline."""
+"""Feeding the engine from test speech: read a WAV as float samples, push it as a microphone would,
+run a whole clip offline."""
 
 from __future__ import annotations
 
+import asyncio
 import wave
 
 import numpy as np
@@ -17,6 +19,15 @@ def read_wav(path) -> np.ndarray:
     with wave.open(str(path)) as w:
         assert w.getframerate() == 16000 and w.getnchannels() == 1, f"{path}: expected 16 kHz mono"
         return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+
+
+async def feed_realtime(session, audio: np.ndarray, chunk: int = 320) -> None:
+    """Push audio in 20 ms chunks paced by the wall clock, as a microphone would."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(0, audio.size, chunk):
+        await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
+        session.push_audio(audio[i : i + chunk])
 
 
 async def offline_frames(gen: Generator, speech: np.ndarray, avatar: Avatar, speakers: int = 1) -> list:

@@ -13,10 +13,12 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .helpers import live_server
 from .leaks import assert_no_leaks, snapshot
@@ -70,6 +72,22 @@ class FuzzServer:
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise AssertionError(f"a fuzz case hung for more than {timeout} s") from None
+
+    def fuzz_batches(self, cases: Any, run_case: Callable[[FuzzServer, Any], Coroutine], per_example: int,
+                     examples: int) -> None:
+        """Hypothesis-driven: each example is `per_example` cases from the strategy `cases`, run
+        concurrently against the server by `run_case(self, case)`."""
+
+        @settings(max_examples=examples, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(batch=st.lists(cases, min_size=per_example, max_size=per_example))
+        def fuzz(batch):
+            async def run_all():
+                await asyncio.gather(*(run_case(self, c) for c in batch))
+
+            self.call(run_all(), 60)
+
+        fuzz()
 
     def __enter__(self) -> FuzzServer:
         self.thread.start()

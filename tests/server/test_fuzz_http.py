@@ -130,17 +130,7 @@ def test_fuzzed_http_requests_never_get_a_5xx_or_a_traceback():
     examples = 150 * scale()
     with http_fuzz_server() as fz:
         fz.call(real_offer_sdp(), 20)
-
-        @settings(max_examples=examples, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-        @given(batch=st.lists(requests, min_size=REQUESTS_PER_EXAMPLE, max_size=REQUESTS_PER_EXAMPLE))
-        def fuzz(batch):
-            async def run_all():
-                await asyncio.gather(*(run_request(fz, r) for r in batch))
-
-            fz.call(run_all(), 60)
-
-        fuzz()
+        fz.fuzz_batches(requests, run_request, REQUESTS_PER_EXAMPLE, examples)
         counts = fz.finish()  # a normal session still works; nothing left behind
         print(f"\nhttp fuzz: {fz.cases} requests, statuses {dict(sorted(fz.outcomes.items()))}; after: {counts}")
         assert fz.cases >= examples * REQUESTS_PER_EXAMPLE

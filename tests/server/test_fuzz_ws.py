@@ -9,12 +9,11 @@ normal session with nothing leaked.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 
 import aiohttp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.ws_protocol import ProtocolError, parse_audio, parse_hello, parse_json_message
@@ -159,17 +158,7 @@ def test_fuzzed_websocket_clients_always_get_a_documented_close_and_the_server_c
     examples = 150 * scale()
     with FuzzServer(token=TOKEN, max_sessions=64, max_sessions_per_client=64, rate_limit_burst=10**9,
                     hello_timeout_s=2.0, ws_idle_timeout_s=3.0) as fz:
-
-        @settings(max_examples=examples, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-        @given(batch=st.lists(cases, min_size=CASES_PER_EXAMPLE, max_size=CASES_PER_EXAMPLE))
-        def fuzz(batch):
-            async def run_all():
-                await asyncio.gather(*(run_case(fz, c) for c in batch))
-
-            fz.call(run_all(), 60)
-
-        fuzz()
+        fz.fuzz_batches(cases, run_case, CASES_PER_EXAMPLE, examples)
         counts = fz.finish()  # a normal session still works; nothing left behind
         print(f"\nwebsocket fuzz: {fz.cases} cases, close codes {dict(fz.outcomes)}; after: {counts}")
         assert fz.cases >= examples * CASES_PER_EXAMPLE

@@ -20,7 +20,7 @@ from streaming.generator import Avatar
 from streaming.quality import QualitySettings
 from streaming.session import SessionSettings
 
-from ..helpers.engine_runs import read_wav
+from ..helpers.engine_runs import feed_realtime, read_wav
 from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
 
 AVATAR = Avatar("face", np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), np.uint8))
@@ -57,11 +57,7 @@ async def _live_rows(gen, speech: np.ndarray) -> tuple[list, dict[int, torch.Ten
 
         consumer = asyncio.create_task(consume())
         await asyncio.sleep(0.4)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        for i in range(0, speech.size, 320):
-            await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
-            session.push_audio(speech[i:i + 320])
+        await feed_realtime(session, speech)
         await asyncio.sleep(2.0)
         consumer.cancel()
         await asyncio.gather(consumer, return_exceptions=True)

@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import wave
 
 import numpy as np
 import pytest
@@ -13,24 +12,10 @@ from streaming.generator import Avatar
 from streaming.planner import PlannerSettings
 from streaming.session import SessionSettings, SessionState
 
+from ..helpers.engine_runs import feed_realtime, read_wav
 from .pattern_backend import PatternGenerator, audio_code
 
 AVATAR = Avatar("test", np.zeros((1, 24, 32, 3), np.uint8))
-
-
-def read_wav(path) -> np.ndarray:
-    with wave.open(str(path)) as w:
-        assert w.getframerate() == 16000 and w.getnchannels() == 1
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
-
-
-async def feed_realtime(session, audio: np.ndarray, chunk: int = 320) -> None:
-    """Push audio in 20 ms chunks paced by the wall clock, as a microphone would."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    for i in range(0, audio.size, chunk):
-        await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
-        session.push_audio(audio[i : i + chunk])
 
 
 async def collect(session, seconds: float) -> list:
