@@ -305,6 +305,7 @@ def test_silence_embedding_is_cached_and_equals_pushing_zeros(models, speech):
     assert first.shape == (30, model.config.num_hidden_layers, model.config.hidden_size)
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
 def test_runs_in_the_models_dtype(models, speech):
     model = models["group"]
     x = frame_aligned(speech["speech_en1"], 2.0)
@@ -312,6 +313,11 @@ def test_runs_in_the_models_dtype(models, speech):
     bf16 = type(model)(model.config)
     bf16.load_state_dict(model.state_dict())
     bf16 = bf16.to(torch.bfloat16).eval()
-    got = _stream(IncrementalFeatureExtractor(bf16), x, [320])
+    # oneDNN's AMX bf16 kernel computes this tiny model's grouped positional conv (4 groups of 8
+    # channels, kernel 16) wrongly on CPUs with AMX (cosine 0.05 against fp32; upstream: pytorch
+    # #163347, #169688). The real models' shapes (16 groups of 48, kernel 128) are right, so the test
+    # takes the reference conv kernels: what it checks is the extractor's dtype handling.
+    with torch.backends.mkldnn.flags(enabled=False):
+        got = _stream(IncrementalFeatureExtractor(bf16), x, [320])
     assert got.dtype == torch.bfloat16 and got.shape == ref.shape
     assert float(frame_cosines(got, ref).mean()) > 0.99
