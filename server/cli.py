@@ -130,6 +130,9 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cuda-graphs", action="store_true", help="replay DiT forwards from CUDA graphs")
     g.add_argument("--sequence-parallel", action="store_true",
                    help="under torchrun: split the DiT over every process (Ulysses); rank 0 serves, the others follow")
+    g.add_argument("--vae-split", action="store_true",
+                   help="with --sequence-parallel: split VAE encode/decode into spatial tiles over the processes "
+                        "(SoulX-FlashTalk's multi-GPU VAE; faster, approximate at the tile seams)")
     g.add_argument("--teacache", type=float, metavar="THRESHOLD",
                    help="skip DiT steps whose input barely changed (e.g. 0.2; pays with many steps)")
     g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
@@ -167,7 +170,7 @@ def backend_options(args: argparse.Namespace) -> dict:
         colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
         negative_prompt=args.negative_prompt, idle=args.idle, audio_features=args.audio_features, fp8=args.fp8, compile=args.compile,
         cuda_graphs=args.cuda_graphs, teacache=args.teacache, sequence_parallel=args.sequence_parallel,
-        verify_weights=args.verify_weights,
+        vae_split=args.vae_split, verify_weights=args.verify_weights,
     )
 
 
@@ -287,14 +290,14 @@ def read_mask(args: argparse.Namespace, avatar: Avatar):
 
 
 def run_follower_rank(args: argparse.Namespace) -> int:
-    """Ranks > 0 under torchrun with --sequence-parallel: serve rank 0's DiT calls, no server of our own."""
+    """Ranks > 0 under torchrun with --sequence-parallel: serve rank 0's DiT (and split VAE) calls, no server."""
     from streaming.infinitetalk_setup import InfiniteTalkOptions, run_follower
 
     if args.backend != "infinitetalk":
         print(f"{PROG}: --sequence-parallel needs --backend infinitetalk", file=sys.stderr)
         return 2
     calls = run_follower(InfiniteTalkOptions(**backend_options(args)))
-    log.info("rank %s served %d DiT calls", os.environ.get("RANK"), calls)
+    log.info("rank %s served %d model calls", os.environ.get("RANK"), calls)
     return 0
 
 
@@ -323,6 +326,7 @@ async def render(args: argparse.Namespace) -> int:
     generator = await asyncio.to_thread(make_generator, args)
     if generator is None:
         return 2
+    print(f"{PROG}: backend {generator.name}: {generator.description}", flush=True)
     result = await render_to_mp4(generator, avatar, speech, args.output, progress=not args.no_progress)
     print(f"{PROG}: wrote {args.output}: {result.frames} frames ({result.seconds_of_video:.2f} s) "
           f"in {result.wall_seconds:.1f} s ({result.realtime_factor:.2f}x real time)", flush=True)

@@ -12,10 +12,10 @@ from typing import Literal
 import torch
 
 from model.dit.parallel import SequenceParallel, init_from_env
-from model.dit.parallel_serve import BroadcastingDiT, follow
+from model.dit.parallel_serve import BroadcastingDiT, BroadcastingVAE, follow
 from model.dit.teacache import TeaCacheSettings
 from model.infinitetalk import ModelFiles, SpeedOptions, load_bundle
-from model.infinitetalk.bundle import load_dit
+from model.infinitetalk.bundle import load_dit, load_vae
 from model.infinitetalk.manifest import record_weights, verify_weights
 from model.infinitetalk.presets import KIND_PRESETS, get_preset, preset_size
 from model.infinitetalk.tiny import write_tiny_weights
@@ -70,6 +70,7 @@ class InfiniteTalkOptions:
     cuda_graphs: bool = False  # replay DiT forwards from CUDA graphs (static window shapes)
     teacache: float | None = None  # TeaCache threshold (e.g. 0.2); None = every step computes
     sequence_parallel: bool = False  # under torchrun: the DiT runs split over every rank (rank 0 serves)
+    vae_split: bool = False  # with sequence_parallel: VAE encode/decode split into spatial tiles over the ranks
     verify_weights: str = "full"
     """full | size | off: check the files against `weights.sha256.json` in the weights folder (or
     beside --weights-config) before loading; the manifest is recorded after the first good load."""
@@ -164,6 +165,9 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
     With sequence_parallel (under torchrun) this is rank 0's part: its DiT calls are broadcast to the
     other ranks, which run `run_follower` with the same options.
     """
+    if opts.vae_split and not opts.sequence_parallel:
+        raise ValueError("--vae-split splits the VAE over the processes of --sequence-parallel (under torchrun); "
+                         "add --sequence-parallel")
     files, opts, size = _resolve_files(opts)
     manifest = _manifest_path(opts)
     # A changed or truncated file is refused here, naming it (WeightLoadError), before anything loads.
@@ -183,6 +187,9 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
         bundle.pipe.dit.enable_sequence_parallel(sp)
         bundle.pipe.dit = bundle.pipe.dit_forward = BroadcastingDiT(bundle.pipe.dit, sp)
         bundle.description += f", DiT split over {sp.world} processes (sequence parallel)"
+        if opts.vae_split:
+            bundle.pipe.vae = BroadcastingVAE(bundle.pipe.vae, sp)  # type: ignore[assignment]
+            bundle.description += ", VAE split into spatial tiles"
     settings = InfiniteTalkBackendSettings(window=window_settings(opts), size=size, seed=opts.seed,
                                            features=opts.features, audio_features=audio_features(opts),
                                            idle=opts.idle)  # type: ignore[arg-type]
@@ -190,14 +197,16 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
 
 
 def run_follower(opts: InfiniteTalkOptions) -> int:
-    """Ranks > 0 of a sequence-parallel server: load the DiT and run rank 0's DiT calls until it stops."""
+    """Ranks > 0 of a sequence-parallel server: load the DiT (and the VAE with vae_split) and run rank 0's
+    calls until it stops."""
     files, opts, _ = _resolve_files(opts)
     device, dtype, sp = _device_and_dtype(dataclasses.replace(opts, sequence_parallel=True))
     assert sp is not None
     dit = load_dit(files, device=device, dtype=dtype,
                    speed=SpeedOptions(fp8=opts.fp8, compile=opts.compile))
     dit.enable_sequence_parallel(sp)
+    vae = load_vae(files, device) if opts.vae_split else None
     try:
-        return follow(dit, sp)
+        return follow(dit, sp, vae)
     finally:
         torch.distributed.destroy_process_group()

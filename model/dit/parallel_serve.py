@@ -1,37 +1,46 @@
-"""Serve one DiT across several processes: rank 0 drives, the other ranks follow its calls.
+"""Serve one model across several processes: rank 0 drives, the other ranks follow its calls.
 
 Under `torchrun`, every rank loads the DiT and enables sequence parallelism, but only rank 0 runs
-the application (server, engine, VAE, features). Rank 0 wraps its DiT in `BroadcastingDiT`: each
+the application (server, engine, features). Rank 0 wraps its DiT in `BroadcastingDiT`: each
 forward first broadcasts its inputs (a small header, then the tensors), then every rank runs the
-same sequence-parallel forward and rank 0 returns the result. Ranks > 0 sit in `follow()`, which
-receives calls until rank 0 sends the stop message. Everything above the DiT stays single-process.
+same sequence-parallel forward and rank 0 returns the result. Optionally (`BroadcastingVAE`) the
+VAE's encode and decode are sent the same way and split spatially over the ranks
+(`model.vae.split`). Ranks > 0 sit in `follow()`, which receives calls until rank 0 sends the stop
+message. Everything else stays single-process.
 
     sp, device = init_from_env()
     dit = load_dit(...).to(device); dit.enable_sequence_parallel(sp)
     if sp.rank == 0:
         pipe.dit = BroadcastingDiT(dit, sp)      # run the server ...; finally pipe.dit.stop()
+        pipe.vae = BroadcastingVAE(pipe.vae, sp) # optional: every rank then needs the VAE
     else:
-        follow(dit, sp)                          # returns when rank 0 stops
+        follow(dit, sp, vae=None or the VAE)     # returns when rank 0 stops
+
+Calls are sent and run in order from one thread on rank 0 (the generator worker), so every rank
+sees the same sequence of collectives.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from model.vae import WanVAE
+from model.vae.split import DECODE_HALO, ENCODE_HALO, split_decode_stream, split_encode
+
 from .parallel import SequenceParallel
 from .teacache import ResidualCache
 
 logger = logging.getLogger(__name__)
 
-_TENSORS = ("x", "t", "context", "clip_fea", "y", "audio", "ref_target_masks")
 _STOP = "stop"
+_DIT, _VAE_ENCODE, _VAE_DECODE = "dit", "vae_encode", "vae_decode"
 
 
 def _pad_context(context: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -43,6 +52,38 @@ def _pad_context(context: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor
     for i, r in enumerate(rows):
         out[i, : r.shape[0]] = r
     return out
+
+
+def _send(sp: SequenceParallel, op: str, tensors: dict[str, torch.Tensor | None], device: torch.device,
+          **args: Any) -> dict[str, torch.Tensor | None]:
+    """Broadcast one call (a header with op, args and tensor specs, then the tensors) from rank 0.
+
+    Returns the tensors as sent: moved to `device` and made contiguous."""
+    header = {"op": op, "args": args,
+              "tensors": {k: (tuple(v.shape), v.dtype) for k, v in tensors.items() if v is not None}}
+    dist.broadcast_object_list([header], src=0, group=sp.group)
+    sent: dict[str, torch.Tensor | None] = dict.fromkeys(tensors)
+    for name in header["tensors"]:
+        v = tensors[name]
+        assert v is not None
+        sent[name] = v = v.to(device).contiguous()
+        dist.broadcast(v, src=0, group=sp.group)
+    return sent
+
+
+def _receive(sp: SequenceParallel, device: torch.device) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The next call from rank 0: (header, its tensors), or (_STOP, {})."""
+    box: list[Any] = [None]
+    dist.broadcast_object_list(box, src=0, group=sp.group)
+    header = box[0]
+    if header == _STOP:
+        return header, {}
+    tensors = {}
+    for name, (shape, dtype) in header["tensors"].items():
+        buf = torch.empty(shape, dtype=dtype, device=device)
+        dist.broadcast(buf, src=0, group=sp.group)
+        tensors[name] = buf
+    return header, tensors
 
 
 class BroadcastingDiT(nn.Module):
@@ -67,60 +108,109 @@ class BroadcastingDiT(nn.Module):
                 capture: dict | None = None, residual_cache: ResidualCache | None = None) -> torch.Tensor:
         if capture is not None:
             raise ValueError("capture is not supported across processes; run single-process to inspect stages")
-        tensors = dict(x=x, t=t.reshape(-1), context=_pad_context(context), clip_fea=clip_fea, y=y, audio=audio,
-                       ref_target_masks=ref_target_masks)
         cache = None
         if residual_cache is not None:
             key = getattr(residual_cache, "_sp_key", None)
             if key is None:
                 key = residual_cache._sp_key = next(self._cache_keys)  # type: ignore[attr-defined]
             cache = (key, residual_cache.reuse)
-        header = {
-            "tensors": {k: (tuple(v.shape), v.dtype) for k, v in tensors.items() if v is not None},
-            "audio_scale": float(audio_scale),
-            "cache": cache,
-        }
-        dist.broadcast_object_list([header], src=0, group=self.sp.group)
-        device = self.dit.device
-        for name in _TENSORS:
-            v = tensors[name]
-            if v is not None:
-                tensors[name] = v = v.to(device).contiguous()
-                dist.broadcast(v, src=0, group=self.sp.group)
+        tensors = _send(self.sp, _DIT, dict(x=x, t=t.reshape(-1), context=_pad_context(context), clip_fea=clip_fea,
+                                            y=y, audio=audio, ref_target_masks=ref_target_masks),
+                        self.dit.device, audio_scale=float(audio_scale), cache=cache)
         self.calls += 1
         return self.dit(**tensors, audio_scale=audio_scale, residual_cache=residual_cache)
 
     def stop(self) -> None:
         """Release the followers (they return from `follow`)."""
-        dist.broadcast_object_list([_STOP], src=0, group=self.sp.group)
+        stop_followers(self.sp)
 
 
-def follow(dit: nn.Module, sp: SequenceParallel) -> int:
-    """Run rank 0's DiT calls on this rank until it stops; returns the number of calls served."""
+def stop_followers(sp: SequenceParallel) -> None:
+    """Rank 0: release the followers (they return from `follow`)."""
+    dist.broadcast_object_list([_STOP], src=0, group=sp.group)
+
+
+class BroadcastingVAE:
+    """Rank 0's VAE: encode and decode are sent to the followers and split spatially over every rank.
+
+    Same calls as `WanVAE` (encode, decode_stream, decode; cfg, dtype). The result is the whole
+    video or latent on rank 0 (see `model.vae.split` for how, and for what the split costs).
+    """
+
+    def __init__(self, vae: WanVAE, sp: SequenceParallel, decode_halo: int = DECODE_HALO,
+                 encode_halo: int = ENCODE_HALO) -> None:
+        if sp.rank != 0:
+            raise ValueError("BroadcastingVAE runs on rank 0; other ranks call follow(..., vae=...)")
+        self.vae = vae
+        self.sp = sp
+        self.decode_halo = decode_halo
+        self.encode_halo = encode_halo
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.vae, name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.conv2.weight.device
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        sent = _send(self.sp, _VAE_ENCODE, {"video": video}, self.device, normalize=normalize, halo=self.encode_halo)
+        self.calls += 1
+        out = split_encode(self.vae, sent["video"], self.sp.group, self.encode_halo, normalize)  # type: ignore[arg-type]
+        assert out is not None
+        return out
+
+    @torch.no_grad()
+    def decode_stream(self, z: torch.Tensor, clamp: bool = True) -> Iterator[torch.Tensor]:
+        sent = _send(self.sp, _VAE_DECODE, {"z": z}, self.device, clamp=clamp, halo=self.decode_halo)
+        self.calls += 1
+        chunks = split_decode_stream(self.vae, sent["z"], self.sp.group, self.decode_halo, clamp)  # type: ignore[arg-type]
+        try:
+            for chunk in chunks:
+                assert chunk is not None
+                yield chunk
+        finally:
+            chunks.close()  # finishes the remaining gathers, so the followers stay in step
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        return torch.cat(list(self.decode_stream(z, clamp)), dim=2)
+
+
+def follow(dit: nn.Module, sp: SequenceParallel, vae: WanVAE | None = None) -> int:
+    """Run rank 0's calls on this rank until it stops; returns the number of calls served.
+
+    vae: needed when rank 0 splits its VAE (`BroadcastingVAE`); a VAE call without it is an error.
+    """
     if sp.rank == 0:
         raise ValueError("rank 0 drives (BroadcastingDiT); follow() is for the other ranks")
     device = dit.device
     caches: dict[int, ResidualCache] = {}
     served = 0
     while True:
-        box: list[Any] = [None]
-        dist.broadcast_object_list(box, src=0, group=sp.group)
-        header = box[0]
+        header, tensors = _receive(sp, device)
         if header == _STOP:
-            logger.info("rank %d: %d DiT calls served, stopping", sp.rank, served)
+            logger.info("rank %d: %d calls served, stopping", sp.rank, served)
             return served
-        tensors: dict[str, torch.Tensor | None] = dict.fromkeys(_TENSORS)
-        for name in _TENSORS:
-            if name in header["tensors"]:
-                shape, dtype = header["tensors"][name]
-                buf = torch.empty(shape, dtype=dtype, device=device)
-                dist.broadcast(buf, src=0, group=sp.group)
-                tensors[name] = buf
-        residual_cache = None
-        if header["cache"] is not None:
-            key, reuse = header["cache"]
-            residual_cache = caches.setdefault(key, ResidualCache())
-            residual_cache.reuse = reuse
+        op, args = header["op"], header["args"]
         with torch.inference_mode():
-            dit(**tensors, audio_scale=header["audio_scale"], residual_cache=residual_cache)
+            if op == _DIT:
+                residual_cache = None
+                if args["cache"] is not None:
+                    key, reuse = args["cache"]
+                    residual_cache = caches.setdefault(key, ResidualCache())
+                    residual_cache.reuse = reuse
+                dit(**tensors, audio_scale=args["audio_scale"], residual_cache=residual_cache)
+            elif vae is None:
+                raise RuntimeError(f"rank 0 sent a split VAE call ({op}) but this rank has no VAE: start every "
+                                   "rank with the same options (--vae-split)")
+            elif op == _VAE_ENCODE:
+                split_encode(vae, tensors["video"], sp.group, args["halo"], args["normalize"])
+            elif op == _VAE_DECODE:
+                for _ in split_decode_stream(vae, tensors["z"], sp.group, args["halo"], args["clamp"]):
+                    pass
+            else:
+                raise RuntimeError(f"unknown call {op!r} from rank 0 (ranks running different versions?)")
         served += 1

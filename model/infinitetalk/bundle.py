@@ -31,7 +31,7 @@ from model.audio.loader import check_wav2vec2_folder, load_wav2vec2
 from model.clip_vision import CLIPVisionConfig, load_clip_vision
 from model.dit import DiTConfig, InfiniteTalkDiT
 from model.text import DEFAULT_NEGATIVE_PROMPT, UMT5TextEncoder, load_prompt_embeddings
-from model.vae import VAEConfig, load_wan_vae
+from model.vae import VAEConfig, WanVAE, load_wan_vae
 from model.weights import LoraSpec, WeightLoadError, infer_dit_config, load_module
 from model.weights.sources import read_shapes
 
@@ -233,6 +233,13 @@ def load_dit(files: ModelFiles, *, device: torch.device, dtype: torch.dtype,
     return dit
 
 
+def load_vae(files: ModelFiles, device: str | torch.device = "cpu") -> WanVAE:
+    """Just the VAE (fp32), with its sidecar config when the folder has one."""
+    vae_kwargs = _sidecar(files.vae.parent, VAE_CONFIG)
+    return load_wan_vae(files.vae, VAEConfig.from_reference_kwargs(vae_kwargs) if vae_kwargs else None,
+                        device=device)
+
+
 def load_bundle(
     files: ModelFiles,
     *,
@@ -252,9 +259,7 @@ def load_bundle(
     dit = load_dit(files, device=device, dtype=dtype, speed=speed)
     cfg = dit.cfg
 
-    folder = files.vae.parent
-    vae_kwargs = _sidecar(folder, VAE_CONFIG)
-    vae = load_wan_vae(files.vae, VAEConfig.from_reference_kwargs(vae_kwargs) if vae_kwargs else None, device=device)
+    vae = load_vae(files, device)
     clip_kwargs = _sidecar(files.clip.parent, CLIP_CONFIG)
     clip_dtype = torch.float16 if device.type == "cuda" else torch.float32
     clip = load_clip_vision(files.clip, CLIPVisionConfig.from_reference_kwargs(clip_kwargs) if clip_kwargs else None,

@@ -194,7 +194,11 @@ def _astronaut():
     return builtin_avatar_path("astronaut")
 
 
-def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_process(tmp_path, speech_dir):
+@pytest.mark.parametrize("vae_split", [False, True], ids=["dit", "dit+vae"])
+def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_process(tmp_path, speech_dir, vae_split):
+    """With --vae-split every VAE encode and decode also goes through the follower (at 32x32 a tile's
+    halo covers the whole 4x4 latent, so the frames must still equal one process: this checks the
+    protocol end to end; tests/model/test_vae_split.py checks real tiles)."""
     wav = tmp_path / "short.wav"
     with wave.open(str(speech_dir / "speech_en1.wav")) as r, wave.open(str(wav), "wb") as w:
         w.setparams(r.getparams())
@@ -204,9 +208,11 @@ def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_proces
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     port = str(29500 + os.getpid() % 400)
     sp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
-                         *common, "-o", str(tmp_path / "sp.mp4"), "--sequence-parallel"],
+                         *common, "-o", str(tmp_path / "sp.mp4"), "--sequence-parallel",
+                         *(["--vae-split"] if vae_split else [])],
                         capture_output=True, text=True, timeout=240, env=env)
     assert sp.returncode == 0, sp.stderr[-2000:]
+    assert ("VAE split into spatial tiles" in sp.stderr + sp.stdout) == vae_split
     assert main(common[2:] + ["-o", str(tmp_path / "one.mp4")]) == 0
 
     def frames(p):
