@@ -14,11 +14,12 @@ import hashlib
 import hmac
 import re
 import time
-from typing import Any
-
-from aiortc import RTCConfiguration, RTCIceServer
+from typing import TYPE_CHECKING, Any
 
 from .config import IceServer, ServerConfig
+
+if TYPE_CHECKING:
+    from aiortc import RTCConfiguration
 
 _TAG = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -58,6 +59,8 @@ def browser_ice_servers(config: ServerConfig, client: str) -> list[dict[str, Any
 
 def rtc_configuration(config: ServerConfig) -> RTCConfiguration:
     """What the server's own peer connections use (no servers: host candidates only, fine on a LAN)."""
+    from aiortc import RTCConfiguration, RTCIceServer  # here, so that render and bench need no WebRTC stack
+
     servers = []
     for server in config.ice_servers:
         username, credential = _with_credentials(server, config, "server")
