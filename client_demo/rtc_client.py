@@ -183,6 +183,18 @@ async def _post_offer(http: aiohttp.ClientSession, opts: RunOptions, offer: RTCS
         return data
 
 
+async def _hang_up(http: aiohttp.ClientSession, opts: RunOptions, offer_id: str) -> None:
+    """Tell the server the call is over (frees its session slot at once, even before ICE completed).
+
+    Best effort: a server that closed the session already answers 404, one that is gone does not answer."""
+    try:
+        async with http.delete(opts.http_url(f"/offer/{offer_id}"), headers=opts.auth_headers(),
+                               timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            log.debug("hang-up: HTTP %d", resp.status)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log.debug("hang-up not delivered: %r", exc)
+
+
 async def run_webrtc(
     source: AudioSource,
     sink: FrameSink | None,
@@ -199,6 +211,7 @@ async def run_webrtc(
     consumers: list[asyncio.Task] = []
     own_http = http is None
     http = http or aiohttp.ClientSession()
+    offer_id = ""
     try:
         pc.addTrack(track)
         pc.addTransceiver("video", direction="recvonly")
@@ -219,11 +232,13 @@ async def run_webrtc(
 
         await pc.setLocalDescription(await pc.createOffer())
         answer = await _post_offer(http, opts, pc.localDescription)
-        summary.session_id = str(answer.get("session_id", ""))
+        summary.session_id = offer_id = str(answer.get("session_id", ""))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         await _drive(pc, channel, track, peer, opts)
     finally:
         await pc.close()
+        if offer_id:
+            await _hang_up(http, opts, offer_id)
         for t in consumers:
             t.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)

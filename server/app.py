@@ -20,7 +20,7 @@ from .metrics import Metrics
 from .routes import add_routes, default_static_dir
 from .security import AccessPolicy, security_middleware
 from .sessions import SessionManager
-from .webrtc import handle_offer
+from .webrtc import handle_hangup, handle_offer
 from .ws import handle_ws
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_e
     add_routes(app, config.static_dir if config.static_dir is not None else default_static_dir())
     add_avatar_routes(app)
     app.router.add_post("/offer", handle_offer)
+    app.router.add_delete("/offer/{session_id}", handle_hangup)
     app.router.add_get("/ws", handle_ws)
 
     async def on_shutdown(app: web.Application) -> None:

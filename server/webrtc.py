@@ -99,6 +99,24 @@ async def handle_offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": peer.id})
 
 
+async def handle_hangup(request: web.Request) -> web.Response:
+    """DELETE /offer/{session_id}: close that peer and its session now -> 204.
+
+    A peer that leaves before ICE completes (a closed tab, a client that gives up) sends nothing the
+    server could see, and would hold its session slot until the connect timeout. Only the client that
+    made the offer (same token, or same address without tokens) may hang it up; any other gets 404,
+    as for an unknown or already closed session, so ids cannot be probed."""
+    ctx = context_of(request)
+    session_id = request.match_info["session_id"]
+    owner = ctx.security.owner(request)
+    peer = next((c for c in ctx.connections
+                 if isinstance(c, PeerSession) and c.id == session_id and c.client == owner), None)
+    if peer is None:
+        raise ApiError(404, "unknown_session", "no open WebRTC session with this id for this client")
+    await peer.close("hung up by the client")
+    return web.Response(status=204)
+
+
 class PeerSession:
     """One WebRTC client: peer connection, engine session, tracks, data channel, stats."""
 

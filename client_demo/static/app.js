@@ -8,6 +8,7 @@ const demo = {
   info: null,           // GET /api/info
   avatar: null,         // selected avatar name
   pc: null,             // RTCPeerConnection
+  sessionId: null,      // the offer's session_id, for DELETE /offer/{id} (hang up)
   dc: null,             // data channel "control"
   mic: null,            // MediaStream from getUserMedia
   audioCtx: null,       // mic level meter
@@ -329,6 +330,7 @@ async function start() {
     });
     if (!resp.ok) throw await httpError(resp, "connect");
     const answer = await resp.json();
+    demo.sessionId = answer.session_id;
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
   } catch (err) {
     showError(err.message);
@@ -346,6 +348,7 @@ function stop(byUser = true) {
   for (const t of demo.timers) clearInterval(t);
   demo.timers = [];
   if (demo.pc) { const pc = demo.pc; demo.pc = null; pc.close(); }
+  hangUp();
   demo.dc = null;
   if (demo.mic) { for (const t of demo.mic.getTracks()) t.stop(); demo.mic = null; }
   if (demo.audioCtx) { demo.audioCtx.close(); demo.audioCtx = null; }
@@ -363,6 +366,16 @@ function stop(byUser = true) {
   setMuted(false);
   $("mute").disabled = true;
   if (byUser) clearError();
+}
+
+// Tell the server the call is over, so its session slot is free at once (a peer closed before ICE
+// completed sends nothing the server could see). keepalive: it still goes out when the page unloads.
+function hangUp() {
+  const id = demo.sessionId;
+  demo.sessionId = null;
+  if (!id) return;
+  fetch(`/offer/${encodeURIComponent(id)}`, { method: "DELETE", headers: authHeaders(), keepalive: true })
+    .catch(() => { /* the server is gone: nothing to free */ });
 }
 
 // A muted microphone keeps sending silence, so the avatar goes idle instead of the call dropping.
@@ -386,5 +399,6 @@ $("upload").addEventListener("click", () => uploadAvatar().catch((err) => showEr
 $("error-close").addEventListener("click", clearError);
 $("avatar-audio").addEventListener("change", (e) => { $("video").muted = !e.target.checked; });
 $("token").addEventListener("change", () => { clearError(); loadAvatars(); });
+window.addEventListener("pagehide", () => { if (demo.pc) stop(false); });
 takeUrlToken();
 loadInfo().then(() => loadAvatars());

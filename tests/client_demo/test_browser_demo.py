@@ -7,8 +7,11 @@ fails and says so. Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -122,7 +125,37 @@ async def test_demo_page_streams_the_microphone_and_shows_the_avatar(
 
             await page.click("#stop")
             assert await page.inner_text("#state") == "disconnected"
+            assert await _session_freed(server), "Stop left the session open on the server"
             assert page_errors == []
+        finally:
+            await browser.close()
+
+
+async def _session_freed(server, within_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while server.engine.sessions and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not server.engine.sessions
+
+
+async def test_leaving_the_page_mid_connect_frees_the_session(server, speech_dir: Path, caplog) -> None:
+    """The page hangs up (DELETE /offer/{id}, keepalive) when it is left, even before ICE completes:
+    a peer gone during ICE sends nothing the server could see."""
+    caplog.set_level(logging.INFO, logger="server.webrtc")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium_path(), args=chromium_args(speech_dir / "speech_en1.wav")
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(server.url + "/")
+            await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
+            await page.click("#start")
+            await page.wait_for_function("window.avatarDemo.sessionId !== null", timeout=10_000)
+            assert server.engine.sessions
+            await page.goto("about:blank")
+            assert await _session_freed(server), "leaving the page left the session open on the server"
+            assert "closing: hung up by the client" in caplog.text
         finally:
             await browser.close()
 

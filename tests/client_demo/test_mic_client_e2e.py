@@ -92,6 +92,7 @@ async def test_webrtc_file_roundtrip_writes_an_mp4(server, speech_dir: Path, tmp
     seconds = 3.0
     summary = await run_client(ClientConfig(RunOptions(url=server.url, seconds=seconds), wav, out, transport="webrtc"))
 
+    assert not server.engine.sessions  # the client hung up (DELETE /offer/{id}) before returning
     assert summary.errors == []
     assert summary.backend_description == server.info["backend_description"]
     assert summary.audio_sent_s == pytest.approx(seconds, abs=0.05)

@@ -181,3 +181,38 @@ async def test_two_microphones_feed_the_two_speakers_of_one_session():
             assert min(fifos_fed) > 0.7 * 16000  # about 1 s of 16 kHz audio from each microphone
         finally:
             await client.close()
+
+
+async def test_hang_up_frees_the_session_at_once_even_before_ice_completes():
+    """DELETE /offer/{id}: a peer that leaves during ICE would otherwise hold its slot until the connect
+    timeout. Only the client that made the offer may hang it up (another token gets 404, like an
+    unknown id)."""
+    import aiohttp
+
+    alice, bob = "alice-token-0123456789", "bob-token-9876543210"
+
+    def auth(token: str) -> dict:
+        return {"Authorization": f"Bearer {token}"}
+
+    async with live_server(tokens=(("alice", alice), ("bob", bob))) as srv, aiohttp.ClientSession() as http:
+        client = RtcTestClient(None)
+        client.pc.addTransceiver("audio", direction="recvonly")
+        client.pc.addTransceiver("video", direction="recvonly")
+        await client.pc.setLocalDescription(await client.pc.createOffer())
+        offer = {"sdp": client.pc.localDescription.sdp, "type": "offer"}
+        async with http.post(srv.url + "/offer", json=offer, headers=auth(alice)) as resp:
+            assert resp.status == 200
+            sid = (await resp.json())["session_id"]
+        assert srv.ctx.sessions.active == 1 and len(srv.ctx.engine.sessions) == 1
+        for headers, target in ((auth(bob), sid), (auth(alice), "0" * 12)):
+            async with http.delete(f"{srv.url}/offer/{target}", headers=headers) as resp:
+                assert resp.status == 404 and (await resp.json())["error"]["code"] == "unknown_session"
+        async with http.delete(f"{srv.url}/offer/{sid}") as resp:
+            assert resp.status == 401
+        assert srv.ctx.sessions.active == 1
+        async with http.delete(f"{srv.url}/offer/{sid}", headers=auth(alice)) as resp:
+            assert resp.status == 204
+        assert srv.ctx.sessions.active == 0 and not srv.ctx.engine.sessions and not srv.ctx.connections
+        async with http.delete(f"{srv.url}/offer/{sid}", headers=auth(alice)) as resp:
+            assert resp.status == 404  # already closed
+        await client.pc.close()
