@@ -20,15 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.timing import best_seconds  # noqa: E402
 from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder  # noqa: E402
 from model.vae import VAEConfig, WanVAE  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _peak_mb(device: str, rss_before_kb: int) -> dict[str, float]:
@@ -37,16 +33,6 @@ def _peak_mb(device: str, rss_before_kb: int) -> dict[str, float]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"peak_rss_increase_mb": round(max(rss - rss_before_kb, 0) / 1024, 1)}
 
-
-def _timed(fn, device: str, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def bench_vae(case: dict) -> dict:
@@ -63,7 +49,7 @@ def bench_vae(case: dict) -> dict:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        enc_s = _timed(lambda: vae.encode(video), device, case["repeat"])
+        enc_s = best_seconds(lambda: vae.encode(video), device, case["repeat"])
         enc_mem = _peak_mb(device, rss0)
         z = vae.encode(video)
         if device == "cuda":
@@ -72,8 +58,8 @@ def bench_vae(case: dict) -> dict:
         def first_frame() -> None:
             next(iter(vae.decode_stream(z)))
 
-        first_s = _timed(first_frame, device, case["repeat"])
-        dec_s = _timed(lambda: vae.decode(z), device, case["repeat"])
+        first_s = best_seconds(first_frame, device, case["repeat"])
+        dec_s = best_seconds(lambda: vae.decode(z), device, case["repeat"])
         dec_mem = _peak_mb(device, rss0)
     n_out = cfg.pixel_frames(z.shape[2])
     return {
@@ -110,7 +96,7 @@ def bench_clip(case: dict) -> dict:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        sec = _timed(lambda: enc.encode_image(image), device, case["repeat"])
+        sec = best_seconds(lambda: enc.encode_image(image), device, case["repeat"])
         mem = _peak_mb(device, rss0)
     n_blocks = len(enc.visual.transformer)
     return {

@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,25 +29,10 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.timing import best_seconds  # noqa: E402
 from model.vae import VAEConfig, WanVAE  # noqa: E402
 from model.vae.split import DECODE_HALO, ENCODE_HALO, split_decode_stream, split_encode  # noqa: E402
 from model.vae.tiles import grid_shape  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _best(fn, device: torch.device, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _build(args: argparse.Namespace, device: torch.device) -> tuple[WanVAE, torch.Tensor, torch.Tensor]:
@@ -91,14 +75,14 @@ def _run(rank: int, world: int, args: argparse.Namespace, init: str | None, out:
                 whole = vae.decode(z)
                 whole_latent = vae.encode(motion)
                 result["whole_one_thread" if init else "whole"] = {
-                    "decode_s": _best(lambda: vae.decode(z), device, args.repeat),
-                    "encode_s": _best(lambda: vae.encode(motion), device, args.repeat),
+                    "decode_s": best_seconds(lambda: vae.decode(z), device, args.repeat),
+                    "encode_s": best_seconds(lambda: vae.encode(motion), device, args.repeat),
                 }
                 if init is not None:
                     torch.set_num_threads(args.threads * world)
                     result["whole_all_threads"] = {
-                        "decode_s": _best(lambda: vae.decode(z), device, args.repeat),
-                        "encode_s": _best(lambda: vae.encode(motion), device, args.repeat),
+                        "decode_s": best_seconds(lambda: vae.decode(z), device, args.repeat),
+                        "encode_s": best_seconds(lambda: vae.encode(motion), device, args.repeat),
                     }
                     torch.set_num_threads(args.threads)
             dist.barrier()
@@ -108,8 +92,8 @@ def _run(rank: int, world: int, args: argparse.Namespace, init: str | None, out:
 
             split_chunks = decode()
             split_latent = split_encode(vae, motion, halo=args.encode_halo)
-            result["split"] = {"decode_s": _best(decode, device, args.repeat),
-                               "encode_s": _best(lambda: split_encode(vae, motion, halo=args.encode_halo),
+            result["split"] = {"decode_s": best_seconds(decode, device, args.repeat),
+                               "encode_s": best_seconds(lambda: split_encode(vae, motion, halo=args.encode_halo),
                                                  device, args.repeat)}
         if rank != 0:
             return

@@ -8,14 +8,16 @@ fails and says so. Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Browser, async_playwright
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -35,6 +37,17 @@ def chromium_path() -> str:
     )
 
 
+@contextlib.asynccontextmanager
+async def chromium(fake_mic_wav: Path) -> AsyncIterator[Browser]:
+    """Headless Chromium whose microphone plays `fake_mic_wav`; closed on exit."""
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path(), args=chromium_args(fake_mic_wav))
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
 def chromium_args(fake_mic_wav: Path) -> list[str]:
     return [
         "--no-sandbox",
@@ -52,83 +65,79 @@ async def test_demo_page_streams_the_microphone_and_shows_the_avatar(
 ) -> None:
     # Chromium's fake capture reads 16 kHz mono PCM16 WAVs as they are (checked: levels follow the speech).
     wav = speech_dir / "speech_en1.wav"
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium_path(), args=chromium_args(wav))
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 720})
-            page_errors: list[str] = []
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
-            await page.goto(server.url + "/")
+    async with chromium(wav) as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 720})
+        page_errors: list[str] = []
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        await page.goto(server.url + "/")
 
-            # Banner names the backend the server runs; the picker lists the server's avatars.
-            await page.wait_for_function(
-                "d => document.querySelector('#backend').textContent.includes(d)", arg=server.info["backend_description"],
-                timeout=10_000,
-            )
-            names = [a["name"] for a in server.avatars["avatars"]]
-            await page.wait_for_function(f"document.querySelectorAll('#avatar-select option').length === {len(names)}")
-            assert await page.input_value("#avatar-select") == server.avatars["default"]
-            thumbs_ok = await page.evaluate(
-                "() => Promise.all([...document.querySelectorAll('#avatar-thumbs img')].map(i => i.decode()"
-                ".then(() => i.naturalWidth > 0, () => false)))"
-            )
-            assert thumbs_ok and all(thumbs_ok), "avatar thumbnails did not load"
+        # Banner names the backend the server runs; the picker lists the server's avatars.
+        await page.wait_for_function(
+            "d => document.querySelector('#backend').textContent.includes(d)", arg=server.info["backend_description"],
+            timeout=10_000,
+        )
+        names = [a["name"] for a in server.avatars["avatars"]]
+        await page.wait_for_function(f"document.querySelectorAll('#avatar-select option').length === {len(names)}")
+        assert await page.input_value("#avatar-select") == server.avatars["default"]
+        thumbs_ok = await page.evaluate(
+            "() => Promise.all([...document.querySelectorAll('#avatar-thumbs img')].map(i => i.decode()"
+            ".then(() => i.naturalWidth > 0, () => false)))"
+        )
+        assert thumbs_ok and all(thumbs_ok), "avatar thumbnails did not load"
 
-            await page.click("#start")
-            await page.wait_for_function("window.avatarDemo.stats.rvfcFrames > 5", timeout=20_000)
-            before = await page.evaluate("window.avatarDemo.stats.rvfcFrames")
-            await page.wait_for_timeout(2000)
-            after = await page.evaluate("window.avatarDemo.stats.rvfcFrames")
-            fps = (after - before) / 2.0
-            assert fps > 12, f"only {fps:.1f} frames/s reached the <video> (server paces {server.info['fps']})"
+        await page.click("#start")
+        await page.wait_for_function("window.avatarDemo.stats.rvfcFrames > 5", timeout=20_000)
+        before = await page.evaluate("window.avatarDemo.stats.rvfcFrames")
+        await page.wait_for_timeout(2000)
+        after = await page.evaluate("window.avatarDemo.stats.rvfcFrames")
+        fps = (after - before) / 2.0
+        assert fps > 12, f"only {fps:.1f} frames/s reached the <video> (server paces {server.info['fps']})"
 
-            await page.wait_for_function(
-                "/^\\d+ ms$/.test(document.querySelector('#latency').textContent)", timeout=15_000
-            )
-            latency_text = await page.inner_text("#latency")
-            assert 0 < int(latency_text.split()[0]) < 3000
-            assert re.fullmatch(r"\d+ fps", await page.inner_text("#fps"))
-            await page.wait_for_function("window.avatarDemo.stats.stateHistory.includes('speaking')", timeout=15_000)
-            video = await page.evaluate(
-                "(() => { const v = document.querySelector('#video');"
-                " return {w: v.videoWidth, h: v.videoHeight, audio: v.srcObject.getAudioTracks().length,"
-                " paused: v.paused}; })()"
-            )
-            assert video["w"] > 0 and video["h"] > 0 and not video["paused"]
-            assert video["audio"] == 1, "the returned speech track is not in the video element's stream"
-            await page.screenshot(path=str(artifacts_dir / "browser_demo_speaking.png"))
+        await page.wait_for_function(
+            "/^\\d+ ms$/.test(document.querySelector('#latency').textContent)", timeout=15_000
+        )
+        latency_text = await page.inner_text("#latency")
+        assert 0 < int(latency_text.split()[0]) < 3000
+        assert re.fullmatch(r"\d+ fps", await page.inner_text("#fps"))
+        await page.wait_for_function("window.avatarDemo.stats.stateHistory.includes('speaking')", timeout=15_000)
+        video = await page.evaluate(
+            "(() => { const v = document.querySelector('#video');"
+            " return {w: v.videoWidth, h: v.videoHeight, audio: v.srcObject.getAudioTracks().length,"
+            " paused: v.paused}; })()"
+        )
+        assert video["w"] > 0 and video["h"] > 0 and not video["paused"]
+        assert video["audio"] == 1, "the returned speech track is not in the video element's stream"
+        await page.screenshot(path=str(artifacts_dir / "browser_demo_speaking.png"))
 
-            # Stop talking (a muted track sends silence), interrupt: the readout goes back to idle.
-            await page.click("#mute")
-            mark = await page.evaluate("window.avatarDemo.stats.stateHistory.length")
-            await page.click("#interrupt")
-            await page.wait_for_function(
-                f"(() => {{ const h = window.avatarDemo.stats.stateHistory.slice({mark});"
-                " const i = h.indexOf('interrupted'); return i >= 0 && h.slice(i + 1).includes('idle'); })()",
-                timeout=10_000,
-            )
-            await page.wait_for_function("document.querySelector('#state').textContent === 'idle'", timeout=5_000)
-            assert await page.is_hidden("#error"), await page.inner_text("#error")
-            await page.screenshot(path=str(artifacts_dir / "browser_demo_idle.png"))
+        # Stop talking (a muted track sends silence), interrupt: the readout goes back to idle.
+        await page.click("#mute")
+        mark = await page.evaluate("window.avatarDemo.stats.stateHistory.length")
+        await page.click("#interrupt")
+        await page.wait_for_function(
+            f"(() => {{ const h = window.avatarDemo.stats.stateHistory.slice({mark});"
+            " const i = h.indexOf('interrupted'); return i >= 0 && h.slice(i + 1).includes('idle'); })()",
+            timeout=10_000,
+        )
+        await page.wait_for_function("document.querySelector('#state').textContent === 'idle'", timeout=5_000)
+        assert await page.is_hidden("#error"), await page.inner_text("#error")
+        await page.screenshot(path=str(artifacts_dir / "browser_demo_idle.png"))
 
-            # Switching avatars while connected restarts the session with the new one (set_avatar).
-            first_session = await page.evaluate("window.avatarDemo.stats.sessionId")
-            other = next(n for n in names if n != server.avatars["default"])
-            await page.click(f"#avatar-thumbs .thumb[data-name='{other}']")
-            await page.wait_for_function(
-                f"window.avatarDemo.stats.sessionId && window.avatarDemo.stats.sessionId !== '{first_session}'",
-                timeout=10_000,
-            )
-            assert await page.input_value("#avatar-select") == other
-            frames = await page.evaluate("window.avatarDemo.stats.rvfcFrames")
-            await page.wait_for_function(f"window.avatarDemo.stats.rvfcFrames > {frames + 10}", timeout=10_000)
+        # Switching avatars while connected restarts the session with the new one (set_avatar).
+        first_session = await page.evaluate("window.avatarDemo.stats.sessionId")
+        other = next(n for n in names if n != server.avatars["default"])
+        await page.click(f"#avatar-thumbs .thumb[data-name='{other}']")
+        await page.wait_for_function(
+            f"window.avatarDemo.stats.sessionId && window.avatarDemo.stats.sessionId !== '{first_session}'",
+            timeout=10_000,
+        )
+        assert await page.input_value("#avatar-select") == other
+        frames = await page.evaluate("window.avatarDemo.stats.rvfcFrames")
+        await page.wait_for_function(f"window.avatarDemo.stats.rvfcFrames > {frames + 10}", timeout=10_000)
 
-            await page.click("#stop")
-            assert await page.inner_text("#state") == "disconnected"
-            assert await _session_freed(server), "Stop left the session open on the server"
-            assert page_errors == []
-        finally:
-            await browser.close()
+        await page.click("#stop")
+        assert await page.inner_text("#state") == "disconnected"
+        assert await _session_freed(server), "Stop left the session open on the server"
+        assert page_errors == []
 
 
 async def _session_freed(server, within_s: float = 3.0) -> bool:
@@ -142,45 +151,33 @@ async def test_leaving_the_page_mid_connect_frees_the_session(server, speech_dir
     """The page hangs up (DELETE /offer/{id}, keepalive) when it is left, even before ICE completes:
     a peer gone during ICE sends nothing the server could see."""
     caplog.set_level(logging.INFO, logger="server.webrtc")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium_path(), args=chromium_args(speech_dir / "speech_en1.wav")
-        )
-        try:
-            page = await browser.new_page()
-            await page.goto(server.url + "/")
-            await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
-            await page.click("#start")
-            await page.wait_for_function("window.avatarDemo.sessionId !== null", timeout=10_000)
-            assert server.engine.sessions
-            await page.goto("about:blank")
-            assert await _session_freed(server), "leaving the page left the session open on the server"
-            assert "closing: hung up by the client" in caplog.text
-        finally:
-            await browser.close()
+    async with chromium(speech_dir / "speech_en1.wav") as browser:
+        page = await browser.new_page()
+        await page.goto(server.url + "/")
+        await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
+        await page.click("#start")
+        await page.wait_for_function("window.avatarDemo.sessionId !== null", timeout=10_000)
+        assert server.engine.sessions
+        await page.goto("about:blank")
+        assert await _session_freed(server), "leaving the page left the session open on the server"
+        assert "closing: hung up by the client" in caplog.text
 
 
 async def test_demo_page_shows_server_errors(server, speech_dir: Path, artifacts_dir: Path) -> None:
     """An offer for an avatar that does not exist comes back 404 with a JSON error: the page shows it."""
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium_path(), args=chromium_args(speech_dir / "speech_de1.wav")
-        )
-        try:
-            page = await browser.new_page()
-            await page.goto(server.url + "/")
-            await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
-            await page.evaluate("window.avatarDemo.avatar = 'no_such_avatar'")
-            await page.click("#start")
-            await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
-            text = await page.inner_text("#error-text")
-            assert "404" not in text or "unknown_avatar" in text
-            assert "unknown_avatar" in text and "no_such_avatar" in text, text
-            assert await page.inner_text("#state") == "disconnected"
-            assert await page.is_enabled("#start")
-            await page.screenshot(path=str(artifacts_dir / "browser_demo_error.png"))
-        finally:
-            await browser.close()
+    async with chromium(speech_dir / "speech_de1.wav") as browser:
+        page = await browser.new_page()
+        await page.goto(server.url + "/")
+        await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
+        await page.evaluate("window.avatarDemo.avatar = 'no_such_avatar'")
+        await page.click("#start")
+        await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+        text = await page.inner_text("#error-text")
+        assert "404" not in text or "unknown_avatar" in text
+        assert "unknown_avatar" in text and "no_such_avatar" in text, text
+        assert await page.inner_text("#state") == "disconnected"
+        assert await page.is_enabled("#start")
+        await page.screenshot(path=str(artifacts_dir / "browser_demo_error.png"))
 
 
 async def test_demo_page_uploads_an_avatar_and_selects_it(server, speech_dir: Path, tmp_path: Path) -> None:
@@ -191,44 +188,32 @@ async def test_demo_page_uploads_an_avatar_and_selects_it(server, speech_dir: Pa
     img[40:160, 30:130] = (60, 140, 220)
     ok, png = cv2.imencode(".png", img)
     assert ok
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium_path(), args=chromium_args(speech_dir / "speech_de1.wav")
+    async with chromium(speech_dir / "speech_de1.wav") as browser:
+        page = await browser.new_page()
+        await page.goto(server.url + "/")
+        n = len(server.avatars["avatars"])
+        await page.wait_for_function(f"document.querySelectorAll('#avatar-select option').length === {n}")
+        await page.click("#upload-box summary")
+        await page.set_input_files("#avatar-file", files=[{"name": "my face.png", "mimeType": "image/png",
+                                                            "buffer": png.tobytes()}])
+        await page.click("#upload")
+        await page.wait_for_function(f"document.querySelectorAll('#avatar-select option').length === {n + 1}")
+        assert await page.input_value("#avatar-select") == "my_face"
+        assert await page.is_hidden("#error")
+        assert await page.evaluate(
+            "document.querySelector(\"#avatar-thumbs .thumb[data-name='my_face']\").classList.contains('selected')"
         )
-        try:
-            page = await browser.new_page()
-            await page.goto(server.url + "/")
-            n = len(server.avatars["avatars"])
-            await page.wait_for_function(f"document.querySelectorAll('#avatar-select option').length === {n}")
-            await page.click("#upload-box summary")
-            await page.set_input_files("#avatar-file", files=[{"name": "my face.png", "mimeType": "image/png",
-                                                                "buffer": png.tobytes()}])
-            await page.click("#upload")
-            await page.wait_for_function(f"document.querySelectorAll('#avatar-select option').length === {n + 1}")
-            assert await page.input_value("#avatar-select") == "my_face"
-            assert await page.is_hidden("#error")
-            assert await page.evaluate(
-                "document.querySelector(\"#avatar-thumbs .thumb[data-name='my_face']\").classList.contains('selected')"
-            )
-        finally:
-            await browser.close()
 
 
 async def test_fps_readout_falls_back_to_webrtc_stats_without_video_frame_callbacks(server, speech_dir: Path) -> None:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium_path(), args=chromium_args(speech_dir / "speech_de1.wav")
+    async with chromium(speech_dir / "speech_de1.wav") as browser:
+        page = await browser.new_page()
+        await page.add_init_script("delete HTMLVideoElement.prototype.requestVideoFrameCallback")
+        await page.goto(server.url + "/")
+        await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
+        await page.click("#start")
+        await page.wait_for_function("window.avatarDemo.stats.decodedFrames > 25", timeout=20_000)
+        await page.wait_for_function(
+            "parseInt(document.querySelector('#fps').textContent) > 10", timeout=5_000
         )
-        try:
-            page = await browser.new_page()
-            await page.add_init_script("delete HTMLVideoElement.prototype.requestVideoFrameCallback")
-            await page.goto(server.url + "/")
-            await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
-            await page.click("#start")
-            await page.wait_for_function("window.avatarDemo.stats.decodedFrames > 25", timeout=20_000)
-            await page.wait_for_function(
-                "parseInt(document.querySelector('#fps').textContent) > 10", timeout=5_000
-            )
-            assert await page.evaluate("window.avatarDemo.stats.rvfcFrames") == 0
-        finally:
-            await browser.close()
+        assert await page.evaluate("window.avatarDemo.stats.rvfcFrames") == 0

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import async_playwright
 
 from server.app import build_app
 from server.avatars import AvatarStore
@@ -15,7 +14,7 @@ from server.config import ServerConfig
 from streaming.engine import Engine
 
 from .conftest import free_port, make_backend
-from .test_browser_demo import chromium_args, chromium_path
+from .test_browser_demo import chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -38,41 +37,36 @@ async def token_server(tmp_path: Path):
 
 
 async def test_demo_page_works_with_the_token_in_its_url_or_typed_in(token_server, speech_dir: Path) -> None:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium_path(),
-                                           args=chromium_args(speech_dir / "speech_en1.wav"))
-        try:
-            page = await browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(f"{token_server}/?token={TOKEN}")
-            await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 1")
-            assert TOKEN not in page.url  # taken from the URL, then removed from the address bar
-            await page.wait_for_function("[...document.querySelectorAll('#avatar-thumbs img')].every(i => i.src)")
-            assert await page.evaluate("[...document.querySelectorAll('#avatar-thumbs img')].every("
-                                       "i => i.src.startsWith('blob:'))")
-            thumbs = await page.evaluate(
-                "() => Promise.all([...document.querySelectorAll('#avatar-thumbs img')].map(i => i.decode()"
-                ".then(() => i.naturalWidth > 0, () => false)))")
-            assert thumbs and all(thumbs), "thumbnails need the token too (fetched, shown as blobs)"
-            await page.click("#start")
-            await page.wait_for_function("window.avatarDemo.stats.rvfcFrames > 10", timeout=20_000)
-            assert await page.is_hidden("#error"), await page.inner_text("#error")
-            await page.click("#stop")
+    async with chromium(speech_dir / "speech_en1.wav") as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(f"{token_server}/?token={TOKEN}")
+        await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 1")
+        assert TOKEN not in page.url  # taken from the URL, then removed from the address bar
+        await page.wait_for_function("[...document.querySelectorAll('#avatar-thumbs img')].every(i => i.src)")
+        assert await page.evaluate("[...document.querySelectorAll('#avatar-thumbs img')].every("
+                                   "i => i.src.startsWith('blob:'))")
+        thumbs = await page.evaluate(
+            "() => Promise.all([...document.querySelectorAll('#avatar-thumbs img')].map(i => i.decode()"
+            ".then(() => i.naturalWidth > 0, () => false)))")
+        assert thumbs and all(thumbs), "thumbnails need the token too (fetched, shown as blobs)"
+        await page.click("#start")
+        await page.wait_for_function("window.avatarDemo.stats.rvfcFrames > 10", timeout=20_000)
+        assert await page.is_hidden("#error"), await page.inner_text("#error")
+        await page.click("#stop")
 
-            # Without the token the page says what is missing; typing it in makes it work.
-            page = await browser.new_page()
-            await page.goto(token_server + "/")
-            await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
-            assert "access token" in await page.inner_text("#error-text")
-            assert await page.is_visible("#token-box")
-            assert await page.evaluate("document.querySelectorAll('#avatar-select option').length") == 0
-            await page.fill("#token", TOKEN)
-            await page.dispatch_event("#token", "change")
-            await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 1")
-            await page.click("#start")
-            await page.wait_for_function("window.avatarDemo.stats.rvfcFrames > 10", timeout=20_000)
-            await page.click("#stop")
-            assert errors == []
-        finally:
-            await browser.close()
+        # Without the token the page says what is missing; typing it in makes it work.
+        page = await browser.new_page()
+        await page.goto(token_server + "/")
+        await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+        assert "access token" in await page.inner_text("#error-text")
+        assert await page.is_visible("#token-box")
+        assert await page.evaluate("document.querySelectorAll('#avatar-select option').length") == 0
+        await page.fill("#token", TOKEN)
+        await page.dispatch_event("#token", "change")
+        await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 1")
+        await page.click("#start")
+        await page.wait_for_function("window.avatarDemo.stats.rvfcFrames > 10", timeout=20_000)
+        await page.click("#stop")
+        assert errors == []

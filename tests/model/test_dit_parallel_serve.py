@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from model.dit.parallel import SequenceParallel
@@ -19,6 +15,7 @@ from model.infinitetalk import WindowSettings
 from model.sampling import GuidanceScales
 
 from ..helpers.golden_models import golden_dit, loop_pipeline
+from ..helpers.ranks import spawn_ranks
 
 WORLD = 2
 CASE = "i2v_cfg3"
@@ -64,17 +61,7 @@ def _rank(rank: int, init_file: str, out: str, golden: str) -> None:
 
 
 def test_a_window_served_by_two_processes_equals_one_process(golden_dir: Path, tmp_path: Path) -> None:
-    fd, init_file = tempfile.mkstemp(prefix="sp_serve_")
-    os.close(fd)
-    os.unlink(init_file)
-    ctx = mp.start_processes(_rank, args=(init_file, str(tmp_path), str(golden_dir)), nprocs=WORLD, join=False,
-                             start_method="fork")
-    deadline = time.monotonic() + 180
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.terminate()
-            raise TimeoutError("ranks still running after 180 s")
+    spawn_ranks(_rank, (str(tmp_path), str(golden_dir)), WORLD)
     expected = _window(loop_pipeline(golden_dir, CASE), golden_dir)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")

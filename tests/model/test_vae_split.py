@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from model.dit.parallel import SequenceParallel
@@ -20,6 +16,7 @@ from model.vae.split import DECODE_HALO, ENCODE_HALO
 from model.vae.tiles import Span, grid_shape, plan_tiles, split_axis
 
 from ..helpers.golden_models import golden_dit, golden_vae
+from ..helpers.ranks import spawn_ranks
 
 WORLD = 2
 
@@ -98,17 +95,7 @@ def _rank(rank: int, init_file: str, out: str, golden: str) -> None:
 
 
 def _run_ranks(tmp_path: Path, golden_dir: Path) -> tuple[dict, dict]:
-    fd, init_file = tempfile.mkstemp(prefix="vae_split_")
-    os.close(fd)
-    os.unlink(init_file)
-    ctx = mp.start_processes(_rank, args=(init_file, str(tmp_path), str(golden_dir)), nprocs=WORLD, join=False,
-                             start_method="fork")
-    deadline = time.monotonic() + 180
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.terminate()
-            raise TimeoutError("ranks still running after 180 s")
+    spawn_ranks(_rank, (str(tmp_path), str(golden_dir)), WORLD)
     return torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
 
 
