@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import shutil
@@ -147,17 +148,37 @@ async def _session_freed(server, within_s: float = 3.0) -> bool:
     return not server.engine.sessions
 
 
+def _strip_candidates(sdp: str) -> str:
+    return "".join(line for line in sdp.splitlines(keepends=True) if not line.startswith("a=candidate"))
+
+
+async def _without_ice_candidates(route) -> None:  # noqa: ANN001 - playwright Route
+    """POST /offer with the candidates taken out of the offer and of the answer."""
+    body = json.loads(route.request.post_data or "{}")
+    body["sdp"] = _strip_candidates(body["sdp"])
+    response = await route.fetch(post_data=json.dumps(body))
+    answer = await response.json()
+    if "sdp" in answer:
+        answer["sdp"] = _strip_candidates(answer["sdp"])
+    await route.fulfill(response=response, json=answer)
+
+
 async def test_leaving_the_page_mid_connect_frees_the_session(server, speech_dir: Path, caplog) -> None:
     """The page hangs up (DELETE /offer/{id}, keepalive) when it is left, even before ICE completes:
     a peer gone during ICE sends nothing the server could see."""
     caplog.set_level(logging.INFO, logger="server.webrtc")
     async with chromium(speech_dir / "speech_en1.wav") as browser:
         page = await browser.new_page()
+        # No ICE candidates either way, so the call is certainly still connecting when the page goes
+        # (once connected, Chromium's own close would free the session before the hang-up arrives).
+        await page.route("**/offer", _without_ice_candidates)
         await page.goto(server.url + "/")
         await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
         await page.click("#start")
         await page.wait_for_function("window.avatarDemo.sessionId !== null", timeout=10_000)
         assert server.engine.sessions
+        await page.wait_for_timeout(300)
+        assert await page.evaluate("window.avatarDemo.pc.connectionState") in ("new", "connecting")
         await page.goto("about:blank")
         assert await _session_freed(server), "leaving the page left the session open on the server"
         assert "closing: hung up by the client" in caplog.text
