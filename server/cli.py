@@ -133,6 +133,9 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vae-split", action="store_true",
                    help="with --sequence-parallel: split VAE encode/decode into spatial tiles over the processes "
                         "(SoulX-FlashTalk's multi-GPU VAE; faster, approximate at the tile seams)")
+    g.add_argument("--vae-split-halo", type=int, metavar="N",
+                   help="with --vae-split: latent positions (8 pixels each) decoded around each tile and cropped "
+                        "(default 2, the reference's; more: smaller seams, more work; encode uses half)")
     g.add_argument("--teacache", type=float, metavar="THRESHOLD",
                    help="skip DiT steps whose input barely changed (e.g. 0.2; pays with many steps)")
     g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
@@ -170,7 +173,7 @@ def backend_options(args: argparse.Namespace) -> dict:
         colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
         negative_prompt=args.negative_prompt, idle=args.idle, audio_features=args.audio_features, fp8=args.fp8, compile=args.compile,
         cuda_graphs=args.cuda_graphs, teacache=args.teacache, sequence_parallel=args.sequence_parallel,
-        vae_split=args.vae_split, verify_weights=args.verify_weights,
+        vae_split=args.vae_split, vae_split_halo=args.vae_split_halo, verify_weights=args.verify_weights,
     )
 
 

@@ -20,6 +20,7 @@ from model.infinitetalk.manifest import record_weights, verify_weights
 from model.infinitetalk.presets import KIND_PRESETS, get_preset, preset_size
 from model.infinitetalk.tiny import write_tiny_weights
 from model.sampling import GuidanceScales, distilled_step_list
+from model.vae.split import DECODE_HALO
 from model.weights import MANIFEST_NAME
 
 from .features import FeatureSettings
@@ -71,6 +72,8 @@ class InfiniteTalkOptions:
     teacache: float | None = None  # TeaCache threshold (e.g. 0.2); None = every step computes
     sequence_parallel: bool = False  # under torchrun: the DiT runs split over every rank (rank 0 serves)
     vae_split: bool = False  # with sequence_parallel: VAE encode/decode split into spatial tiles over the ranks
+    vae_split_halo: int | None = None  # latent positions run around each decode tile (encode: half, rounded
+    # up); None: the reference's (DECODE_HALO)
     verify_weights: str = "full"
     """full | size | off: check the files against `weights.sha256.json` in the weights folder (or
     beside --weights-config) before loading; the manifest is recorded after the first good load."""
@@ -168,6 +171,8 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
     if opts.vae_split and not opts.sequence_parallel:
         raise ValueError("--vae-split splits the VAE over the processes of --sequence-parallel (under torchrun); "
                          "add --sequence-parallel")
+    if opts.vae_split_halo is not None and opts.vae_split_halo < 0:
+        raise ValueError(f"--vae-split-halo must be >= 0 latent positions, got {opts.vae_split_halo}")
     files, opts, size = _resolve_files(opts)
     manifest = _manifest_path(opts)
     # A changed or truncated file is refused here, naming it (WeightLoadError), before anything loads.
@@ -188,8 +193,10 @@ def build_infinitetalk_generator(opts: InfiniteTalkOptions) -> InfiniteTalkGener
         bundle.pipe.dit = bundle.pipe.dit_forward = BroadcastingDiT(bundle.pipe.dit, sp)
         bundle.description += f", DiT split over {sp.world} processes (sequence parallel)"
         if opts.vae_split:
-            bundle.pipe.vae = BroadcastingVAE(bundle.pipe.vae, sp)  # type: ignore[assignment]
-            bundle.description += ", VAE split into spatial tiles"
+            halo = DECODE_HALO if opts.vae_split_halo is None else opts.vae_split_halo
+            bundle.pipe.vae = BroadcastingVAE(bundle.pipe.vae, sp, decode_halo=halo,  # type: ignore[assignment]
+                                              encode_halo=(halo + 1) // 2)
+            bundle.description += f", VAE split into spatial tiles (halo {halo})"
     settings = InfiniteTalkBackendSettings(window=window_settings(opts), size=size, seed=opts.seed,
                                            features=opts.features, audio_features=audio_features(opts),
                                            idle=opts.idle)  # type: ignore[arg-type]

@@ -60,6 +60,9 @@ def test_bench_is_listed_and_rejects_bad_options_and_infinitetalk_needs_weights(
     assert done.returncode == 2 and "--weights DIR" in done.stderr
     done = run_cli("serve", "--backend", "infinitetalk", "--preset", "tiny-random", "--vae-split")
     assert done.returncode == 2 and "add --sequence-parallel" in done.stderr
+    done = run_cli("serve", "--backend", "infinitetalk", "--preset", "tiny-random", "--sequence-parallel",
+                   "--vae-split", "--vae-split-halo", "-1")
+    assert done.returncode == 2 and "--vae-split-halo must be >= 0" in done.stderr
 
 
 async def test_sighup_reloads_the_token_file_and_a_broken_file_keeps_the_old_tokens(tmp_path):

@@ -194,11 +194,13 @@ def _astronaut():
     return builtin_avatar_path("astronaut")
 
 
-@pytest.mark.parametrize("vae_split", [False, True], ids=["dit", "dit+vae"])
-def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_process(tmp_path, speech_dir, vae_split):
-    """With --vae-split every VAE encode and decode also goes through the follower (at 32x32 a tile's
-    halo covers the whole 4x4 latent, so the frames must still equal one process: this checks the
-    protocol end to end; tests/model/test_vae_split.py checks real tiles)."""
+@pytest.mark.parametrize("split_args", [[], ["--vae-split"], ["--vae-split", "--vae-split-halo", "0"]],
+                         ids=["dit", "dit+vae", "dit+vae-no-halo"])
+def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_process(tmp_path, speech_dir, split_args):
+    """With --vae-split every VAE encode and decode also goes through the follower. At 32x32 a tile's
+    default halo covers the whole 4x4 latent, so the frames must still equal one process (the protocol,
+    end to end); with no halo the tiles are real and the video must differ (the option reaches the
+    VAE). tests/model/test_vae_split.py checks real tiles against their own decode."""
     wav = tmp_path / "short.wav"
     with wave.open(str(speech_dir / "speech_en1.wav")) as r, wave.open(str(wav), "wb") as w:
         w.setparams(r.getparams())
@@ -208,11 +210,11 @@ def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_proces
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     port = str(29500 + os.getpid() % 400)
     sp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
-                         *common, "-o", str(tmp_path / "sp.mp4"), "--sequence-parallel",
-                         *(["--vae-split"] if vae_split else [])],
+                         *common, "-o", str(tmp_path / "sp.mp4"), "--sequence-parallel", *split_args],
                         capture_output=True, text=True, timeout=240, env=env)
     assert sp.returncode == 0, sp.stderr[-2000:]
-    assert ("VAE split into spatial tiles" in sp.stderr + sp.stdout) == vae_split
+    halo = split_args[-1] if "--vae-split-halo" in split_args else "2"
+    assert (f"VAE split into spatial tiles (halo {halo})" in sp.stdout) == bool(split_args)
     assert main(common[2:] + ["-o", str(tmp_path / "one.mp4")]) == 0
 
     def frames(p):
@@ -221,4 +223,5 @@ def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_proces
 
     split, one = frames(tmp_path / "sp.mp4"), frames(tmp_path / "one.mp4")
     assert split.shape == one.shape and split.shape[0] == 38
-    assert np.abs(split.astype(int) - one.astype(int)).max() <= 1
+    diff = np.abs(split.astype(int) - one.astype(int)).max()
+    assert diff > 1 if halo == "0" else diff <= 1
