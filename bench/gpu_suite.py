@@ -9,8 +9,9 @@ stderr). Random weights at the real 14B shape: no checkpoint needed.
     python3 bench/gpu_suite.py --budget 480 --only speed_448,flashtalk
     python3 bench/gpu_suite.py --smoke               # CPU: the same steps at tiny sizes (checks the suite)
 
-A machine without PyAV or pyloudnorm (the device image) gets them as wheels: run
-`scripts/gpu_wheels.sh` here first and carry `.whl`; the suite installs them into /tmp/site.
+A machine without PyAV or pyloudnorm (the device image) gets them as wheels, and the golden parity
+vectors do not travel with the checkout: run `scripts/gpu_prepare.sh` here first and carry `.whl`
+and `.golden`; the suite installs the wheels into /tmp/site and points the parity step at .golden.
 Steps that need several GPUs (sequence parallelism, the split VAE) run only when there are several.
 """
 
@@ -29,6 +30,9 @@ PY = sys.executable
 
 # name, seconds at most, command (CUDA), command (--smoke on CPU)
 STEPS: list[tuple[str, int, list[str], list[str]]] = [
+    ("parity", 60,
+     [PY, "bench/cuda_parity.py", "--device", "cuda"],
+     [PY, "bench/cuda_parity.py"]),
     ("speed_448", 170,
      [PY, "bench/speed_model.py", "--device", "cuda", "--preset", "14b", "--size", "448x448", "--frames", "33",
       "--steps", "4", "--variants", "eager,fp8,graphs"],
@@ -99,6 +103,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if (REPO / ".golden" / "dit_config.json").is_file():
+        env.setdefault("INFINITETALK_GOLDEN", str(REPO / ".golden"))
     start = time.monotonic()
     wheels = "smoke run: the machine's packages" if args.smoke else _install_wheels(env)
     results: dict = {"wheels": wheels, "environment": _environment(env), "steps": {}}
