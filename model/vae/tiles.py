@@ -4,8 +4,8 @@ The latent grid (h, w) is cut into a gh x gw grid of tiles, one per rank (rank =
 Each tile owns a block of latent positions and is run with a halo of extra positions around it, so
 that its convolutions see real neighbours near the cut; the halo is cropped off the result. This is
 SoulX-FlashTalk's multi-GPU VAE (2-D grid as close to square tiles as the world size allows; a halo
-of 2 latent positions for decode, 1 for encode, doubled on the inner side of edge tiles). Unlike it, sizes need not divide by the grid: the
-cuts are spread evenly and tiles may differ by one position.
+of 2 latent positions for decode, 1 for encode, doubled on the inner side of edge tiles). Unlike it,
+sizes need not divide by the grid: the cuts are spread evenly and tiles may differ by one position.
 
 The split is an approximation: beyond the halo a tile sees zero padding instead of its neighbours,
 and the VAE's mid-block attention sees only its own tile. `bench/vae_split.py` measures the cost.
