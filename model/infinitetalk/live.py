@@ -33,7 +33,7 @@ from model.sampling import X0_RENOISE
 
 from .batched import DenoiseItem, decode_stream_batch, denoise_batch, encode_motion_batch
 from .handoff import FrameHandoff, PendingFrames
-from .long_video import draw_window_noise, u8_to_unit
+from .long_video import draw_step_noise, draw_window_noise, u8_to_unit
 from .pipeline import InfiniteTalkPipeline, SourceKeep, WindowCondition
 from .settings import WindowSettings
 from .timing import maybe_stage
@@ -146,7 +146,8 @@ class LiveWindowRunner:
         if h % stride or w % stride:
             raise ValueError(f"source frames are {h}x{w}; generation needs multiples of {stride}")
         first = u8_to_unit(source.frames[0])[:, None]  # [3, 1, H, W]
-        colour_ref = first if self.settings.colour_strength > 0 else None
+        # The colour reference lives where the frames are decoded (every chunk is matched against it).
+        colour_ref = first.to(self.pipe.device) if self.settings.colour_strength > 0 else None
         state = LiveState(source, colour_ref, first.clone(), torch.Generator().manual_seed(seed))
         if source.regen_mask is not None:
             state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
@@ -166,7 +167,7 @@ class LiveWindowRunner:
         ).clamp(-1, 1).transpose(0, 1).contiguous()
         state.source = source
         if state.colour_ref is not None:
-            state.colour_ref = u8_to_unit(source.frames[0])[:, None]
+            state.colour_ref = u8_to_unit(source.frames[0])[:, None].to(self.pipe.device)
         state.keep_latent_mask = state.regen_pixel_mask = None
         if source.regen_mask is not None:
             state.keep_latent_mask, state.regen_pixel_mask = region_masks(source.regen_mask, self.pipe.vae_stride)
@@ -218,10 +219,7 @@ class LiveWindowRunner:
         noise = draw_window_noise(state.generator, s, (h, w), first=state.windows == 0)
         step_noise = None
         if s.update == X0_RENOISE:
-            gen, shape = state.generator, tuple(noise.shape)
-
-            def step_noise(i: int) -> Tensor:
-                return torch.randn(shape, generator=gen)
+            step_noise = draw_step_noise(state.generator, tuple(noise.shape), s.steps, self.pipe.device)
 
         cond = self._condition(state, state.source.index_at(first_frame - M, self.output_fps))
         pre, state.precomputed = state.precomputed, None

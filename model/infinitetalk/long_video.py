@@ -76,6 +76,18 @@ def draw_window_noise(generator: torch.Generator, settings: WindowSettings, late
     return noise
 
 
+def draw_step_noise(generator: torch.Generator, shape: tuple[int, ...], steps: int,
+                    device: torch.device) -> Callable[[int], Tensor]:
+    """The x0-renoise sampler's fresh noise for steps 0 .. steps-2, drawn now (in the order the reference
+    draws them, right after the window noise) and moved to `device` in one copy, so no step waits for it.
+
+    Returns step_noise(i) -> [*shape] on `device`.
+    """
+    draws = [torch.randn(shape, generator=generator, dtype=torch.float32) for _ in range(steps - 1)]
+    stacked = torch.stack(draws).to(device) if draws else torch.empty(0, *shape, device=device)
+    return stacked.__getitem__
+
+
 def generate_long_video(
     pipe: InfiniteTalkPipeline,
     source: Tensor,
@@ -106,7 +118,7 @@ def generate_long_video(
     n_src = video.shape[0]
     h, w = video.shape[1] // pipe.vae_stride, video.shape[2] // pipe.vae_stride
     generator = torch.Generator().manual_seed(seed)
-    colour_ref = u8_to_unit(video[0])[:, None] if settings.colour_strength > 0 else None
+    colour_ref = u8_to_unit(video[0])[:, None].to(pipe.device) if settings.colour_strength > 0 else None
 
     start, k, first, last, padded = 0, 0, True, False, 0
     cond_frame = 0
@@ -121,10 +133,7 @@ def generate_long_video(
             noise = forced
         step_noise = None
         if settings.update == X0_RENOISE:
-            shape = tuple(noise.shape)
-
-            def step_noise(i: int, shape: tuple = shape) -> Tensor:
-                return torch.randn(shape, generator=generator)
+            step_noise = draw_step_noise(generator, tuple(noise.shape), settings.steps, pipe.device)
         cond_image = u8_to_unit(video[cond_frame])[:, None]
         cond = pipe.condition(cond_image, F)
         motion_latent = pipe.encode_motion(motion_pixels)

@@ -44,13 +44,18 @@ def renoise_motion(motion_latent: torch.Tensor, noise: torch.Tensor, t: TimeLike
 def x0_renoise_step(latent: torch.Tensor, pred: torch.Tensor, t_i: TimeLike, t_next: TimeLike,
                     noise: torch.Tensor | None, num_timesteps: int = NUM_TIMESTEPS) -> torch.Tensor:
     """Stochastic step of lightx2v's own step-distill scheduler: predict x0 = x - sigma*pred, then
-    re-noise it to sigma_next with fresh `noise` (no noise needed when t_next == 0)."""
+    re-noise it to sigma_next with fresh `noise`.
+
+    The last step (t_next == 0) passes noise=None and gets x0, which is what re-noising to sigma 0
+    gives. The caller decides which step is last from its step count: a t_next on the GPU is not read
+    back to check it (that would make the host wait for the device every step); on the host it is.
+    """
     sigma = _t32(t_i, latent.device) / num_timesteps
-    sigma_next = _t32(t_next, latent.device) / num_timesteps
     x0 = latent - sigma.to(latent.dtype) * pred
-    if float(sigma_next) == 0.0:
-        return x0
     if noise is None:
-        raise ValueError("x0_renoise_step needs `noise` for every step but the last")
-    s = sigma_next.to(latent.dtype)
+        on_host = not isinstance(t_next, torch.Tensor) or t_next.device.type == "cpu"
+        if on_host and float(t_next) != 0.0:
+            raise ValueError("x0_renoise_step needs `noise` for every step but the last")
+        return x0
+    s = (_t32(t_next, latent.device) / num_timesteps).to(latent.dtype)
     return (1 - s) * x0 + s * noise
