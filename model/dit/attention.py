@@ -61,7 +61,7 @@ class SelfAttention(nn.Module):
         ref_tokens: int = 0,
         shard: SequenceShard | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # x: [B, L, C]; rope: complex [L, d/2]; ref_masks: [B or 1, M, ref_tokens] or None
+        # x: [B, L, C]; rope: (cos, sin) pairs [L, d/2, 2]; ref_masks: [B or 1, M, ref_tokens] or None
         # -> out [B, L, C], attn_map [B, M, L] or None
         # With a shard, x and rope hold this rank's chunk (L = shard.local) and attn_map is the
         # full-sequence map [B, M, shard.length], identical on every rank.
@@ -166,27 +166,34 @@ class AudioCrossAttention(nn.Module):
         # sequence-parallel chunk passes its global offset `first_token` and S = `frame_tokens`;
         # it may start and end inside frames; tokens past the last frame (padding) get meaningless values.
         b, length, c = x.shape
-        frames = audio.shape[1]
         n = self.num_heads
-        s = frame_tokens if frame_tokens is not None else length // frames
         q = _heads(self.q_linear(x), n)  # [B, n, L, d]
         if q_rope is not None:
             q = apply_rotary(q, q_rope)
-        f0, lead = divmod(first_token, s)
-        nf = min(frames - f0, -(-(lead + length) // s))  # frames this chunk touches
+        if frame_tokens is None:  # every token: L = T * S, no alignment (one graph for all sizes when compiled)
+            return self.proj(self._attend(q, audio, k_rope).reshape(b, length, c))
+        s = frame_tokens
+        f0, lead = first_token // s, first_token % s
+        nf = min(audio.shape[1] - f0, -(-(lead + length) // s))  # frames this chunk touches
         if nf <= 0:
             return x.new_zeros(b, length, c)
         span = nf * s
         if lead or span != length:  # align the chunk to whole frames (zero queries around it)
             q = F.pad(q, (0, 0, lead, max(0, span - lead - length)))[:, :, :span]
-        q = q.unflatten(2, (nf, s)).transpose(1, 2).flatten(0, 1)  # [B*nf, n, S, d]
-        kv = self.kv_linear(audio[:, f0 : f0 + nf]).unflatten(-1, (2, n, -1))  # [B, nf, Na, 2, n, d]
-        k = kv[..., 0, :, :].flatten(0, 1).transpose(1, 2)  # [B*nf, n, Na, d]
-        v = kv[..., 1, :, :].flatten(0, 1).transpose(1, 2)
-        if k_rope is not None:
-            k = apply_rotary(k, k_rope)
-        out = F.scaled_dot_product_attention(q, k, v)  # [B*nf, n, S, d]
-        out = out.transpose(1, 2).reshape(b, span, c)
+        out = self._attend(q, audio[:, f0 : f0 + nf], k_rope).reshape(b, span, c)
         if lead or span != length:
             out = F.pad(out[:, lead : lead + length], (0, 0, 0, max(0, lead + length - span)))
         return self.proj(out)
+
+    def _attend(self, q: torch.Tensor, audio: torch.Tensor, k_rope: torch.Tensor | None) -> torch.Tensor:
+        # q: [B, n, T*S, d] (whole frames), audio: [B, T, Na, Ca] -> [B, T*S, n, d]
+        b, n, _, _ = q.shape
+        frames = audio.shape[1]
+        q = q.unflatten(2, (frames, -1)).transpose(1, 2).flatten(0, 1)  # [B*T, n, S, d]
+        kv = self.kv_linear(audio).unflatten(-1, (2, n, -1))  # [B, T, Na, 2, n, d]
+        k = kv[..., 0, :, :].flatten(0, 1).transpose(1, 2)  # [B*T, n, Na, d]
+        v = kv[..., 1, :, :].flatten(0, 1).transpose(1, 2)
+        if k_rope is not None:
+            k = apply_rotary(k, k_rope)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B*T, n, S, d]
+        return out.unflatten(0, (b, frames)).transpose(2, 3).flatten(1, 2)  # [B, T*S, n, d]

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 class BlockContext:
     """What every block of one forward shares (computed once by the transformer).
 
-    rope: 3-D RoPE rotations, complex [L, d/2]. ctx_text [B, text_len, C], ctx_img [B, 257, C].
+    rope: 3-D RoPE rotations as (cos, sin) pairs, float32 [L, d/2, 2]. ctx_text [B, text_len, C], ctx_img [B, 257, C].
     audio: audio tokens [B, T, H*context_tokens, output_dim], speaker-major within a frame.
     num_speakers: H. For H >= 2: ref_masks [B or 1, H+1, ref_tokens] (per-token region masks of the
     reference frame) and audio_k_rope (complex rotations [H*context_tokens, d/2] of the audio keys).
@@ -75,7 +75,7 @@ class DiTBlock(nn.Module):
         # x: [B, L, C] (param dtype), e0: [B, 6, C] float32 -> [B, L, C]
         dtype = x.dtype
         mod = self.modulation.float() + e0
-        shift1, scale1, gate1, shift2, scale2, gate2 = (m[:, None, :] for m in mod.unbind(1))
+        shift1, scale1, gate1, shift2, scale2, gate2 = [m[:, None, :] for m in mod.unbind(1)]  # noqa: C416
 
         multi = ctx.num_speakers > 1
         h = (self.norm1(x).float() * (1 + scale1) + shift1).to(dtype)

@@ -34,11 +34,15 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
+
+IDLE_WAIT = timedelta(days=365)
+"""How long a rank may wait for the next call from rank 0 (the timeout of `SequenceParallel.idle_group`)."""
 
 
 class SequenceParallel:
@@ -54,6 +58,20 @@ class SequenceParallel:
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self.collectives = 0  # collective calls issued (for tests and metrics)
+        self._idle_group: dist.ProcessGroup | None = None
+
+    def idle_group(self) -> dist.ProcessGroup:
+        """A gloo group over the same ranks whose collectives wait up to `IDLE_WAIT`: for waiting on work.
+
+        A served model's followers wait for rank 0's next call for as long as the server has no
+        clients; on the main group (NCCL on GPUs) that wait would abort after its timeout (10 min by
+        default). Made on first use, which is collective: every rank must first call it at the same
+        point (`init_from_env` does, right after initialising).
+        """
+        if self._idle_group is None:
+            ranks = None if self.group is None else dist.get_process_group_ranks(self.group)
+            self._idle_group = dist.new_group(ranks, timeout=IDLE_WAIT, backend="gloo")
+        return self._idle_group
 
     def check_heads(self, num_heads: int) -> None:
         if num_heads % self.world:
@@ -178,4 +196,6 @@ def init_from_env(backend: str | None = None) -> tuple[SequenceParallel, torch.d
     if not dist.is_initialized():
         dist.init_process_group(backend)
     logger.info("sequence parallel: rank %d of %d on %s (%s)", dist.get_rank(), dist.get_world_size(), device, backend)
-    return SequenceParallel(), device
+    sp = SequenceParallel()
+    sp.idle_group()  # now, while every rank is at the same point (loading weights takes uneven time)
+    return sp, device

@@ -18,6 +18,13 @@ message. Everything else stays single-process.
 
 Calls are sent and run in order from one thread on rank 0 (the generator worker), so every rank
 sees the same sequence of collectives.
+
+Waiting for work never times out: a server may have no clients for days, while a collective on the
+main group (NCCL on GPUs) aborts after its timeout (10 minutes by default) and torchrun then tears
+every rank down. So each call's header (and the stop message) travels on a gloo group of its own
+whose timeout is `IDLE_WAIT`; the call's tensors and its forward's collectives follow on the main
+group at once, well inside its timeout. If rank 0 dies, the followers' wait ends with the lost
+connection.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ def _send(sp: SequenceParallel, op: str, tensors: dict[str, torch.Tensor | None]
     Returns the tensors as sent: moved to `device` and made contiguous."""
     header = {"op": op, "args": args,
               "tensors": {k: (tuple(v.shape), v.dtype) for k, v in tensors.items() if v is not None}}
-    dist.broadcast_object_list([header], src=0, group=sp.group)
+    dist.broadcast_object_list([header], src=0, group=sp.idle_group())
     sent: dict[str, torch.Tensor | None] = dict.fromkeys(tensors)
     for name in header["tensors"]:
         v = tensors[name]
@@ -74,7 +81,7 @@ def _send(sp: SequenceParallel, op: str, tensors: dict[str, torch.Tensor | None]
 def _receive(sp: SequenceParallel, device: torch.device) -> tuple[Any, dict[str, torch.Tensor]]:
     """The next call from rank 0: (header, its tensors), or (_STOP, {})."""
     box: list[Any] = [None]
-    dist.broadcast_object_list(box, src=0, group=sp.group)
+    dist.broadcast_object_list(box, src=0, group=sp.idle_group())
     header = box[0]
     if header == _STOP:
         return header, {}
@@ -95,6 +102,7 @@ class BroadcastingDiT(nn.Module):
             raise ValueError("BroadcastingDiT runs on rank 0; other ranks call follow()")
         self.dit = dit
         self.sp = sp
+        sp.idle_group()
         self._cache_keys = itertools.count()
         self.calls = 0
 
@@ -127,7 +135,7 @@ class BroadcastingDiT(nn.Module):
 
 def stop_followers(sp: SequenceParallel) -> None:
     """Rank 0: release the followers (they return from `follow`)."""
-    dist.broadcast_object_list([_STOP], src=0, group=sp.group)
+    dist.broadcast_object_list([_STOP], src=0, group=sp.idle_group())
 
 
 class BroadcastingVAE:
@@ -143,6 +151,7 @@ class BroadcastingVAE:
             raise ValueError("BroadcastingVAE runs on rank 0; other ranks call follow(..., vae=...)")
         self.vae = vae
         self.sp = sp
+        sp.idle_group()
         self.decode_halo = decode_halo
         self.encode_halo = encode_halo
         self.calls = 0
@@ -187,6 +196,7 @@ def follow(dit: nn.Module, sp: SequenceParallel, vae: WanVAE | None = None) -> i
     if sp.rank == 0:
         raise ValueError("rank 0 drives (BroadcastingDiT); follow() is for the other ranks")
     device = dit.device
+    sp.idle_group()
     caches: dict[int, ResidualCache] = {}
     served = 0
     while True:

@@ -9,6 +9,8 @@ so they are absent from state dicts and a model built on the meta device needs n
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -76,10 +78,13 @@ def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 
 
 class RopeCache:
-    """Per-(grid, device) cache of 3-D RoPE tables (complex64 [L, head_dim/2]).
+    """Per-(grid, device) cache of 3-D RoPE tables as real (cos, sin) pairs: float32 [L, head_dim/2, 2].
 
-    Held as a plain attribute of the transformer (not a module, not a buffer). Bounded: the
-    oldest entry is dropped past `max_entries` (a server sees a handful of window shapes).
+    Real pairs rather than complex numbers: torch.compile gives complex inputs static sizes, so a
+    complex table would pin every compiled block to one token count. Held as a plain attribute of the
+    transformer (not a module, not a buffer). Bounded: the oldest entry is dropped past `max_entries`
+    (a server sees a handful of window shapes). A CUDA graph that reads a table keeps it alive on its
+    own (`recording`), so dropping it here never frees memory a graph still replays from.
     """
 
     def __init__(self, head_dim: int, theta: float = 10000.0, max_entries: int = 16) -> None:
@@ -87,17 +92,30 @@ class RopeCache:
         self.theta = theta
         self.max_entries = max_entries
         self._tables: dict[tuple[int, int, int, str], torch.Tensor] = {}
+        self._recording: list[torch.Tensor] | None = None
 
     def get(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         key = (int(grid[0]), int(grid[1]), int(grid[2]), str(device))
         hit = self._tables.get(key)
         if hit is None:
-            hit = rope_3d_table(key[:3], self.head_dim, self.theta).to(device=device, dtype=torch.complex64)
+            table = rope_3d_table(key[:3], self.head_dim, self.theta).to(dtype=torch.complex64)
+            hit = torch.view_as_real(table).to(device, copy=True)  # a tensor of its own, not a view of a complex one
             if len(self._tables) >= self.max_entries:
                 self._tables.pop(next(iter(self._tables)))
             self._tables[key] = hit
             logger.debug("built 3-D RoPE table for grid %s on %s", key[:3], device)
+        if self._recording is not None:
+            self._recording.append(hit)
         return hit
+
+    @contextmanager
+    def recording(self) -> Iterator[list[torch.Tensor]]:
+        """Collect every table handed out inside the block (a CUDA graph capture holds on to them)."""
+        self._recording = used = []
+        try:
+            yield used
+        finally:
+            self._recording = None
 
     def clear(self) -> None:
         self._tables.clear()

@@ -29,6 +29,9 @@ from .teacache import ResidualCache
 
 logger = logging.getLogger(__name__)
 
+COMPILE_RECOMPILE_LIMIT = 64
+"""Compiles torch may make of the block code before falling back to eager (see `compile_blocks`)."""
+
 
 def _batch(t: torch.Tensor, b: int, name: str) -> torch.Tensor:
     """Broadcast a batch-1 tensor to b; reject other mismatches."""
@@ -117,7 +120,7 @@ class InfiniteTalkDiT(nn.Module):
         if y.shape[1:] != (cfg.in_dim - cfg.out_dim, frames, lat_h, lat_w):
             raise ValueError(f"y must be [B, {cfg.in_dim - cfg.out_dim}, {frames}, {lat_h}, {lat_w}], got {list(y.shape)}")
         patches = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))  # [B, C, f, hh, ww]
-        tokens = patches.flatten(2).transpose(1, 2)  # [B, L, C]
+        tokens = patches.flatten(2).transpose(1, 2).contiguous()  # [B, L, C], laid out like every block output
 
         # timestep (float32)
         e, e0 = self.time_embeddings(_batch(t.reshape(-1), b, "t"))
@@ -167,7 +170,9 @@ class InfiniteTalkDiT(nn.Module):
                 raise ValueError("capture is not available under sequence parallelism; disable it to capture")
             shard = self._sp.shard(tokens.shape[1])
             # this rank's chunk of tokens and RoPE rows (identity rotations on the padding)
-            block_ctx = dataclasses.replace(block_ctx, shard=shard, rope=shard.scatter(block_ctx.rope, dim=0, fill=1.0))
+            rope = torch.view_as_complex(block_ctx.rope)  # padding rows: identity rotations (1 + 0i)
+            rope = torch.view_as_real(shard.scatter(rope, dim=0, fill=1.0))
+            block_ctx = dataclasses.replace(block_ctx, shard=shard, rope=rope)
             tokens = shard.scatter(tokens)
         e0 = e0.unflatten(1, (6, cfg.dim))
         if residual_cache is not None and residual_cache.reuse:
@@ -213,8 +218,23 @@ class InfiniteTalkDiT(nn.Module):
 
         mode: None / "max-autotune-no-cudagraphs" / "reduce-overhead" (CUDA graphs per block) ...;
         kwargs go to torch.compile (fullgraph, dynamic, options). Compiles lazily on the first
-        forward of each shape; `decompile_blocks` undoes it.
+        forward; `decompile_blocks` undoes it.
+
+        Shapes: every block shares one code object, traced without graph breaks and with symbolic
+        sizes (dynamic=True unless given), so one graph serves every window size, frame count and
+        batch (sessions x guidance branches) of a shape class. Classes: batch 1 vs more (torch
+        specialises size 1) and each speaker count; a size that happens to equal another input's
+        at the first trace costs one more compile (torch's duck sizing). The recompile limit is
+        raised to `COMPILE_RECOMPILE_LIMIT` so that no class is ever sent to eager (torch's default
+        of 8 does that silently).
         """
+        import torch._dynamo
+
+        dynamo = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+        if getattr(dynamo, limit) < COMPILE_RECOMPILE_LIMIT:
+            setattr(dynamo, limit, COMPILE_RECOMPILE_LIMIT)
+        kwargs.setdefault("dynamic", True)
         for block in self.blocks:
             block.compile(mode=mode, backend=backend, **kwargs)
         logger.info("compiled %d DiT blocks (backend %s, mode %s)", len(self.blocks), backend, mode)

@@ -213,7 +213,7 @@ def test_disabled_norms_have_no_parameters_like_the_reference(flag: str, gone: s
 def test_rope_table_is_cached_per_shape(tiny: InfiniteTalkDiT) -> None:
     a = tiny._rope.get((2, 2, 3), torch.device("cpu"))
     assert tiny._rope.get((2, 2, 3), torch.device("cpu")) is a
-    assert tiny._rope.get((3, 2, 3), torch.device("cpu")).shape == (18, CFG.head_dim // 2)
+    assert tiny._rope.get((3, 2, 3), torch.device("cpu")).shape == (18, CFG.head_dim // 2, 2)
 
 
 @pytest.mark.parametrize("speakers", [1, 2])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -69,3 +71,39 @@ def test_a_window_served_by_two_processes_equals_one_process(golden_dir: Path, t
     assert r0["calls"] == settings.steps and r1["served"] == r0["calls"]  # one batched call per step
     assert r0["collectives"] > 0  # the forward really ran split across the ranks
     torch.testing.assert_close(r0["latent"], expected, atol=1e-4, rtol=1e-4)
+
+
+IDLE_TIMEOUT_S = 2.0
+
+
+def _idle_rank(rank: int, init_file: str, out: str, golden: str) -> None:
+    """Ranks under a 2 s collective timeout; rank 0 waits three times that before its first call."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=IDLE_TIMEOUT_S))
+    try:
+        g = Path(golden)
+        sp = SequenceParallel()
+        if rank == 0:
+            pipe = loop_pipeline(g, CASE)
+            pipe.dit.enable_sequence_parallel(sp)
+            pipe.dit = pipe.dit_forward = BroadcastingDiT(pipe.dit, sp)
+            try:
+                time.sleep(3 * IDLE_TIMEOUT_S)  # no clients: the followers wait for work
+                latent = _window(pipe, g)
+            finally:
+                pipe.dit.stop()
+            torch.save({"latent": latent}, Path(out) / "rank0.pt")
+        else:
+            dit = golden_dit(g)
+            dit.enable_sequence_parallel(sp)
+            torch.save({"served": follow(dit, sp)}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_followers_wait_for_work_longer_than_the_collective_timeout(golden_dir: Path, tmp_path: Path) -> None:
+    spawn_ranks(_idle_rank, (str(tmp_path), str(golden_dir)), WORLD)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r1["served"] == _settings(golden_dir).steps
+    torch.testing.assert_close(r0["latent"], _window(loop_pipeline(golden_dir, CASE), golden_dir), atol=1e-4, rtol=1e-4)

@@ -184,6 +184,40 @@ def test_compiled_blocks_equal_eager(one_thread) -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_blocks_serve_new_sizes_without_graph_breaks_or_more_compiles(one_thread) -> None:
+    # Dynamo's own tracing ("eager" backend: no code generation) decides graph breaks and recompiles.
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = InfiniteTalkDiT(CFG).init_random_weights_(seed=4).eval()
+    # One call per shape class (batch 1 / more x 1 / 2 speakers); first sizes unlike the model's own
+    # dimensions (a coincidence there costs one more compile: duck sizing, see compile_blocks).
+    first = dict(frames=7, h=26, w=18)  # latent grid 7 x 13 x 9 tokens, 25 video frames
+    warm_up = [dict(b=11, **first), dict(b=1, **first), dict(b=11, speakers=2, **first), dict(b=1, speakers=2, **first)]
+    later = [dict(b=3, h=8, w=6), dict(b=2, frames=4, h=6), dict(b=7, w=12), dict(b=1, h=10, frames=2),
+             dict(b=4, speakers=2, h=8, w=6), dict(b=1, speakers=2, w=8)]
+    with torch.no_grad():
+        model.compile_blocks(backend="eager")
+        try:
+            for kw in warm_up:
+                model(**_inputs(**kw))
+            compiled = counters["stats"]["unique_graphs"]
+            for kw in later:
+                inp = _inputs(**kw, seed=9)
+                got = model(**inp)
+                model.decompile_blocks()
+                torch.testing.assert_close(got, model(**inp), atol=1e-5, rtol=1e-5)
+                model.compile_blocks(backend="eager")
+        finally:
+            model.decompile_blocks()
+    assert not counters["graph_break"] and not counters["unimplemented"], dict(counters["unimplemented"])
+    assert counters["frames"]["ok"] == counters["frames"]["total"]  # nothing fell back to eager
+    assert compiled == len(warm_up)  # one compile per shape class
+    assert counters["stats"]["unique_graphs"] == compiled  # new sizes, batches, frames: no new compile
+
+
 # ---- the bundle's speed switches -------------------------------------------------------------------
 
 def test_load_bundle_applies_fp8_compile_and_graph_options(tmp_path, one_thread) -> None:
