@@ -28,26 +28,31 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-# name, seconds at most, command (CUDA), command (--smoke on CPU)
+# name, seconds at most, command (CUDA), command (--smoke on CPU). In order of what is worth most if the
+# lease runs short; steps that print a JSON line per finished part keep their parts when cut off.
 STEPS: list[tuple[str, int, list[str], list[str]]] = [
     ("parity", 60,
      [PY, "bench/cuda_parity.py", "--device", "cuda"],
      [PY, "bench/cuda_parity.py"]),
-    ("speed_448", 170,
+    ("fp8_linears", 45,
+     [PY, "bench/fp8_linears.py", "--device", "cuda"],
+     [PY, "bench/fp8_linears.py", "--repeats", "2"]),
+    ("speed_448", 150,
      [PY, "bench/speed_model.py", "--device", "cuda", "--preset", "14b", "--size", "448x448", "--frames", "33",
       "--steps", "4", "--variants", "eager,fp8,graphs"],
      [PY, "bench/speed_model.py", "--teacache", "2.5"]),
-    ("flashtalk", 150,
+    ("flashtalk", 120,
      [PY, "bench/flashtalk.py", "--device", "cuda", "--chunks", "2"],
      [PY, "bench/flashtalk.py", "--chunks", "1"]),
-    ("speed_640", 200,
-     [PY, "bench/speed_model.py", "--device", "cuda", "--preset", "14b", "--size", "640x640", "--frames", "33",
-      "--steps", "4", "--variants", "eager,fp8,compiled,fp8_compiled", "--fp8-activations", "row"],
-     [PY, "bench/speed_model.py", "--teacache", "2.5", "--size", "64x64"]),
-    ("engine", 180,
+    ("engine", 150,
      [PY, "-m", "server.cli", "bench", "--shape", "14b", "--device", "cuda", "--size", "448x448", "--frames", "33",
       "--motion-frames", "9", "--steps", "4", "--sessions", "1,2,4", "--only", "stages,offline,sessions,guidance"],
      [PY, "-m", "server.cli", "bench", "--sessions", "1,2", "--only", "stages,offline"]),
+    # Compiling the 14B blocks takes minutes: last, and printing each variant as it finishes.
+    ("speed_640", 200,
+     [PY, "bench/speed_model.py", "--device", "cuda", "--preset", "14b", "--size", "640x640", "--frames", "33",
+      "--steps", "4", "--variants", "eager,fp8,compiled", "--fp8-activations", "row"],
+     [PY, "bench/speed_model.py", "--teacache", "2.5", "--size", "64x64"]),
 ]
 MULTI_GPU_STEPS: list[tuple[str, int, list[str]]] = [
     ("parallel_check", 120, ["-m", "model.dit.parallel_check"]),

@@ -269,6 +269,9 @@ def cuda_bench(args: argparse.Namespace) -> dict:
                 "realtime_factor": base.new_frames / window / FPS,
                 "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30,
             })
+        # Each variant as it finishes, one JSON line: a run cut short by its time limit keeps what it measured.
+        if sp is None or sp.rank == 0:
+            print(json.dumps({**results, "variants": rows, "partial": True}), flush=True)
 
     variants = args.variants.split(",")
     if "eager" in variants:

@@ -9,9 +9,16 @@ overhead is otherwise a visible part of each step.
 device, audio_scale) it runs the forward a few times on a side stream (warm-up: cuDNN/flash
 autotuning, RoPE tables, allocator), captures one forward into a CUDA graph with static input
 buffers, and replays it from then on (inputs copied into the buffers, the output cloned out). At
-most `max_graphs` graphs are kept (least recently used dropped; each holds its own activation
-memory). Everything that cannot be captured runs eagerly: CPU tensors, `capture=`, TeaCache
-residual caches (a Python-side branch), a signature whose capture failed (logged once).
+most `max_graphs` graphs are kept (least recently used dropped). Everything that cannot be
+captured runs eagerly: CPU tensors, `capture=`, TeaCache residual caches (a Python-side branch), a
+signature whose capture failed (logged once).
+
+Memory: every graph of one `CudaGraphDiT` is captured into one shared memory pool. That is safe
+because replays never overlap (one worker thread) and each replay's output is cloned out before
+the next, so the graphs may reuse each other's activation memory; separate pools would hold one
+window's activations per graph. A graph also keeps the RoPE tables it read alive (the DiT's table
+cache may drop them, and a freed table's memory reused by anything else would change a replay's
+output silently). Streams, pool and capture all use the model's device, not the thread's current one.
 """
 
 from __future__ import annotations
@@ -52,20 +59,22 @@ class GraphStats:
 
 
 class _CapturedForward:
-    """One captured forward: static input buffers, the graph, its output buffer."""
+    """One captured forward: static input buffers, the graph, its output buffer, what it must keep alive."""
 
     def __init__(self, fn: Callable[..., Tensor], inputs: dict[str, Tensor | None], audio_scale: float,
-                 warmup: int) -> None:
+                 warmup: int, device: torch.device, pool: tuple, keep: list[Tensor]) -> None:
         self.static = {k: (v.clone() if v is not None else None) for k, v in inputs.items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                fn(**self.static, audio_scale=audio_scale)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.output = fn(**self.static, audio_scale=audio_scale)
+        self.keep = keep  # tensors the graph reads that no input holds (RoPE tables): alive while it is
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    fn(**self.static, audio_scale=audio_scale)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=pool):
+                self.output = fn(**self.static, audio_scale=audio_scale)
 
     def __call__(self, inputs: dict[str, Tensor | None]) -> Tensor:
         for k, v in inputs.items():
@@ -76,24 +85,33 @@ class _CapturedForward:
 
 
 class CudaGraphDiT:
-    """The DiT's forward through cached CUDA graphs (eager where graphs do not apply)."""
+    """The DiT's forward through cached CUDA graphs (eager where graphs do not apply).
 
-    def __init__(self, dit: torch.nn.Module, max_graphs: int = 4, warmup: int = 2) -> None:
+    device: where the graphs are captured and replayed (default: the DiT's device).
+    """
+
+    def __init__(self, dit: torch.nn.Module, max_graphs: int = 4, warmup: int = 2,
+                 device: torch.device | str | None = None) -> None:
         if max_graphs < 1:
             raise ValueError("max_graphs must be >= 1")
         self.dit = dit
+        self.device = torch.device(device) if device is not None else dit.device
         self.max_graphs = max_graphs
         self.warmup = warmup
         self.stats = GraphStats()
         self._graphs: OrderedDict[tuple, object] = OrderedDict()
         self._failed: set[tuple] = set()
+        self._pool: tuple | None = None  # one memory pool for every graph (see the module docstring)
 
     # hooks (tests replace these to exercise the cache on CPU)
     def capturable(self, x: Tensor) -> bool:
         return x.is_cuda and torch.cuda.is_available()
 
     def _capture(self, inputs: dict[str, Tensor | None], audio_scale: float) -> Callable[[dict], Tensor]:
-        return _CapturedForward(self.dit, inputs, audio_scale, self.warmup)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with self.dit._rope.recording() as used:
+            return _CapturedForward(self.dit, inputs, audio_scale, self.warmup, self.device, self._pool, used)
 
     # ------------------------------------------------------------------------------------------
     def reset(self) -> None:

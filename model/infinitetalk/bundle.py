@@ -49,7 +49,7 @@ from .kinds import (
     detect_weights_kind,
 )
 from .pipeline import InfiniteTalkPipeline, TextConditioning
-from .speed import SpeedOptions, apply_speed_options, prepare_dit_for_loading
+from .speed import SpeedOptions, apply_speed_options, finish_loaded_dit, prepare_dit_for_loading
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,8 @@ def dit_config_of(files: ModelFiles, sources: list[Path]) -> DiTConfig:
 
 def load_dit(files: ModelFiles, *, device: torch.device, dtype: torch.dtype,
              speed: SpeedOptions | None = None) -> InfiniteTalkDiT:
-    """Just the DiT (base + adapter + LoRAs), e.g. for the follower ranks of a sequence-parallel server."""
+    """Just the DiT (base + adapter + LoRAs), fp8 and compiled as `speed` says; e.g. for the follower ranks
+    of a sequence-parallel server."""
     sources = [*files.dit, *([files.adapter] if files.adapter else [])]
     with torch.device("meta"):
         dit = InfiniteTalkDiT(dit_config_of(files, sources))
@@ -230,6 +231,7 @@ def load_dit(files: ModelFiles, *, device: torch.device, dtype: torch.dtype,
     loras = [LoraSpec(p, s) for p, s in files.loras]
     report = load_module(dit, sources, device=device, dtype=dtype, loras=loras)
     log.info("DiT loaded: %d tensors, %.1f GB in %.1f s", report.loaded, report.bytes_read / 1e9, report.seconds)
+    finish_loaded_dit(dit, speed or SpeedOptions())
     return dit
 
 

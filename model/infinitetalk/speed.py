@@ -3,8 +3,9 @@
     bundle = load_bundle(files, device="cuda", speed=SpeedOptions(fp8="row", compile=True, cuda_graphs=True))
 
 fp8 has to be chosen before the weights load (the block linears are built as fp8 linears and filled
-straight from the files); compile and CUDA graphs are applied to the loaded pipeline. TeaCache is
-a sampling setting (`WindowSettings.teacache`), sequence parallelism a launch mode
+straight from the files); compile is applied to the loaded DiT (`load_dit`, so the follower ranks of
+a sequence-parallel server compile too) and CUDA graphs to the loaded pipeline. TeaCache is a
+sampling setting (`WindowSettings.teacache`), sequence parallelism a launch mode
 (`InfiniteTalkDiT.enable_sequence_parallel` under torchrun).
 """
 
@@ -47,10 +48,14 @@ def prepare_dit_for_loading(dit: InfiniteTalkDiT, speed: SpeedOptions) -> None:
         quantize_linears_(dit, activations=speed.fp8)
 
 
-def apply_speed_options(pipe: InfiniteTalkPipeline, speed: SpeedOptions) -> None:
-    """After loading: compile the blocks and/or route sampling through CUDA graphs."""
+def finish_loaded_dit(dit: InfiniteTalkDiT, speed: SpeedOptions) -> None:
+    """After the weights load, on every rank that runs the DiT: compile the blocks when asked."""
     if speed.compile:
-        pipe.dit.compile_blocks(mode=speed.compile_mode)
+        dit.compile_blocks(mode=speed.compile_mode)
+
+
+def apply_speed_options(pipe: InfiniteTalkPipeline, speed: SpeedOptions) -> None:
+    """After loading the pipeline (its DiT already finished by `finish_loaded_dit`): CUDA graphs."""
     if speed.cuda_graphs:
         pipe.use_cuda_graphs(True, max_graphs=speed.max_graphs)
     log.info("speed options: %s", speed)

@@ -149,3 +149,78 @@ def test_load_infinitetalk_dit_builds_fp8_linears_from_a_scaled_fp8_file(tmp_pat
     lin = model.blocks[1].audio_cross_attn.kv_linear
     assert isinstance(lin, FP8Linear) and lin.activations == "row" and not report.missing
     assert torch.equal(lin.weight.view(torch.uint8), file_sd["blocks.1.audio_cross_attn.kv_linear.weight"].view(torch.uint8))
+
+
+# ---- the CUDA fast path, with torch._scaled_mm stood in for (there is no fp8 GPU here) ----------
+
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_the_two_pass_activation_quantiser_equals_the_reference_one(rowwise: bool) -> None:
+    from model.dit.fp8_linear import quantize_activations
+
+    x = (torch.randn(32, 64) * torch.logspace(-4, 2, 32)[:, None]).to(torch.bfloat16)
+    q, s = quantize_activations(x, E4M3, rowwise)
+    q_ref, s_ref = quantize_fp8(x, E4M3, dim=-1 if rowwise else None)
+    assert torch.equal(s, s_ref) and torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+def _fake_scaled_mm(calls: list, refuse_bias: bool = False, error: Exception | None = None):
+    """torch._scaled_mm's arithmetic on the CPU (fp8 operands dequantised), recording each call."""
+
+    def scaled_mm(a, b, *, scale_a, scale_b, bias=None, out_dtype, use_fast_accum=False):
+        calls.append({"bias": bias is not None, "fast_accum": use_fast_accum, "scale_b": scale_b})
+        if error is not None:
+            raise error
+        if refuse_bias and bias is not None:
+            raise RuntimeError("Bias is not supported when out_dtype is set to Float32 with rowwise scaling")
+        y = (a.float() * scale_a) @ (b.float() * scale_b)
+        return (y + bias.float() if bias is not None else y).to(out_dtype)
+
+    return scaled_mm
+
+
+@pytest.fixture
+def fast_path(monkeypatch):
+    import model.dit.fp8_linear as fp8
+
+    monkeypatch.setattr(fp8, "scaled_mm_available", lambda device: True)
+    monkeypatch.setattr(fp8, "_BIAS_IN_EPILOGUE", {})
+    calls: list = []
+    return fp8, calls, lambda **kw: monkeypatch.setattr(torch, "_scaled_mm", _fake_scaled_mm(calls, **kw))
+
+
+def test_the_fast_path_fuses_the_bias_and_makes_the_weight_scale_once(fast_path) -> None:
+    fp8, calls, use = fast_path
+    use()
+    lin = FP8Linear.from_linear(nn.Linear(64, 48), activations="row")
+    x = torch.randn(3, 5, 64, dtype=torch.bfloat16)
+    torch.testing.assert_close(lin(x).float(), lin.emulate(x).float(), atol=2e-2, rtol=2e-2)
+    lin(x)
+    assert [c["bias"] for c in calls] == [True, True] and all(c["fast_accum"] for c in calls)
+    assert calls[0]["scale_b"] is calls[1]["scale_b"]  # not rebuilt per call
+    lin.weight_scale.mul_(2.0)
+    lin(x)
+    assert calls[2]["scale_b"] is not calls[1]["scale_b"] and float(calls[2]["scale_b"][0, 0]) == float(lin.weight_scale)
+
+
+def test_a_kernel_without_bias_support_gets_the_bias_added_after_it(fast_path) -> None:
+    fp8, calls, use = fast_path
+    use(refuse_bias=True)
+    lin = FP8Linear.from_linear(nn.Linear(64, 48), activations="row")
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    torch.testing.assert_close(lin(x).float(), lin.emulate(x).float(), atol=2e-2, rtol=2e-2)
+    lin(x)
+    assert [c["bias"] for c in calls] == [True, False, False]  # probed once, then never fused again
+    assert not lin._fast_failed
+
+
+def test_out_of_memory_is_raised_and_does_not_switch_the_layer_to_emulation(fast_path) -> None:
+    fp8, calls, use = fast_path
+    use(error=torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    lin = FP8Linear.from_linear(nn.Linear(64, 48), activations="tensor")
+    with pytest.raises(torch.OutOfMemoryError):
+        lin(torch.randn(4, 64, dtype=torch.bfloat16))
+    assert not lin._fast_failed
+    use(error=RuntimeError("CUDA error: an illegal shape for this kernel"))
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    assert torch.equal(lin(x), lin.emulate(x))  # a kernel that refuses the layer: emulated from now on
+    assert lin._fast_failed

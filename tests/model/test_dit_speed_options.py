@@ -156,6 +156,61 @@ def test_graph_cache_captures_once_per_shape_evicts_and_falls_back(tiny, one_thr
         assert graphs.stats.failures == 1 and graphs.stats.eager == 2
 
 
+class _FakeCuda:
+    """torch.cuda's stream, graph and pool calls recorded on the CPU (there is no GPU here): the real
+    `_CapturedForward` runs against it, its forwards eager, so what it asks of CUDA can be checked."""
+
+    def __init__(self, monkeypatch) -> None:
+        from contextlib import nullcontext
+
+        self.devices: list = []
+        self.pools: list = []
+        self.handles = 0
+        fake = self
+
+        class Stream:
+            def __init__(self, device=None):
+                fake.devices.append(("stream", device))
+
+            def wait_stream(self, other):
+                pass
+
+        class Graph:
+            def replay(self):
+                pass
+
+        def graph(g, pool=None, **kw):
+            fake.pools.append(pool)
+            return nullcontext()
+
+        def pool_handle():
+            fake.handles += 1
+            return ("pool", fake.handles)
+
+        for name, value in dict(Stream=Stream, CUDAGraph=Graph, graph=graph, graph_pool_handle=pool_handle,
+                                current_stream=lambda device=None: fake.devices.append(("current", device)) or Stream(device),
+                                stream=lambda s: nullcontext(),
+                                device=lambda d: fake.devices.append(("device", d)) or nullcontext()).items():
+            monkeypatch.setattr(torch.cuda, name, value)
+
+
+def test_graphs_share_one_pool_use_the_models_device_and_keep_their_rope_tables(tiny, one_thread, monkeypatch):
+    cuda = _FakeCuda(monkeypatch)
+    monkeypatch.setattr(tiny._rope, "max_entries", 1)  # every new shape evicts the last table from the cache
+    graphs = CudaGraphDiT(tiny, warmup=1, device="cuda:1")
+    graphs.capturable = lambda x: True
+    with torch.no_grad():
+        graphs(**_inputs(2, speakers=1))
+        first = next(iter(graphs._graphs.values()))
+        table = first.keep[0]
+        graphs(**_inputs(2, h=6, speakers=1))
+    assert graphs.stats.captures == 2 and cuda.handles == 1
+    assert cuda.pools == [("pool", 1)] * 2  # both captures into the one pool
+    assert {d for _, d in cuda.devices} == {torch.device("cuda:1")}  # never the thread's current device
+    assert table.shape[0] == 2 * 2 * 2 and all(t is not table for t in tiny._rope._tables.values())
+    assert first.keep[0] is table  # evicted from the cache, still held by the graph that reads it
+
+
 def test_graphs_off_cuda_are_the_eager_forward(tiny, one_thread) -> None:
     graphs = CudaGraphDiT(tiny)
     inp = _inputs(2, speakers=2)
