@@ -237,3 +237,16 @@ def bundle_on_device(bundle):  # noqa: ANN001, ANN201 - an InfiniteTalkBundle
     import dataclasses
 
     return dataclasses.replace(bundle, pipe=pipeline_on_device(bundle.pipe), wav2vec2=bundle.wav2vec2.to(DEVICE))
+
+
+def collective_on_values(collective):  # noqa: ANN001, ANN201
+    """A torch.distributed collective that takes Virtual tensors: gloo moves their CPU values in place.
+
+    The collective itself is the edge (on GPUs NCCL reads device memory); everything around it still
+    runs on the virtual device.
+    """
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return collective(*tree_map(_unwrap, args), **tree_map(_unwrap, kwargs))
+
+    return run

@@ -11,6 +11,7 @@ is conditioned on the last, and the random tiny model amplifies rounding about t
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,42 @@ def test_the_offline_long_video_loop_runs_on_the_device(golden_dir, preset):
     first = slice(0, settings.frame_num)  # see the module docstring
     torch.testing.assert_close(to_host(video)[:, first], cpu[:, first], atol=1e-3, rtol=0)
     assert audit.count("scalar") == audit.count("value_shaped") == 0
+
+
+def _split_vae_rank(rank: int, init_file: str, out: str, golden: str) -> None:
+    import torch.distributed as dist
+
+    import model.vae.split as split
+    from model.vae.split import split_decode_stream, split_encode
+
+    from ..helpers.golden_models import golden_vae
+    from ..helpers.virtual_device import DEVICE, collective_on_values
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        video = torch.rand(1, 3, 5, 48, 64, generator=g) * 2 - 1
+        z = torch.randn(1, 16, 2, 6, 8, generator=g)
+        cpu_vae = golden_vae(Path(golden))
+        want = split_encode(cpu_vae, video), [c for c in split_decode_stream(cpu_vae, z)]
+        split.dist.gather = collective_on_values(dist.gather)
+        with virtual_device() as audit:
+            vae = golden_vae(Path(golden)).to(DEVICE)
+            got = split_encode(vae, video.to(DEVICE)), [c for c in split_decode_stream(vae, z.to(DEVICE))]
+        if rank == 0:
+            assert got[0].device == DEVICE and all(c.device == DEVICE for c in got[1])  # stitched where decoded
+            torch.testing.assert_close(to_host(got[0]), want[0], atol=1e-5, rtol=1e-5)
+            for a, b in zip(got[1], want[1], strict=True):
+                torch.testing.assert_close(to_host(a), b, atol=1e-5, rtol=1e-5)
+            assert audit.syncs == [], [(s.op, s.where) for s in audit.syncs]
+            Path(out, "ok").write_text("ok")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_split_vae_tiles_and_stitches_on_the_device(golden_dir, tmp_path):
+    from ..helpers.ranks import spawn_ranks
+
+    spawn_ranks(_split_vae_rank, (str(tmp_path), str(golden_dir)), 2)
+    assert (tmp_path / "ok").read_text() == "ok"
