@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.weights.fp8 import fp8_max, quantize_fp8
+from model.fp8 import fp8_max, quantize_fp8
 
 logger = logging.getLogger(__name__)
 

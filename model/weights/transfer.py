@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .fp8 import dequantize, is_fp8, quantize_fp8
+from model.fp8 import is_fp8, quantize_fp8
+
+from .fp8 import dequantize
 from .lora import LoraPatch, LoraPlan, lora_delta
 from .sources import TensorInfo, TensorSource
 

@@ -12,8 +12,8 @@ from torch import nn
 
 from model.dit import DiTConfig, InfiniteTalkDiT
 from model.dit.fp8_linear import BLOCK_LINEARS, FP8Linear, quantize_linears_
+from model.fp8 import fp8_error_bound, quantize_fp8
 from model.weights import load_module
-from model.weights.fp8 import fp8_error_bound, quantize_fp8
 
 E4M3 = torch.float8_e4m3fn
 CFG = DiTConfig.tiny()

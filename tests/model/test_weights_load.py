@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from model.fp8 import fp8_error_bound
 from model.weights import LoadReport, load_module, open_source
-from model.weights.fp8 import fp8_error_bound
 from tests.helpers.tiny_wan import TinyWanConfig, meta_model, reference_state
 from tests.helpers.weights_factory import (
     adapter_only,
