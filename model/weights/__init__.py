@@ -1,17 +1,19 @@
 """Weight loading: local safetensors (and torch .pth) in the layouts people have, lazily, into meta-built modules.
 
-    paths = ["Wan2.1-I2V-14B-480P/", "InfiniteTalk/single/infinitetalk.safetensors"]   # base first, then adapter
-    model, report = load_infinitetalk_dit(paths, device="cuda", dtype=torch.bfloat16,
-                                          loras=[LoraSpec("lightx2v_rank32.safetensors", strength=1.0)])
-    # generic: any module built under torch.device("meta") whose names are the reference names
+    # any module built under torch.device("meta") whose names are the reference names
     report = load_module(vae, "Wan2.1_VAE.pth", device="cuda", dtype=torch.float32)
+    paths = ["Wan2.1-I2V-14B-480P/", "InfiniteTalk/single/infinitetalk.safetensors"]   # base first, then adapter
+    report = load_module(dit, paths, device="cuda", dtype=torch.bfloat16,
+                         loras=[LoraSpec("lightx2v_rank32.safetensors", strength=1.0)])
+
+This package knows files, not networks: it imports nothing of `model.dit` (the DiT built from its files
+is `model.infinitetalk.dit_loader.load_infinitetalk_dit`), and fp8 math comes from `model.fp8` below it.
 
 `python -m model.weights.inspect PATH...` says what files are (layout, dtypes, inferred DiT config).
 """
 
 from .checksums import MANIFEST_NAME, build_manifest, read_manifest, sha256_file, verify_files, write_manifest
 from .config_infer import infer_dit_config
-from .dit import load_infinitetalk_dit
 from .errors import WeightLoadError
 from .fp8 import dequantize, plan_quantization
 from .layouts import (
@@ -62,7 +64,6 @@ __all__ = [
     "detect_layout",
     "diffusers_key_to_wan",
     "infer_dit_config",
-    "load_infinitetalk_dit",
     "load_module",
     "open_lora",
     "open_source",

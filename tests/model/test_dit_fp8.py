@@ -140,7 +140,7 @@ def test_float_checkpoint_is_quantised_on_load_like_a_loaded_model(tmp_path: Pat
 
 
 def test_load_infinitetalk_dit_builds_fp8_linears_from_a_scaled_fp8_file(tmp_path: Path) -> None:
-    from model.weights import load_infinitetalk_dit
+    from model.infinitetalk.dit_loader import load_infinitetalk_dit
 
     src = InfiniteTalkDiT(CFG).init_random_weights_(seed=6)
     file_sd = _scaled_fp8_file(src, tmp_path / "dit.safetensors")

@@ -131,7 +131,7 @@ def test_bf16_load_equals_casting_the_loaded_model(golden, tmp_path):
 
 
 def test_load_infinitetalk_dit_builds_and_fills_the_model_from_files_alone(golden, tmp_path):
-    from model.weights.dit import load_infinitetalk_dit
+    from model.infinitetalk.dit_loader import load_infinitetalk_dit
 
     ref_kwargs, weights, inputs, golden_out = golden
     sources = LAYOUTS["wan-shards+infinitetalk-adapter"](weights, tmp_path)

@@ -1,7 +1,7 @@
 """One call from weight files to a ready InfiniteTalk DiT: infer its sizes, build it on meta, fill it.
 
-The generic machinery (load_module) knows nothing of the DiT; this is the convenience the pipeline and
-the server use.
+It lives here, above both `model.dit` (the network) and `model.weights` (the generic loader), so that
+neither of those imports the other: the loader knows nothing of the DiT, the DiT nothing of files.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .config_infer import infer_dit_config
-from .loader import LoadReport, load_module
-from .lora import LoraSpec
-from .sources import read_shapes
+from model.dit import DiTConfig, InfiniteTalkDiT
+from model.dit.fp8_linear import quantize_linears_
+from model.weights import LoadReport, LoraSpec, infer_dit_config, load_module, read_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def load_infinitetalk_dit(
     text_len: int = 512,
     fp8_activations: str | None = None,
     **load_kwargs,
-):
+) -> tuple[InfiniteTalkDiT, LoadReport]:
     """Build `model.dit.InfiniteTalkDiT` from the shapes in `sources` and load them into it (eval mode,
     no grad). Returns (model, LoadReport). `load_kwargs` go to `load_module` (strict, manifest, ...).
 
@@ -38,8 +37,6 @@ def load_infinitetalk_dit(
     (`model.dit.fp8_linear.FP8Linear`: byte for byte from a scaled-fp8 file, else quantised on load);
     None keeps them in `dtype`.
     """
-    from model.dit import DiTConfig, InfiniteTalkDiT  # the only place model.weights knows the DiT
-
     if isinstance(sources, (str, Path)):
         sources = [sources]
     kwargs = infer_dit_config(read_shapes(sources), head_dim=head_dim, text_len=text_len)
@@ -47,9 +44,7 @@ def load_infinitetalk_dit(
     with torch.device("meta"):
         model = InfiniteTalkDiT(DiTConfig.from_reference_kwargs(kwargs))
     if fp8_activations is not None:
-        from model.dit.fp8_linear import quantize_linears_
-
         quantize_linears_(model, activations=fp8_activations)
     model.eval().requires_grad_(False)
-    report: LoadReport = load_module(model, sources, device=device, dtype=dtype, loras=loras, **load_kwargs)
+    report = load_module(model, sources, device=device, dtype=dtype, loras=loras, **load_kwargs)
     return model, report
