@@ -18,13 +18,17 @@ float32 `<layer>.weight_scale` in the module) are filled whatever `dtype` says: 
 format with per-tensor scales (ComfyUI "scaled fp8", `scale_weight` / `weight_scale` keys) goes in byte for
 byte with its scale; other files (bf16, plain fp8, per-channel scales, LoRAs merged) are quantised per
 tensor on the way in. So a 14B fp8 checkpoint loads straight into fp8 linears, never via a bf16 copy.
+
+`load_module` runs four steps, each a function: plan (`plan.plan_keys`: which file gives each tensor),
+check (`plan.check_keys`, then the LoRAs), run (`plan.plan_jobs` orders the reads, `transfer.run_jobs`
+makes the tensors, `_run` assigns them), report (`LoadReport`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +36,10 @@ import torch
 from torch import nn
 
 from .checksums import MANIFEST_NAME, verify_files, write_manifest
-from .errors import WeightLoadError, explain_key_mismatch, format_files, key_mismatch_error
-from .fp8 import is_fp8, plan_quantization, refuse_unsupported
-from .layouts import Layout, detect_layout
+from .errors import WeightLoadError, format_files
 from .lora import LoraPatch, LoraPlan, LoraSpec, open_lora
-from .sources import TensorInfo, TensorSource, open_source
+from .plan import KeyPlan, check_keys, plan_jobs, plan_keys
+from .sources import TensorSource, open_source
 from .transfer import Job, run_jobs
 
 logger = logging.getLogger(__name__)
@@ -74,92 +77,6 @@ class LoadReport:
         }
 
 
-@dataclass(frozen=True)
-class _Ref:
-    """Where the value of one model tensor comes from."""
-
-    source: int  # index into the sources list
-    key: str  # the source's own key
-    info: TensorInfo
-    scale_key: str | None = None
-
-
-def _ignored(key: str, prefixes: Iterable[str]) -> bool:
-    return any(key.startswith(p) for p in prefixes)
-
-
-def _kept_fp32(module: nn.Module, names: Iterable[str], patterns: Sequence[str]) -> set[str]:
-    """Names whose dotted parts start with a pattern ("norm" -> norm3, norm_q) or whose owning module's
-    class name contains it ("norm" -> LayerNorm, RMSNorm)."""
-    if not patterns:
-        return set()
-    pats = [p.lower() for p in patterns]
-    kept = set()
-    for name in names:
-        owner_name, _, _ = name.rpartition(".")
-        owner = module.get_submodule(owner_name) if owner_name else module
-        cls = type(owner).__name__.lower()
-        parts = name.lower().split(".")
-        if any(cls.find(p) >= 0 or any(part.startswith(p) for part in parts) for p in pats):
-            kept.add(name)
-    return kept
-
-
-def _map_sources(
-    sources: Sequence[TensorSource], targets: Mapping[str, torch.Tensor]
-) -> tuple[dict[str, _Ref], list[str], list[str], list[str], list[str]]:
-    """Reference key -> _Ref over all sources (later sources override earlier ones).
-
-    Also returns the unexpected keys, the overridden ones, and the "foreign" ones: in a file whose model
-    keys carry a prefix (ComfyUI's `model.diffusion_model.`), unused keys without it belong to the other
-    models of an all-in-one checkpoint (`first_stage_model.` VAE, text encoders) and are skipped.
-    """
-    plan: dict[str, _Ref] = {}
-    layouts: list[str] = []
-    unexpected: list[str] = []
-    overridden: list[str] = []
-    foreign: list[str] = []
-    for i, src in enumerate(sources):
-        keys = src.keys()
-        refuse_unsupported(keys, src.name)
-        layout: Layout = detect_layout(keys, targets, file=src.name)
-        ref_of = {k: layout.to_reference(k) for k in keys}
-        infos = {ref_of[k]: src.info(k) for k in keys}
-        back = {v: k for k, v in ref_of.items()}
-        quant = plan_quantization(infos, lambda rk, s=src, b=back: s.read(b[rk]), src.metadata, file=src.name)
-        layouts.append(f"{src.name}: {layout.describe()}, {len(keys)} tensors, quantization {quant.scheme}")
-        for k in keys:
-            rk = ref_of[k]
-            if rk in quant.aux:
-                continue
-            if rk not in targets:
-                (foreign if layout.prefix and not k.startswith(layout.prefix) else unexpected).append(rk)
-                continue
-            if rk in plan:
-                overridden.append(rk)
-            scale = quant.scales.get(rk)
-            plan[rk] = _Ref(i, k, infos[rk], back[scale] if scale else None)
-    return plan, layouts, unexpected, overridden, foreign
-
-
-def _target_dtype(
-    meta: torch.Tensor,
-    is_linear_weight: bool,
-    keep_fp32: bool,
-    dtype: torch.dtype | None,
-    compute_dtype: torch.dtype,
-) -> torch.dtype:
-    if not meta.is_floating_point():
-        return meta.dtype
-    if keep_fp32:
-        return torch.float32
-    if dtype is None:
-        return meta.dtype
-    if is_fp8(dtype) and not is_linear_weight:
-        return compute_dtype
-    return dtype
-
-
 def _assign(module: nn.Module, name: str, value: torch.Tensor) -> torch.Tensor:
     owner_name, _, attr = name.rpartition(".")
     owner = module.get_submodule(owner_name) if owner_name else module
@@ -174,26 +91,27 @@ def _assign(module: nn.Module, name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-SCALE_SUFFIX = ".weight_scale"
+def _open_sources(
+    sources: Sequence[str | Path | TensorSource] | str | Path | TensorSource, reader: str, opened: list[TensorSource]
+) -> list[TensorSource]:
+    """The sources as TensorSources; those opened here from paths are added to `opened` (to close)."""
+    if isinstance(sources, (str, Path)) or isinstance(sources, TensorSource):
+        sources = [sources]
+    srcs: list[TensorSource] = []
+    for s in sources:
+        if isinstance(s, (str, Path)):
+            src = open_source(s, reader=reader)
+            opened.append(src)
+        else:
+            src = s
+        srcs.append(src)
+    return srcs
 
 
-def _scaled_fp8_pairs(targets: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    """fp8 weight name -> its scale's name, for modules that keep fp8 weights with a per-tensor scale."""
-    pairs = {}
-    for name in targets:
-        if name.endswith(SCALE_SUFFIX):
-            weight = name[: -len(SCALE_SUFFIX)] + ".weight"
-            if weight in targets and is_fp8(targets[weight].dtype):
-                pairs[weight] = name
-    return pairs
-
-
-def _linear_weights(module: nn.Module) -> set[str]:
-    return {f"{n}.weight" if n else "weight" for n, m in module.named_modules() if isinstance(m, nn.Linear)}
-
-
-def _check_manifest(files: Sequence[str], manifest: str | Path | Mapping | bool) -> tuple[str, bool]:
+def _check_manifest(files: Sequence[str], manifest: str | Path | Mapping | bool | None) -> tuple[str, bool]:
     """Verify files against an existing manifest; returns (path, needs_recording)."""
+    if manifest is None or manifest is False:
+        return "", False
     if isinstance(manifest, Mapping):
         verify_files(files, manifest)
         return "given manifest", False
@@ -202,6 +120,121 @@ def _check_manifest(files: Sequence[str], manifest: str | Path | Mapping | bool)
         verify_files(files, path)
         return str(path), False
     return str(path), True
+
+
+def _record_manifest(files: Sequence[str], path: str) -> None:
+    """Write the checksums of files that just loaded well; a read-only folder only costs a warning."""
+    try:
+        write_manifest(files, path)
+    except OSError as e:
+        logger.warning("could not record weight checksums in %s: %s", path, e)
+
+
+def _open_loras(
+    loras: Sequence[LoraSpec | str | Path],
+    targets: Mapping[str, torch.Tensor],
+    plan: KeyPlan,
+    opened: list[LoraPlan],
+) -> dict[str, list[tuple[LoraPlan, LoraPatch]]]:
+    """The LoRA patches per model tensor; refused when a LoRA changes a tensor no checkpoint provides.
+
+    Opened LoRA files are added to `opened` (to close), one by one, so a failure on the second still
+    closes the first.
+    """
+    shapes = {k: tuple(v.shape) for k, v in targets.items()}
+    for spec in loras:
+        opened.append(open_lora(spec, shapes))
+    patches: dict[str, list[tuple[LoraPlan, LoraPatch]]] = {}
+    for lp in opened:
+        for tgt, ps in lp.patches.items():
+            patches.setdefault(tgt, []).extend((lp, p) for p in ps)
+    lora_missing = [k for k in patches if k not in plan.refs]
+    if lora_missing:
+        raise WeightLoadError(
+            f"LoRA changes {', '.join(lora_missing[:3])}, which the checkpoint does not provide",
+            files=[lp.spec.path for lp in opened],
+            missing=lora_missing,
+        )
+    return patches
+
+
+def _run(
+    module: nn.Module,
+    targets: Mapping[str, torch.Tensor],
+    jobs: Sequence[Job],
+    tied: Mapping[str, str],
+    fp8_pairs: Mapping[str, str],
+    device: torch.device,
+    read_ahead: bool,
+) -> tuple[int, dict[str, int]]:
+    """Read, convert and assign every job's tensor, then point tied names at it.
+
+    Returns (bytes read, tensors per final dtype).
+    """
+    dtype_counts: dict[str, int] = {}
+    bytes_read = 0
+    loaded: dict[str, torch.Tensor] = {}
+    for job, t in run_jobs(jobs, device, read_ahead=read_ahead):
+        bytes_read += job.info.nbytes
+        if job.scaled_fp8:
+            t, scale = t
+            scale_name = fp8_pairs[job.name]
+            _assign(module, scale_name, scale.reshape(tuple(targets[scale_name].shape)))
+        loaded[job.name] = _assign(module, job.name, t)
+        dname = str(job.want).replace("torch.", "")
+        dtype_counts[dname] = dtype_counts.get(dname, 0) + 1
+    for name, first in tied.items():
+        _assign(module, name, loaded[first])
+    return bytes_read, dtype_counts
+
+
+def _refuse_tensors_left_on_meta(module: nn.Module, targets: Mapping[str, torch.Tensor]) -> None:
+    """Non-persistent buffers built under the meta device can never be filled from a file: say so now,
+    not at the first forward."""
+    still_meta = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    unsaved = [n for n in still_meta if n not in targets]
+    if unsaved:
+        raise WeightLoadError(
+            f"{len(unsaved)} module tensors are not saved in checkpoints (non-persistent buffers) and are still "
+            f"on the meta device: {', '.join(unsaved[:5])}. The module must build them itself (in forward, "
+            "or after loading), not in __init__ under the meta device.",
+            missing=unsaved,
+        )
+
+
+def _report(
+    files: Sequence[str],
+    plan: KeyPlan,
+    loras: Sequence[LoraPlan],
+    bytes_read: int,
+    dtype_counts: Mapping[str, int],
+    seconds: float,
+    manifest_path: str,
+) -> LoadReport:
+    """The LoadReport of a finished load, also logged in one line."""
+    report = LoadReport(
+        files=tuple(files),
+        layouts=tuple(plan.layouts),
+        loaded=len(plan.refs),
+        bytes_read=bytes_read,
+        seconds=seconds,
+        dtypes=dict(dtype_counts),
+        overridden=tuple(plan.overridden),
+        # unexpected keys reach here only without strict (else check_keys raised): they count as ignored
+        ignored=tuple(plan.ignored + plan.unexpected),
+        missing=tuple(plan.missing),
+        loras=tuple(
+            f"{lp.name}: {sum(len(v) for v in lp.patches.values())} patches on {len(lp.patches)} tensors, "
+            f"strength {lp.spec.strength}"
+            for lp in loras
+        ),
+        manifest=manifest_path,
+    )
+    logger.info(
+        "weights: loaded %d tensors (%.2f GB read) from %s in %.1f s",
+        report.loaded, bytes_read / 1e9, format_files(files), report.seconds,
+    )
+    return report
 
 
 def load_module(
@@ -235,150 +268,29 @@ def load_module(
     """
     t0 = time.perf_counter()
     device = torch.device(device)
-    if isinstance(sources, (str, Path)) or isinstance(sources, TensorSource):
-        sources = [sources]
     targets = dict(module.state_dict(keep_vars=True))
-    shapes = {k: tuple(v.shape) for k, v in targets.items()}
     opened: list[TensorSource] = []
-    srcs: list[TensorSource] = []
-    plans: list[LoraPlan] = []
+    lora_plans: list[LoraPlan] = []
     try:
-        for s in sources:
-            if isinstance(s, (str, Path)):
-                src = open_source(s, reader=reader)
-                opened.append(src)
-            else:
-                src = s
-            srcs.append(src)
+        # 1. plan: open the files (checking them against the manifest), map their keys onto the module
+        srcs = _open_sources(sources, reader, opened)
         files = [p for s in srcs for p in s.paths]
-        manifest_path, record = ("", False)
-        if manifest is not None and manifest is not False:
-            manifest_path, record = _check_manifest(files, manifest)
-
-        plan, layouts, unexpected, overridden, foreign = _map_sources(srcs, targets)
-        for lay in layouts:
-            logger.info("weights: %s", lay)
-        if foreign:
-            logger.info("weights: skipping %d tensors of other models in the same file (e.g. %s)",
-                        len(foreign), ", ".join(foreign[:3]))
-        ignored = foreign + [k for k in unexpected if _ignored(k, ignore)]
-        unexpected = [k for k in unexpected if not _ignored(k, ignore)]
-        fp8_pairs = {w: sc for w, sc in _scaled_fp8_pairs(targets).items() if w in plan}
-        filled_scales = set(fp8_pairs.values())  # produced with their weights, not read by name
-        for sc in filled_scales:
-            plan.pop(sc, None)
-        missing = [k for k in targets if k not in plan and k not in filled_scales]
-        mismatched = [
-            f"{k}: checkpoint {list(r.info.shape)} vs model {list(shapes[k])}"
-            for k, r in plan.items()
-            if r.info.shape != shapes[k]
-        ]
-        if mismatched or (strict and (missing or unexpected)):
-            hint = explain_key_mismatch(
-                missing, unexpected, [m.split(":")[0] for m in mismatched], plan.keys() | set(unexpected), targets
-            )
-            raise key_mismatch_error(files, missing if strict else [], unexpected if strict else [], mismatched, hint)
-        if not strict:
-            ignored += unexpected
-            if missing:
-                logger.warning("weights: %d model tensors not in %s, left on meta: %s", len(missing),
-                               format_files(files), ", ".join(missing[:5]))
-
-        for spec in loras:
-            plans.append(open_lora(spec, shapes))
-        patches: dict[str, list[tuple[LoraPlan, LoraPatch]]] = {}
-        for lp in plans:
-            for tgt, ps in lp.patches.items():
-                patches.setdefault(tgt, []).extend((lp, p) for p in ps)
-        lora_missing = [k for k in patches if k not in plan]
-        if lora_missing:
-            raise WeightLoadError(
-                f"LoRA changes {', '.join(lora_missing[:3])}, which the checkpoint does not provide",
-                files=[lp.spec.path for lp in plans],
-                missing=lora_missing,
-            )
-
-        linear = _linear_weights(module) if dtype is not None and is_fp8(dtype) else set()
-        fp32_names = _kept_fp32(module, plan, keep_fp32)
-        # same tensor object under several names (tied weights) is read once
-        first_name: dict[int, str] = {}
-        for name in plan:
-            first_name.setdefault(id(targets[name]), name)
-        order = sorted(
-            (n for n in plan if first_name[id(targets[n])] == n),
-            key=lambda n: (plan[n].source, plan[n].info.path, getattr(srcs[plan[n].source], "offset", lambda k: 0)(plan[n].key)),
-        )
-
-        jobs = [
-            Job(
-                name=n,
-                source=srcs[plan[n].source],
-                key=plan[n].key,
-                info=plan[n].info,
-                want=targets[n].dtype if n in fp8_pairs else _target_dtype(
-                    targets[n], n in linear, n in fp32_names, dtype, compute_dtype),
-                shape=shapes[n],
-                scale_key=plan[n].scale_key,
-                patches=tuple(patches.get(n, ())),
-                scaled_fp8=n in fp8_pairs,
-            )
-            for n in order
-        ]
-        dtype_counts: dict[str, int] = {}
-        bytes_read = 0
-        assigned: dict[int, torch.Tensor] = {}
-        for job, t in run_jobs(jobs, device, read_ahead=read_ahead):
-            bytes_read += job.info.nbytes
-            if job.scaled_fp8:
-                t, scale = t
-                _assign(module, fp8_pairs[job.name], scale.reshape(shapes[fp8_pairs[job.name]]))
-            assigned[id(targets[job.name])] = _assign(module, job.name, t)
-            dname = str(job.want).replace("torch.", "")
-            dtype_counts[dname] = dtype_counts.get(dname, 0) + 1
-        for name in plan:  # tied names: point at the tensor loaded for the first name
-            if first_name[id(targets[name])] != name:
-                _assign(module, name, assigned[id(targets[name])])
-
+        manifest_path, record = _check_manifest(files, manifest)
+        plan = plan_keys(srcs, targets, ignore)
+        # 2. check: every key that does not fit, in one error, before any tensor is read; then the LoRAs
+        check_keys(plan, files, targets, strict)
+        patches = _open_loras(loras, targets, plan, lora_plans)
+        jobs, tied = plan_jobs(module, targets, plan, srcs, patches,
+                               dtype=dtype, keep_fp32=keep_fp32, compute_dtype=compute_dtype)
+        # 3. run: read, convert and assign one tensor at a time
+        bytes_read, dtype_counts = _run(module, targets, jobs, tied, plan.fp8_pairs, device, read_ahead)
         if record:
-            try:
-                write_manifest(files, manifest_path)
-            except OSError as e:
-                logger.warning("could not record weight checksums in %s: %s", manifest_path, e)
-
-        still_meta = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
-        unsaved = [n for n in still_meta if n not in targets]
-        if unsaved:
-            raise WeightLoadError(
-                f"{len(unsaved)} module tensors are not saved in checkpoints (non-persistent buffers) and are still "
-                f"on the meta device: {', '.join(unsaved[:5])}. The module must build them itself (in forward, "
-                "or after loading), not in __init__ under the meta device.",
-                missing=unsaved,
-            )
-
-        report = LoadReport(
-            files=tuple(files),
-            layouts=tuple(layouts),
-            loaded=len(plan),
-            bytes_read=bytes_read,
-            seconds=time.perf_counter() - t0,
-            dtypes=dtype_counts,
-            overridden=tuple(overridden),
-            ignored=tuple(ignored),
-            missing=tuple(missing),
-            loras=tuple(
-                f"{lp.name}: {sum(len(v) for v in lp.patches.values())} patches on {len(lp.patches)} tensors, "
-                f"strength {lp.spec.strength}"
-                for lp in plans
-            ),
-            manifest=manifest_path,
-        )
-        logger.info(
-            "weights: loaded %d tensors (%.2f GB read) from %s in %.1f s",
-            report.loaded, bytes_read / 1e9, format_files(files), report.seconds,
-        )
-        return report
+            _record_manifest(files, manifest_path)
+        _refuse_tensors_left_on_meta(module, targets)
+        # 4. report
+        return _report(files, plan, lora_plans, bytes_read, dtype_counts, time.perf_counter() - t0, manifest_path)
     finally:
-        for lp in plans:
+        for lp in lora_plans:
             lp.close()
         for s in opened:
             s.close()
