@@ -17,7 +17,8 @@ class OutputFrame:
     audio: float32 [samples_per_frame] at 16 kHz, the speakers' audio mixed: exactly the audio this
         frame was generated from (silence for idle frames and filler frames).
     speech: the frame's window carried speech (not idle).
-    arrival: when the last input sample of this frame's audio arrived (None for silence padding).
+    arrival: when the last input sample of this frame's audio arrived, also when the frame is only partly
+        input (the end of a flushed utterance); None when it carries no input audio.
     latency: emitted_at - arrival (None when arrival is None).
     filler: the playout buffer ran dry and this frame repeats the last image with silence.
     """

@@ -284,8 +284,10 @@ class Session:
         arrivals: list[float | None] = [None] * spec.new_frames
         for s, fifo in enumerate(self._fifos):
             if decision is not Decision.IDLE:
-                for f in range(spec.new_frames):
-                    t = fifo.arrival_of((f + 1) * spf - 1)
+                held = len(fifo)
+                for f in range(min(spec.new_frames, -(-held // spf))):
+                    # The frame's last input sample: a flushed window's last real frame may be partial.
+                    t = fifo.arrival_of(min((f + 1) * spf, held) - 1)
                     if t is not None and (arrivals[f] is None or t > arrivals[f]):
                         arrivals[f] = t
                 taken = fifo.take(n_win)

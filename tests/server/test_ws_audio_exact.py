@@ -74,3 +74,24 @@ async def test_44k_and_48k_stereo_come_back_as_one_continuous_resampling_through
         assert log.close_code == 1000 and [f.index for f in frames] == list(range(len(frames)))
         out = np.concatenate([f.pcm for f in frames])
         assert_one_continuous_resampling(out, refs[rate], f"{rate} Hz, run {seed}")
+
+
+async def test_the_partial_last_frame_of_an_utterance_reports_its_latency_and_only_frames_without_input_do_not():
+    n = 4 * 640 + 385  # a window and 385 samples: the flushed window's first frame is partly input
+    t = np.arange(n) / 16000
+    tone = to_pcm16(0.1 + 0.2 * np.sin(2 * np.pi * 300 * t))  # no sample is zero
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.send_json({"type": "hello", "version": 1})
+            assert (await asyncio.wait_for(ws.receive_json(), 5))["type"] == "ready"
+            log = WsLog([])
+            receiver = asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time))
+            await ws.send_bytes(bytes([0x41, 1, 0, 0]) + tone.tobytes())
+            await ws.send_json({"type": "end_of_speech"})
+            await asyncio.sleep(1.0)
+            await ws.send_json({"type": "bye"})
+            await asyncio.wait_for(receiver, 5)
+    carrying = [f for f in log.frames if f.pcm.any()]
+    assert [int(np.count_nonzero(f.pcm)) for f in carrying] == [640] * 4 + [385]
+    assert all(np.isfinite(f.latency) and f.latency > 0 for f in carrying), [f.latency for f in carrying]
+    assert all(np.isnan(f.latency) for f in log.frames if not f.pcm.any())
