@@ -25,7 +25,7 @@ from streaming.audio_fifo import AudioOverflow
 from streaming.audio_input import AudioFormatError
 from streaming.session import MAX_SPEAKERS, Session, SessionError, SessionState
 
-from . import messages
+from . import client_json, messages
 from .avatar_routes import read_limited
 from .avatars import AvatarError, validate_name
 from .context import ServerContext, context_of
@@ -57,7 +57,7 @@ async def _read_offer(request: web.Request) -> dict[str, Any]:
         raise ApiError(413, "too_large", f"offer larger than {MAX_OFFER_BYTES} bytes")
     raw = await read_limited(request.content.read, MAX_OFFER_BYTES)  # chunked bodies have no length to check
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = client_json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -255,7 +255,7 @@ class PeerSession:
 
     def _on_message(self, data: Any) -> None:
         try:
-            msg = json.loads(data) if isinstance(data, str) else None
+            msg = client_json.loads(data) if isinstance(data, str) else None
         except ValueError:
             msg = None
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):

@@ -3,7 +3,6 @@ headers and control messages, pack frame messages. No I/O, so every rule is test
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from streaming.audio_input import AudioFormatError, PcmFormat
 from streaming.output import OutputFrame
 from streaming.session import MAX_SPEAKERS
 
+from . import client_json
 from .config import PROTOCOL_VERSION
 from .tracks import to_pcm16
 
@@ -71,7 +71,7 @@ def _int_field(value: Any, name: str, lo: int, hi: int, code: str = "bad_hello")
 
 def parse_json_message(text: str) -> dict[str, Any]:
     try:
-        msg = json.loads(text)
+        msg = client_json.loads(text)
     except ValueError as exc:
         raise ProtocolError("bad_message", f"text messages must be JSON: {exc}") from exc
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):

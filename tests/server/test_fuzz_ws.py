@@ -87,7 +87,11 @@ controls = st.fixed_dictionaries(
     {"type": st.sampled_from(["interrupt", "end_of_speech", "ping", "stats", "dance", "hello", "set_avatar", ""])},
     optional={"t": json_values, "avatar": json_values},
 )
-texts = st.one_of(st.builds(json.dumps, controls), st.builds(json.dumps, json_values), st.text(max_size=40))
+# Nesting past the JSON parser's recursion limit (issue 13): unclosed, balanced, inside a valid message.
+nested_json = st.sampled_from(["[" * 100_000, '{"a":' * 30_000, "[" * 5000 + "]" * 5000,
+                               '{"type": "ping", "t": ' + "[" * 3000 + "]" * 3000 + "}"])
+texts = st.one_of(st.builds(json.dumps, controls), st.builds(json.dumps, json_values), st.text(max_size=40),
+                  nested_json)
 good_audio = st.builds(lambda n: b"A\x01\x00\x00" + bytes(8 * n), st.integers(0, 160))
 good_controls = st.sampled_from(["interrupt", "end_of_speech", "ping", "stats"]).map(lambda k: json.dumps({"type": k}))
 messages = st.one_of(good_audio.map(lambda b: ("binary", b)), good_audio.map(lambda b: ("binary", b)),
@@ -100,6 +104,7 @@ firsts = st.one_of(
     st.binary(max_size=64).map(lambda b: ("binary", b)),
     st.text(max_size=64).map(lambda t: ("text", t)),
     st.builds(json.dumps, json_values).map(lambda t: ("text", t)),
+    nested_json.map(lambda t: ("text", t)),
     st.sampled_from([100_000, 3_000_000, 5_000_000]).map(
         lambda n: ("text", json.dumps({"type": "hello", "version": 1, "avatar": "x" * n}))),
 )
@@ -166,7 +171,8 @@ def test_fuzzed_websocket_clients_always_get_a_documented_close_and_the_server_c
 
 
 @settings(max_examples=1000 * scale(), deadline=None, database=None)
-@given(text=st.one_of(st.text(max_size=200), st.builds(json.dumps, hellos), st.builds(json.dumps, json_values)),
+@given(text=st.one_of(st.text(max_size=200), st.builds(json.dumps, hellos), st.builds(json.dumps, json_values),
+                     nested_json),
        data=st.binary(max_size=64), speakers=st.integers(1, 4))
 def test_protocol_parsers_raise_only_protocol_errors(text, data, speakers):
     for fn in (lambda: parse_json_message(text), lambda: parse_hello(text), lambda: parse_audio(data, speakers, 1 << 20)):

@@ -1,0 +1,58 @@
+"""Issue 13: bad input that still got through (found by a client written from docs/protocol.md).
+
+Deeply nested JSON, text messages over the documented size, booleans where integers are due, an
+empty avatar name, a client that stops reading: each gets its documented error and close code,
+with no traceback in the server log, and the server carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import pytest
+
+from .helpers import live_server
+from .rtc_client import RtcTestClient
+from .test_bad_input import HELLO, assert_serves_a_session, read_until_close, ws_error
+
+NESTED = "[" * 100_000
+
+
+def tracebacks(caplog) -> list[str]:
+    return [f"{r.name}: {r.getMessage()[:120]}" for r in caplog.records if r.exc_info]
+
+
+@pytest.mark.parametrize("after_hello", [False, True])
+async def test_deeply_nested_json_on_the_websocket_is_bad_message_4400_without_a_traceback(caplog, after_hello):
+    caplog.set_level(logging.INFO)
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        if after_hello:
+            error, close = await ws_error(srv, http, HELLO, NESTED)
+        else:
+            async with http.ws_connect(srv.ws_url) as ws:
+                await ws.send_str(NESTED)
+                error, close = await read_until_close(ws)
+        assert error is not None and error["code"] == "bad_message" and "nested" in error["message"]
+        assert close == 4400
+        await assert_serves_a_session(srv, http)
+    assert not tracebacks(caplog)
+
+
+async def test_deeply_nested_json_in_an_offer_or_on_the_data_channel_is_a_clear_error(caplog):
+    caplog.set_level(logging.INFO)
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        async with http.post(srv.url + "/offer", data=NESTED) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "bad_json"
+        client = RtcTestClient(None)
+        try:
+            assert (await client.connect(srv.url))["status"] == 200
+            await client.wait_for(lambda: client.of_type("ready"), 10)
+            client.channel.send("[" * 50_000)
+            await client.wait_for(lambda: client.of_type("error"), 5)
+            assert client.of_type("error")[0]["code"] == "bad_message"
+            client.send({"type": "ping", "t": 7})
+            await client.wait_for(lambda: client.of_type("pong"), 5)  # the channel still works
+        finally:
+            await client.close()
+    assert not tracebacks(caplog)
