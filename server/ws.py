@@ -28,6 +28,7 @@ from .errors import ApiError
 from .security import WS_SUBPROTOCOL, offered_protocols, without_foreign_protocols
 from .sessions import TooManySessions
 from .ws_protocol import (
+    AUDIO_HEADER,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
@@ -37,6 +38,7 @@ from .ws_protocol import (
     CLOSE_UNKNOWN_AVATAR,
     Hello,
     ProtocolError,
+    check_text_size,
     pack_frame,
     parse_audio,
     parse_hello,
@@ -116,6 +118,7 @@ class WsConnection:
         self.session: Session | None = None
         self.hello: Hello | None = None
         self.out = OutQueue(ctx.config.ws_send_queue_frames)
+        self.text_limit = ctx.config.ws_max_message_bytes - AUDIO_HEADER.size  # 1 MiB, as for PCM
         self.frames_sent = 0
         self.frames_dropped = 0
         self._send_since: float | None = None  # when the send in flight started
@@ -178,6 +181,7 @@ class WsConnection:
             raise _Close(CLOSE_NORMAL)
         if msg.type != WSMsgType.TEXT:
             raise ProtocolError("bad_hello", "the first message must be a JSON hello (text), not binary")
+        check_text_size(msg.data, self.text_limit)
         self.hello = hello = parse_hello(msg.data, ctx.config.jpeg_quality)
         name = hello.avatar or ctx.avatars.default
         try:
@@ -216,6 +220,7 @@ class WsConnection:
             if msg.type == WSMsgType.BINARY:
                 self._on_audio(msg.data)
             elif msg.type == WSMsgType.TEXT:
+                check_text_size(msg.data, self.text_limit)
                 self._on_control(parse_json_message(msg.data))
             elif msg.type == WSMsgType.ERROR:
                 log.info("websocket error: %s", self.ws.exception())

@@ -69,6 +69,15 @@ def _int_field(value: Any, name: str, lo: int, hi: int, code: str = "bad_hello")
     return v
 
 
+def check_text_size(text: str, max_bytes: int) -> None:
+    """A text message has the documented 1 MiB limit too (`max_bytes` of UTF-8): 4413 beyond it."""
+    if len(text) * 4 <= max_bytes:  # UTF-8 takes at most 4 bytes a character: no need to encode
+        return
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"text message of {size} bytes; the limit is {max_bytes}", 4413)
+
+
 def parse_json_message(text: str) -> dict[str, Any]:
     try:
         msg = client_json.loads(text)

@@ -27,7 +27,8 @@ from .fuzz_support import (
 )
 
 CASES_PER_EXAMPLE = 8
-MAX_WS_MESSAGE = 4 * (1024 * 1024 + 4)
+MIB = 1024 * 1024
+MAX_WS_MESSAGE = 4 * (MIB + 4)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
@@ -90,8 +91,11 @@ controls = st.fixed_dictionaries(
 # Nesting past the JSON parser's recursion limit (issue 13): unclosed, balanced, inside a valid message.
 nested_json = st.sampled_from(["[" * 100_000, '{"a":' * 30_000, "[" * 5000 + "]" * 5000,
                                '{"type": "ping", "t": ' + "[" * 3000 + "]" * 3000 + "}"])
+# Text over the documented 1 MiB (issue 13): valid JSON, so only the size is wrong.
+oversized_text = st.sampled_from([1024 * 1024 + 1, 1_500_000]).map(
+    lambda n: json.dumps({"type": "ping", "t": "x" * (n - 25)}))
 texts = st.one_of(st.builds(json.dumps, controls), st.builds(json.dumps, json_values), st.text(max_size=40),
-                  nested_json)
+                  nested_json, oversized_text)
 good_audio = st.builds(lambda n: b"A\x01\x00\x00" + bytes(8 * n), st.integers(0, 160))
 good_controls = st.sampled_from(["interrupt", "end_of_speech", "ping", "stats"]).map(lambda k: json.dumps({"type": k}))
 messages = st.one_of(good_audio.map(lambda b: ("binary", b)), good_audio.map(lambda b: ("binary", b)),
@@ -105,6 +109,8 @@ firsts = st.one_of(
     st.text(max_size=64).map(lambda t: ("text", t)),
     st.builds(json.dumps, json_values).map(lambda t: ("text", t)),
     nested_json.map(lambda t: ("text", t)),
+    st.sampled_from([1024 * 1024 + 1, 2 * 1024 * 1024]).map(
+        lambda n: ("text", json.dumps({"type": "hello", "version": 1, "pad": "x" * (n - 42)}))),
     st.sampled_from([100_000, 3_000_000, 5_000_000]).map(
         lambda n: ("text", json.dumps({"type": "hello", "version": 1, "avatar": "x" * n}))),
 )
@@ -139,6 +145,7 @@ async def run_case(fz: FuzzServer, case) -> None:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
                 body = json.loads(msg.data)
+                assert len(msg.data) < MIB, "an oversized ping was answered instead of closed with 4413"
                 if body.get("type") == "error":
                     errors.append(body)
             elif msg.type == aiohttp.WSMsgType.CLOSE:
@@ -153,6 +160,9 @@ async def run_case(fz: FuzzServer, case) -> None:
         fz.outcomes["dropped (>4 MiB)"] += 1
         return  # a >4 MiB message: the websocket layer may drop the link while we are still writing
     assert code in CLIENT_CLOSE_CODES, (code, errors, case[:2], first[1][:200], [m[1][:60] for m in rest])
+    let_in = auth in ("header", "query", "protocol") and origin in (None, "same")
+    if let_in and first[0] == "text" and MIB < len(first[1].encode()) <= 4 * MIB:  # beyond: aiohttp's 1009
+        assert code == 4413 and errors[-1]["code"] == "too_large", (code, errors)
     if code >= 4000:
         assert errors, f"close {code} without an error message first"
     fz.cases += 1

@@ -7,6 +7,8 @@ with no traceback in the server log, and the server carries on.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 
 import aiohttp
@@ -56,3 +58,46 @@ async def test_deeply_nested_json_in_an_offer_or_on_the_data_channel_is_a_clear_
         finally:
             await client.close()
     assert not tracebacks(caplog)
+
+
+def padded(msg: dict, size: int, char: str = "x") -> str:
+    """`msg` as JSON with a "pad" string making it exactly `size` bytes of UTF-8."""
+    bare = len(json.dumps({**msg, "pad": ""}, ensure_ascii=False).encode())
+    k, rest = divmod(size - bare, len(char.encode()))
+    text = json.dumps({**msg, "pad": char * k + "x" * rest}, ensure_ascii=False)
+    assert len(text.encode()) == size
+    return text
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize(("first", "then"), [
+    (padded(HELLO, 2 * MIB), None),  # a 2 MiB hello
+    (json.dumps(HELLO), padded({"type": "ping"}, MIB + 512 * 1024)),  # a 1.5 MiB ping
+    (json.dumps(HELLO), padded({"type": "ping"}, MIB + 2, "é")),  # 1 MiB + 2 bytes, fewer characters
+])
+async def test_a_text_message_over_1_mib_is_closed_with_4413_like_a_binary_one(first, then):
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.send_str(first)
+            if then is not None:
+                assert (await asyncio.wait_for(ws.receive_json(), 5))["type"] == "ready"
+                await ws.send_str(then)
+            error, close = await asyncio.wait_for(read_until_close(ws), 10)
+        assert error is not None and error["code"] == "too_large" and "1048576" in error["message"]
+        assert close == 4413
+        await assert_serves_a_session(srv, http)
+
+
+async def test_a_text_message_of_exactly_1_mib_is_accepted():
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.send_str(padded(HELLO, MIB))
+            assert (await asyncio.wait_for(ws.receive_json(), 5))["type"] == "ready"
+            await ws.send_str(padded({"type": "ping", "t": 5}, MIB, "é"))
+            while (msg := await asyncio.wait_for(ws.receive(), 5)).type != aiohttp.WSMsgType.TEXT or \
+                    json.loads(msg.data)["type"] != "pong":
+                pass
+            assert json.loads(msg.data)["t"] == 5
+            await ws.send_json({"type": "bye"})
