@@ -66,6 +66,11 @@ async def _read_offer(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "bad_request", f'"type" must be "offer", got {body.get("type")!r}')
     if not isinstance(body.get("sdp"), str) or not body["sdp"].strip():
         raise ApiError(400, "bad_sdp", '"sdp" must be a non-empty string (the SDP offer)')
+    if "avatar" in body:  # "" or null is a bad name, not the default
+        try:
+            validate_name(body["avatar"])
+        except AvatarError as exc:
+            raise ApiError(400, exc.code, exc.message) from exc
     speakers = body.get("speakers", 1)
     if not isinstance(speakers, int) or isinstance(speakers, bool) or not 1 <= speakers <= MAX_SPEAKERS:
         raise ApiError(400, "bad_request", f'"speakers" must be an integer 1..{MAX_SPEAKERS}, got {speakers!r}')
@@ -79,7 +84,7 @@ async def handle_offer(request: web.Request) -> web.Response:
         raise ApiError(503, "stopping", "the server is shutting down")
     body = await _read_offer(request)
     desc = _parse_offer_sdp(body["sdp"])
-    name = body.get("avatar") or ctx.avatars.default
+    name = body.get("avatar", ctx.avatars.default)
     try:
         validate_name(name)
         avatar = await asyncio.to_thread(ctx.avatars.get, name)

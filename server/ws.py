@@ -183,7 +183,7 @@ class WsConnection:
             raise ProtocolError("bad_hello", "the first message must be a JSON hello (text), not binary")
         check_text_size(msg.data, self.text_limit)
         self.hello = hello = parse_hello(msg.data, ctx.config.jpeg_quality)
-        name = hello.avatar or ctx.avatars.default
+        name = ctx.avatars.default if hello.avatar is None else hello.avatar
         try:
             validate_name(name)
             avatar = await asyncio.to_thread(ctx.avatars.get, name)

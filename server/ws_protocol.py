@@ -15,6 +15,7 @@ from streaming.output import OutputFrame
 from streaming.session import MAX_SPEAKERS
 
 from . import client_json
+from .avatars import AvatarError, validate_name
 from .config import PROTOCOL_VERSION
 from .tracks import to_pcm16
 
@@ -92,9 +93,10 @@ def parse_hello(text: str, default_quality: int = 80) -> Hello:
     msg = parse_json_message(text)
     if msg["type"] != "hello":
         raise ProtocolError("bad_hello", f"the first message must be hello, got {msg['type'][:40]!r}")
-    if msg.get("version") != PROTOCOL_VERSION:
+    version = msg.get("version")
+    if isinstance(version, bool) or version != PROTOCOL_VERSION:  # True == 1 in Python, not in JSON
         raise ProtocolError(
-            "bad_version", f"protocol version {msg.get('version')!r} not supported: this server speaks {PROTOCOL_VERSION}"
+            "bad_version", f"protocol version {version!r} not supported: this server speaks {PROTOCOL_VERSION}"
         )
     audio = msg.get("audio", {})
     if not isinstance(audio, dict):
@@ -107,8 +109,13 @@ def parse_hello(text: str, default_quality: int = 80) -> Hello:
     except AudioFormatError as exc:
         raise ProtocolError("bad_audio_format", str(exc)) from exc
     avatar = msg.get("avatar")
-    if avatar is not None and not isinstance(avatar, str):
-        raise ProtocolError("bad_hello", "'avatar' must be a string (an avatar name)")
+    if "avatar" in msg:
+        if not isinstance(avatar, str):
+            raise ProtocolError("bad_hello", "'avatar' must be a string (an avatar name); leave it out for the default")
+        try:
+            validate_name(avatar)
+        except AvatarError as exc:
+            raise ProtocolError(exc.code, exc.message) from exc
     speakers = _int_field(msg.get("speakers", 1), "speakers", 1, MAX_SPEAKERS)
     video = msg.get("video", {})
     if not isinstance(video, dict) or video.get("format", "jpeg") != "jpeg":

@@ -16,6 +16,8 @@ from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.avatars import NAME_RE
+
 from .fuzz_support import AUTH, DOCUMENTED_CODES, TOKEN, FuzzServer, scale
 
 REQUESTS_PER_EXAMPLE = 10
@@ -96,6 +98,10 @@ origins = st.sampled_from([None, None, "same", "https://evil.example"])
 requests = st.one_of(
     st.tuples(methods, paths, content_types, bodies, auths, origins),
     st.tuples(st.just("POST"), st.just("/offer"), content_types, nested_bodies, st.just("ok"), st.just(None)),
+    st.tuples(st.just("POST"), st.just("/offer"), st.just("application/json"),  # a real offer, badly typed fields
+              st.builds(lambda a, n: json.dumps({"type": "offer", "sdp": _OFFER[0], "avatar": a, "speakers": n}).encode(),
+                        st.sampled_from(["", None, False, 0, "a" * 65, "test"]), st.sampled_from([1, True])),
+              st.just("ok"), st.just(None)),
 )
 
 
@@ -118,6 +124,10 @@ async def run_request(fz: FuzzServer, req) -> None:
         text = await r.text(errors="replace")
         status = r.status
     assert status < 500, (status, req, text[:300])
+    if status == 200 and path == "/offer":  # issue 13: a present avatar must be a 1-64 character name
+        offer = json.loads(body)
+        assert "avatar" not in offer or (isinstance(offer["avatar"], str) and NAME_RE.fullmatch(offer["avatar"])), offer
+        assert not isinstance(offer.get("speakers"), bool), offer
     assert "Traceback" not in text, text[:300]
     if status >= 400 and method != "HEAD" and r.content_type == "application/json":
         err = json.loads(text)["error"]

@@ -101,3 +101,28 @@ async def test_a_text_message_of_exactly_1_mib_is_accepted():
                 pass
             assert json.loads(msg.data)["t"] == 5
             await ws.send_json({"type": "bye"})
+
+
+@pytest.mark.parametrize(("hello", "code"), [
+    ({"type": "hello", "version": True}, "bad_version"),  # a JSON boolean is not the integer 1
+    ({**HELLO, "audio": {"sample_rate": True}}, "bad_audio_format"),
+    ({**HELLO, "audio": {"channels": True}}, "bad_audio_format"),
+    ({**HELLO, "speakers": True}, "bad_hello"),
+    ({**HELLO, "video": {"quality": True}}, "bad_hello"),
+    ({**HELLO, "avatar": ""}, "bad_name"),  # names are 1-64 characters
+    ({**HELLO, "avatar": None}, "bad_hello"),  # leave it out for the default
+    ({**HELLO, "avatar": 5}, "bad_hello"),
+])
+async def test_hello_fields_of_the_wrong_type_or_an_empty_avatar_name_are_refused(hello, code):
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        error, close = await asyncio.wait_for(ws_error(srv, http, hello), 10)
+        assert error is not None and error["code"] == code and error["message"]
+        assert close == 4400
+
+
+async def test_an_offer_with_an_empty_or_null_avatar_name_is_400_bad_name():
+    async with live_server() as srv, aiohttp.ClientSession() as http:
+        for avatar in ("", None, 7):
+            async with http.post(srv.url + "/offer", json={"type": "offer", "sdp": "v=0\r\n", "avatar": avatar}) as r:
+                assert r.status == 400 and (await r.json())["error"]["code"] == "bad_name", avatar
+        assert srv.ctx.sessions.active == 0
