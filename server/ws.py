@@ -2,7 +2,9 @@
 
 Backpressure: frames go through a bounded per-connection queue drained by one sender task. A
 client that stops reading fills it; further frames are dropped (counted) and, once a send has
-been stuck for `ws_stall_timeout_s`, the connection is closed with 4408. Every protocol error
+been stuck for `ws_stall_timeout_s`, the connection is closed with 4408: the `error` and the close
+frame go out behind the frames already in the socket buffers, and the connection is kept for
+`ws_close_linger_s`, so a client that reads again gets them (see `close`). Every protocol error
 becomes an `error` message and a close code; nothing a client sends can raise out of here.
 """
 
@@ -322,7 +324,13 @@ class WsConnection:
 
     # ------------------------------------------------------------------ teardown
     async def close(self, code: int, error: dict[str, Any] | None = None) -> None:
-        """Send `error` (if any) and close with `code`; a client that does not read gets cut off."""
+        """Send `error` (if any) and close with `code`, behind what the client has not read yet.
+
+        aiohttp writes each message to the transport at once and only then waits for the socket to
+        drain, so a client that stopped reading still finds the `error` and the close frame after
+        the frames it had not read when it reads again (within `ws_close_linger_s`, see `_linger`);
+        frames still in our queue are dropped, so nothing else gets in front of them.
+        """
         if self._closing:
             return
         self._closing = True
@@ -337,21 +345,25 @@ class WsConnection:
             self.ctx.metrics.error(error["code"])
             log.info("websocket closing %d: %s: %s", code, error["code"], error["message"])
         ws = self.ws
-        transport = self.request.transport
         try:
             if error is not None and not ws.closed:
-                await asyncio.wait_for(ws.send_json(error), 1.0)
-            await asyncio.wait_for(ws.close(code=code, message=(error or {}).get("code", "").encode()[:120]), 2.0)
+                await asyncio.wait_for(ws.send_json(error), 1.0)  # a timeout here is only the drain
+            reason = (error or {}).get("code", "").encode()[:120]
+            await asyncio.wait_for(ws.close(code=code, message=reason, drain=False), 2.0)
         except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
             if current is not None and getattr(current, "cancelling", lambda: 0)():
                 raise  # we are being cancelled ourselves
-            if transport is not None:
-                transport.abort()
-        # A client that does not read keeps unsent bytes in the transport forever: cut it off.
-        if transport is not None and not transport.is_closing() and code == CLOSE_TIMEOUT:
-            transport.abort()
-        elif transport is not None and transport.get_write_buffer_size() > 0:
-            transport.abort()
+        self._linger(self.request.transport)
+
+    def _linger(self, transport: asyncio.BaseTransport | None) -> None:
+        """Bytes the client has not read are still in the transport (it stopped reading): close it
+        gracefully, so they and our close frame go out when it reads again, but reset it after
+        `ws_close_linger_s`, so a client that never reads holds a bounded buffer for that long only.
+        (What already sits in the kernel's socket buffers is delivered by the kernel either way.)"""
+        if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size() == 0:
+            return
+        transport.close()
+        asyncio.get_running_loop().call_later(self.ctx.config.ws_close_linger_s, transport.abort)
 
     async def _cleanup(self) -> None:
         if not self._closing:

@@ -126,3 +126,49 @@ async def test_an_offer_with_an_empty_or_null_avatar_name_is_400_bad_name():
             async with http.post(srv.url + "/offer", json={"type": "offer", "sdp": "v=0\r\n", "avatar": avatar}) as r:
                 assert r.status == 400 and (await r.json())["error"]["code"] == "bad_name", avatar
         assert srv.ctx.sessions.active == 0
+
+
+async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame from a raw socket: (opcode, payload)."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return b0 & 0x0F, await reader.readexactly(n)
+
+
+async def test_a_client_that_stops_reading_gets_error_and_4408_when_it_reads_again():
+    from .helpers import BlockPatternGenerator
+
+    gen = BlockPatternGenerator(size=(640, 480), noise=True)  # big frames fill the socket buffers quickly
+    async with live_server(gen, ws_stall_timeout_s=1.0, ws_send_queue_frames=5) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]))
+
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        hello, mask = json.dumps({**HELLO, "video": {"quality": 100}}).encode(), b"\x01\x02\x03\x04"
+        writer.write(bytes([0x81, 0x80 | len(hello)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(hello)))
+        await writer.drain()
+        reader._transport.pause_reading()  # a stuck client
+        for _ in range(200):  # the server gives up on it (and frees its session) ...
+            if not srv.ctx.connections and not srv.ctx.engine.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert not srv.ctx.connections and not srv.ctx.engine.sessions
+        reader._transport.resume_reading()  # ... and then it reads again
+        frames, texts = 0, []
+        while True:
+            opcode, payload = await asyncio.wait_for(read_ws_frame(reader), 10)
+            if opcode == 0x2:
+                frames += 1
+            elif opcode == 0x1:
+                texts.append(json.loads(payload))
+            elif opcode == 0x8:
+                break
+        writer.close()
+    assert frames > 0  # the frames it had not read yet come first
+    assert texts[-1]["type"] == "error" and texts[-1]["code"] == "client_not_reading"
+    assert int.from_bytes(payload[:2], "big") == 4408 and payload[2:] == b"client_not_reading"
