@@ -172,3 +172,22 @@ async def test_a_client_that_stops_reading_gets_error_and_4408_when_it_reads_aga
     assert frames > 0  # the frames it had not read yet come first
     assert texts[-1]["type"] == "error" and texts[-1]["code"] == "client_not_reading"
     assert int.from_bytes(payload[:2], "big") == 4408 and payload[2:] == b"client_not_reading"
+
+
+async def test_a_text_message_that_is_not_utf8_closes_with_1007_as_documented():
+    async with live_server() as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]))
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        text, mask = b'{"type": "\xff\xfe"}', b"\x01\x02\x03\x04"
+        writer.write(bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text)))
+        while (frame := await asyncio.wait_for(read_ws_frame(reader), 5))[0] != 0x8:
+            pass
+        writer.close()
+        assert int.from_bytes(frame[1][:2], "big") == 1007
+        for _ in range(100):
+            if not srv.ctx.connections:
+                break
+            await asyncio.sleep(0.02)
+        assert not srv.ctx.connections
