@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 
-import av
 import numpy as np
 
-from streaming.audio_input import AudioConverter, PcmFormat
+from streaming.audio_input import PcmFormat
 from streaming.engine import Engine
 from streaming.generator import Avatar
 
+from ..helpers.audio_exact import assert_one_continuous_resampling, one_resampling, to_rate_stereo
 from ..helpers.engine_runs import read_wav
 from .pattern_backend import PatternGenerator
 
@@ -26,33 +26,6 @@ AVATAR = Avatar("test", np.zeros((1, 24, 32, 3), np.uint8))
 RATE = 48_000
 MESSAGE = 960  # 20 ms at 48 kHz
 FMT = PcmFormat(RATE, 2, "s16")
-
-
-def to_rate_stereo(speech: np.ndarray, rate: int) -> np.ndarray:
-    """16 kHz float speech -> int16 stereo interleaved at `rate` (what a microphone at that rate gives)."""
-    frame = av.AudioFrame.from_ndarray((speech * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = 16_000
-    rs = av.AudioResampler(format="s16", layout="stereo", rate=rate)
-    out = [f.to_ndarray().reshape(-1) for f in rs.resample(frame) + rs.resample(None)]
-    return np.concatenate(out).astype(np.int16)
-
-
-def one_resampling(pcm: np.ndarray, fmt: PcmFormat) -> np.ndarray:
-    """The whole input through one resampler, flushed at the end: what the session must return."""
-    conv = AudioConverter()
-    return np.concatenate([conv.convert_pcm(pcm.tobytes(), fmt), conv.flush()])
-
-
-def assert_one_continuous_resampling(out: np.ndarray, ref: np.ndarray, label: str) -> None:
-    """`out` is silence, then exactly `ref` (no sample added, lost or changed), then silence."""
-    start = int(np.flatnonzero(out)[0]) - int(np.flatnonzero(ref)[0])
-    assert start >= 0, f"{label}: audio came back before it was sent"
-    got = out[start : start + ref.size]
-    bad = np.flatnonzero(got != ref[: got.size])
-    assert got.size == ref.size and not bad.size, (
-        f"{label}: returned audio departs from one continuous resampling at 16 kHz sample {bad[:1]} "
-        f"({bad[0] / 16000:.3f} s into the input)" if bad.size else f"{label}: returned audio ends early")
-    assert not out[:start].any() and not out[start + ref.size :].any(), f"{label}: extra audio around the input"
 
 
 async def stream_locked_to_frames(session, pcm: np.ndarray, start_frame: int, late: dict[int, float]) -> list:
