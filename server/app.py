@@ -57,6 +57,7 @@ def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_e
         if owns_engine:
             await engine.shutdown()
         ctx.encoder.close()
+        avatars.close()
 
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)

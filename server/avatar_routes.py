@@ -77,7 +77,7 @@ async def upload_avatar(request: web.Request) -> web.Response:
     if not data:
         raise ApiError(400, "not_an_image", "empty upload: send the image bytes as the body")
     try:
-        info = await asyncio.to_thread(store.save_upload, name, data)
+        info = await store.upload(name, data)
     except AvatarError as exc:
         raise _api_error(exc) from exc
     return web.json_response({"name": info.name, "width": info.width, "height": info.height}, status=201)

@@ -48,6 +48,9 @@ class ServerConfig:
     ws_send_queue_frames: frames queued per websocket before new ones are dropped (client reads slowly).
     ws_stall_timeout_s: a websocket whose client has not read anything for this long while frames
         are being dropped is closed with 4408.
+    ws_close_linger_s: a websocket closed while its client was not reading (4408 client_not_reading)
+        keeps its connection this long, so the client finds the `error` and the close frame after the
+        frames it had not read when it reads again; then the connection is reset.
     stats_interval_s: period of the `stats` messages on both transports.
     ice_connect_timeout_s: a peer that is not connected this long after the answer is closed.
     ice_disconnect_grace_s: a peer that stays "disconnected" this long is closed.
@@ -81,6 +84,7 @@ class ServerConfig:
     ws_send_queue_frames: int = 25
     ws_stall_timeout_s: float = 5.0
     ws_max_message_bytes: int = 1024 * 1024 + 4
+    ws_close_linger_s: float = 10.0
     stats_interval_s: float = 0.5
     ice_connect_timeout_s: float = 30.0
     ice_disconnect_grace_s: float = 10.0
@@ -109,8 +113,10 @@ class ServerConfig:
             raise ValueError("max_upload_pixels must be >= 4096")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
-        if self.ws_send_queue_frames < 1 or self.ws_stall_timeout_s <= 0 or self.stats_interval_s <= 0:
-            raise ValueError("ws_send_queue_frames, ws_stall_timeout_s and stats_interval_s must be positive")
+        if (self.ws_send_queue_frames < 1 or self.ws_stall_timeout_s <= 0 or self.stats_interval_s <= 0
+                or self.ws_close_linger_s <= 0):
+            raise ValueError("ws_send_queue_frames, ws_stall_timeout_s, ws_close_linger_s and stats_interval_s "
+                             "must be positive")
         if any(len(t) < 8 for t in ([self.token] if self.token else []) + [t for _, t in self.tokens]):
             raise ValueError("an access token must be at least 8 characters (e.g. secrets.token_urlsafe(32))")
         names = [n for n, _ in self.tokens]

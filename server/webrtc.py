@@ -25,7 +25,7 @@ from streaming.audio_fifo import AudioOverflow
 from streaming.audio_input import AudioFormatError
 from streaming.session import MAX_SPEAKERS, Session, SessionError, SessionState
 
-from . import messages
+from . import client_json, messages
 from .avatar_routes import read_limited
 from .avatars import AvatarError, validate_name
 from .context import ServerContext, context_of
@@ -57,7 +57,7 @@ async def _read_offer(request: web.Request) -> dict[str, Any]:
         raise ApiError(413, "too_large", f"offer larger than {MAX_OFFER_BYTES} bytes")
     raw = await read_limited(request.content.read, MAX_OFFER_BYTES)  # chunked bodies have no length to check
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = client_json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -66,6 +66,11 @@ async def _read_offer(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "bad_request", f'"type" must be "offer", got {body.get("type")!r}')
     if not isinstance(body.get("sdp"), str) or not body["sdp"].strip():
         raise ApiError(400, "bad_sdp", '"sdp" must be a non-empty string (the SDP offer)')
+    if "avatar" in body:  # "" or null is a bad name, not the default
+        try:
+            validate_name(body["avatar"])
+        except AvatarError as exc:
+            raise ApiError(400, exc.code, exc.message) from exc
     speakers = body.get("speakers", 1)
     if not isinstance(speakers, int) or isinstance(speakers, bool) or not 1 <= speakers <= MAX_SPEAKERS:
         raise ApiError(400, "bad_request", f'"speakers" must be an integer 1..{MAX_SPEAKERS}, got {speakers!r}')
@@ -79,7 +84,7 @@ async def handle_offer(request: web.Request) -> web.Response:
         raise ApiError(503, "stopping", "the server is shutting down")
     body = await _read_offer(request)
     desc = _parse_offer_sdp(body["sdp"])
-    name = body.get("avatar") or ctx.avatars.default
+    name = body.get("avatar", ctx.avatars.default)
     try:
         validate_name(name)
         avatar = await asyncio.to_thread(ctx.avatars.get, name)
@@ -255,7 +260,7 @@ class PeerSession:
 
     def _on_message(self, data: Any) -> None:
         try:
-            msg = json.loads(data) if isinstance(data, str) else None
+            msg = client_json.loads(data) if isinstance(data, str) else None
         except ValueError:
             msg = None
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):

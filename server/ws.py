@@ -2,7 +2,9 @@
 
 Backpressure: frames go through a bounded per-connection queue drained by one sender task. A
 client that stops reading fills it; further frames are dropped (counted) and, once a send has
-been stuck for `ws_stall_timeout_s`, the connection is closed with 4408. Every protocol error
+been stuck for `ws_stall_timeout_s`, the connection is closed with 4408: the `error` and the close
+frame go out behind the frames already in the socket buffers, and the connection is kept for
+`ws_close_linger_s`, so a client that reads again gets them (see `close`). Every protocol error
 becomes an `error` message and a close code; nothing a client sends can raise out of here.
 """
 
@@ -28,6 +30,7 @@ from .errors import ApiError
 from .security import WS_SUBPROTOCOL, offered_protocols, without_foreign_protocols
 from .sessions import TooManySessions
 from .ws_protocol import (
+    AUDIO_HEADER,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
@@ -37,6 +40,7 @@ from .ws_protocol import (
     CLOSE_UNKNOWN_AVATAR,
     Hello,
     ProtocolError,
+    check_text_size,
     pack_frame,
     parse_audio,
     parse_hello,
@@ -116,6 +120,7 @@ class WsConnection:
         self.session: Session | None = None
         self.hello: Hello | None = None
         self.out = OutQueue(ctx.config.ws_send_queue_frames)
+        self.text_limit = ctx.config.ws_max_message_bytes - AUDIO_HEADER.size  # 1 MiB, as for PCM
         self.frames_sent = 0
         self.frames_dropped = 0
         self._send_since: float | None = None  # when the send in flight started
@@ -178,8 +183,9 @@ class WsConnection:
             raise _Close(CLOSE_NORMAL)
         if msg.type != WSMsgType.TEXT:
             raise ProtocolError("bad_hello", "the first message must be a JSON hello (text), not binary")
+        check_text_size(msg.data, self.text_limit)
         self.hello = hello = parse_hello(msg.data, ctx.config.jpeg_quality)
-        name = hello.avatar or ctx.avatars.default
+        name = ctx.avatars.default if hello.avatar is None else hello.avatar
         try:
             validate_name(name)
             avatar = await asyncio.to_thread(ctx.avatars.get, name)
@@ -216,6 +222,7 @@ class WsConnection:
             if msg.type == WSMsgType.BINARY:
                 self._on_audio(msg.data)
             elif msg.type == WSMsgType.TEXT:
+                check_text_size(msg.data, self.text_limit)
                 self._on_control(parse_json_message(msg.data))
             elif msg.type == WSMsgType.ERROR:
                 log.info("websocket error: %s", self.ws.exception())
@@ -317,7 +324,13 @@ class WsConnection:
 
     # ------------------------------------------------------------------ teardown
     async def close(self, code: int, error: dict[str, Any] | None = None) -> None:
-        """Send `error` (if any) and close with `code`; a client that does not read gets cut off."""
+        """Send `error` (if any) and close with `code`, behind what the client has not read yet.
+
+        aiohttp writes each message to the transport at once and only then waits for the socket to
+        drain, so a client that stopped reading still finds the `error` and the close frame after
+        the frames it had not read when it reads again (within `ws_close_linger_s`, see `_linger`);
+        frames still in our queue are dropped, so nothing else gets in front of them.
+        """
         if self._closing:
             return
         self._closing = True
@@ -332,21 +345,25 @@ class WsConnection:
             self.ctx.metrics.error(error["code"])
             log.info("websocket closing %d: %s: %s", code, error["code"], error["message"])
         ws = self.ws
-        transport = self.request.transport
         try:
             if error is not None and not ws.closed:
-                await asyncio.wait_for(ws.send_json(error), 1.0)
-            await asyncio.wait_for(ws.close(code=code, message=(error or {}).get("code", "").encode()[:120]), 2.0)
+                await asyncio.wait_for(ws.send_json(error), 1.0)  # a timeout here is only the drain
+            reason = (error or {}).get("code", "").encode()[:120]
+            await asyncio.wait_for(ws.close(code=code, message=reason, drain=False), 2.0)
         except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
             if current is not None and getattr(current, "cancelling", lambda: 0)():
                 raise  # we are being cancelled ourselves
-            if transport is not None:
-                transport.abort()
-        # A client that does not read keeps unsent bytes in the transport forever: cut it off.
-        if transport is not None and not transport.is_closing() and code == CLOSE_TIMEOUT:
-            transport.abort()
-        elif transport is not None and transport.get_write_buffer_size() > 0:
-            transport.abort()
+        self._linger(self.request.transport)
+
+    def _linger(self, transport: asyncio.BaseTransport | None) -> None:
+        """Bytes the client has not read are still in the transport (it stopped reading): close it
+        gracefully, so they and our close frame go out when it reads again, but reset it after
+        `ws_close_linger_s`, so a client that never reads holds a bounded buffer for that long only.
+        (What already sits in the kernel's socket buffers is delivered by the kernel either way.)"""
+        if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size() == 0:
+            return
+        transport.close()
+        asyncio.get_running_loop().call_later(self.ctx.config.ws_close_linger_s, transport.abort)
 
     async def _cleanup(self) -> None:
         if not self._closing:

@@ -3,7 +3,6 @@ headers and control messages, pack frame messages. No I/O, so every rule is test
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from streaming.audio_input import AudioFormatError, PcmFormat
 from streaming.output import OutputFrame
 from streaming.session import MAX_SPEAKERS
 
+from . import client_json
+from .avatars import AvatarError, validate_name
 from .config import PROTOCOL_VERSION
 from .tracks import to_pcm16
 
@@ -69,9 +70,18 @@ def _int_field(value: Any, name: str, lo: int, hi: int, code: str = "bad_hello")
     return v
 
 
+def check_text_size(text: str, max_bytes: int) -> None:
+    """A text message has the documented 1 MiB limit too (`max_bytes` of UTF-8): 4413 beyond it."""
+    if len(text) * 4 <= max_bytes:  # UTF-8 takes at most 4 bytes a character: no need to encode
+        return
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"text message of {size} bytes; the limit is {max_bytes}", 4413)
+
+
 def parse_json_message(text: str) -> dict[str, Any]:
     try:
-        msg = json.loads(text)
+        msg = client_json.loads(text)
     except ValueError as exc:
         raise ProtocolError("bad_message", f"text messages must be JSON: {exc}") from exc
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
@@ -83,9 +93,10 @@ def parse_hello(text: str, default_quality: int = 80) -> Hello:
     msg = parse_json_message(text)
     if msg["type"] != "hello":
         raise ProtocolError("bad_hello", f"the first message must be hello, got {msg['type'][:40]!r}")
-    if msg.get("version") != PROTOCOL_VERSION:
+    version = msg.get("version")
+    if isinstance(version, bool) or version != PROTOCOL_VERSION:  # True == 1 in Python, not in JSON
         raise ProtocolError(
-            "bad_version", f"protocol version {msg.get('version')!r} not supported: this server speaks {PROTOCOL_VERSION}"
+            "bad_version", f"protocol version {version!r} not supported: this server speaks {PROTOCOL_VERSION}"
         )
     audio = msg.get("audio", {})
     if not isinstance(audio, dict):
@@ -98,8 +109,13 @@ def parse_hello(text: str, default_quality: int = 80) -> Hello:
     except AudioFormatError as exc:
         raise ProtocolError("bad_audio_format", str(exc)) from exc
     avatar = msg.get("avatar")
-    if avatar is not None and not isinstance(avatar, str):
-        raise ProtocolError("bad_hello", "'avatar' must be a string (an avatar name)")
+    if "avatar" in msg:
+        if not isinstance(avatar, str):
+            raise ProtocolError("bad_hello", "'avatar' must be a string (an avatar name); leave it out for the default")
+        try:
+            validate_name(avatar)
+        except AvatarError as exc:
+            raise ProtocolError(exc.code, exc.message) from exc
     speakers = _int_field(msg.get("speakers", 1), "speakers", 1, MAX_SPEAKERS)
     video = msg.get("video", {})
     if not isinstance(video, dict) or video.get("format", "jpeg") != "jpeg":

@@ -16,8 +16,10 @@ class OutputFrame:
     image: RGB uint8 [H, W, 3].
     audio: float32 [samples_per_frame] at 16 kHz, the speakers' audio mixed: exactly the audio this
         frame was generated from (silence for idle frames and filler frames).
-    speech: the frame's window carried speech (not idle).
-    arrival: when the last input sample of this frame's audio arrived (None for silence padding).
+    speech: voice activity: the frame's window had speech above the VAD threshold (not "carries input
+        audio": frames in a pause carry the input's silence with speech False).
+    arrival: when the last input sample of this frame's audio arrived, also when the frame is only partly
+        input (the end of a flushed utterance); None when it carries no input audio.
     latency: emitted_at - arrival (None when arrival is None).
     filler: the playout buffer ran dry and this frame repeats the last image with silence.
     """

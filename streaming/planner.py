@@ -9,6 +9,12 @@ ready before the playout buffer runs dry. The rules, in order:
 3. The playout buffer will run dry within (compute estimate + margin):
    - mid-utterance (the previous window took speech) or speech that has waited a whole window
      already (the client stopped sending) -> FLUSH: take the speech there is and pad with silence;
+     but padding puts silence into the middle of the client's audio, so a window short of speech
+     is padded only when the client has stopped sending (no audio for `margin_s`) or the margin
+     is spent (`ahead_s <= compute_s`); until then the planner WAITs for the rest, which a
+     real-time client sends within its jitter (at 48 kHz the buffer always sits 16 samples, the
+     resampler's delay, short of a message boundary, so one late message left a window 16
+     samples short: issue 13). A whole window with part of its look-ahead is not padding.
    - otherwise -> IDLE: a silent window. Speech that just started waits for a full window, so an
      utterance is never cut by padding at its start; this costs at most one window of latency.
    When the session can cut queued idle frames at speech onset (`can_cut_idle`: the backend can
@@ -24,6 +30,7 @@ the tail is flushed when the input ends.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +72,8 @@ class PlannerInput:
     oldest_wait_s: how long the oldest buffered sample has been waiting.
     input_ended: the client said no more audio is coming.
     can_cut_idle: speech after idle may cut the queued idle frames (see the module docstring).
+    input_idle_s: how long since audio last arrived (inf: never); at least `margin_s` means the
+        client stopped sending, so a short window may be padded with silence (rule 3).
     """
 
     fill_samples: int
@@ -74,6 +83,7 @@ class PlannerInput:
     oldest_wait_s: float = 0.0
     input_ended: bool = False
     can_cut_idle: bool = False
+    input_idle_s: float = math.inf
 
 
 class WindowPlanner:
@@ -95,6 +105,19 @@ class WindowPlanner:
         """Seconds until a window must be started so the playout buffer does not run dry."""
         return p.ahead_s - (p.compute_s + self.settings.margin_s)
 
+    def may_pad(self, p: PlannerInput) -> bool:
+        """Rule 3: silence may complete a window only once the client stopped or the margin is spent."""
+        return p.input_idle_s >= self.settings.margin_s or p.ahead_s <= p.compute_s
+
+    def wait_s(self, p: PlannerInput) -> float:
+        """How long a WAIT may last unless audio arrives or a frame is played (both wake the planner)."""
+        soft = self.deadline_in(p)
+        if soft > 0:
+            return soft
+        # Past the deadline, waiting for the rest of a window: until the client counts as stopped
+        # or the margin is spent.
+        return max(0.0, min(self.settings.margin_s - p.input_idle_s, p.ahead_s - p.compute_s))
+
     def stall_s(self, p: PlannerInput) -> float:
         """How long speech may wait before it is flushed without a full window (the client stopped)."""
         if p.can_cut_idle and not p.previous_took_speech:  # onset: wait for the full window + look-ahead
@@ -113,7 +136,9 @@ class WindowPlanner:
         if self.deadline_in(p) <= 0:
             stalled = p.oldest_wait_s >= self.stall_s(p)
             if p.fill_samples > 0 and (p.previous_took_speech or stalled):
-                return Decision.FLUSH
+                if p.fill_samples >= self.spec.window_samples or self.may_pad(p):
+                    return Decision.FLUSH
+                return Decision.WAIT
             return Decision.IDLE
         return Decision.WAIT
 

@@ -77,6 +77,7 @@ class Session:
         self._window_index = 0
         self._previous_took_speech = False
         self._input_ended = False
+        self._last_audio_at: float | None = None  # when audio last arrived (the client is still sending)
         self._production_done = False
         self._compute_s = self.settings.initial_compute_s
         self._compute_measured = False
@@ -182,6 +183,8 @@ class Session:
             self.counters.audio_overflows += 1
             raise
         self.counters.samples_in += samples.size
+        if samples.size:
+            self._last_audio_at = self.clock()
         self._input_ended = False
         self._wake.set()
 
@@ -232,6 +235,7 @@ class Session:
             oldest_wait_s=self._oldest_wait(),
             input_ended=self._input_ended,
             can_cut_idle=self._can_cut_idle,
+            input_idle_s=math.inf if self._last_audio_at is None else self.clock() - self._last_audio_at,
         )
 
     def _oldest_wait(self) -> float:
@@ -248,7 +252,7 @@ class Session:
                         self._production_done = True
                         self._frame_ready.set()
                         return
-                    timeout = self.planner.deadline_in(p) if self.settings.planner.realtime else None
+                    timeout = self.planner.wait_s(p) if self.settings.planner.realtime else None
                     await self._wait_wake(timeout)
                     continue
                 await self._run_window(decision)
@@ -280,8 +284,10 @@ class Session:
         arrivals: list[float | None] = [None] * spec.new_frames
         for s, fifo in enumerate(self._fifos):
             if decision is not Decision.IDLE:
-                for f in range(spec.new_frames):
-                    t = fifo.arrival_of((f + 1) * spf - 1)
+                held = len(fifo)
+                for f in range(min(spec.new_frames, -(-held // spf))):
+                    # The frame's last input sample: a flushed window's last real frame may be partial.
+                    t = fifo.arrival_of(min((f + 1) * spf, held) - 1)
                     if t is not None and (arrivals[f] is None or t > arrivals[f]):
                         arrivals[f] = t
                 taken = fifo.take(n_win)

@@ -32,7 +32,7 @@ DOCUMENTED_CODES = frozenset({
     "bad_json", "bad_request", "bad_sdp", "bad_name", "unknown_avatar", "not_an_image", "unsupported_type",
     "too_large", "too_many_sessions", "stopping", "not_found", "bad_hello", "bad_version", "bad_audio_format",
     "bad_header", "bad_message", "bad_audio", "hello_timeout", "idle_timeout", "client_not_reading",
-    "method_not_allowed", "unsupported_media_type", "unauthorized", "forbidden_origin", "forbidden_host",
+    "method_not_allowed", "unsupported_media_type", "unauthorized", "forbidden_origin", "forbidden_host", "unknown_session",
     "rate_limited", "http_error",
 })
 CLIENT_CLOSE_CODES = frozenset({1000, 1009, 4400, 4401, 4403, 4404, 4408, 4413, 4429})

@@ -12,7 +12,7 @@ import gc
 import threading
 from dataclasses import dataclass
 
-POOL_THREAD_PREFIXES = ("jpeg_", "asyncio_", "ThreadPoolExecutor-")
+POOL_THREAD_PREFIXES = ("jpeg_", "asyncio_", "ThreadPoolExecutor-", "avatar_upload_")
 POOL_LIMIT = 40  # jpeg pool (2) + asyncio's default executor (min(32, cpus + 4)) + slack
 
 

@@ -16,6 +16,8 @@ from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.avatars import NAME_RE
+
 from .fuzz_support import AUTH, DOCUMENTED_CODES, TOKEN, FuzzServer, scale
 
 REQUESTS_PER_EXAMPLE = 10
@@ -72,11 +74,13 @@ offers = st.fixed_dictionaries(
 names = st.one_of(st.sampled_from(["test", "other", "me", "..", "../../etc/passwd", "a" * 65, "%2e%2e", ""]),
                   st.text(max_size=30))
 image_heads = st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\x00\x00\x00\x00WEBP", b"GIF89a", b""])
+nested_bodies = st.sampled_from([b"[" * 100_000, b'{"sdp": ' * 20_000, b"[" * 3000 + b"]" * 3000])  # issue 13
 bodies = st.one_of(
     st.builds(json.dumps, offers).map(str.encode),
     st.builds(json.dumps, json_values).map(str.encode),
     st.binary(max_size=300),
     st.builds(lambda h, b: h + b, image_heads, st.binary(max_size=300)),
+    nested_bodies,
 )
 content_types = st.sampled_from([None, "application/json", "text/plain", "application/sdp", "image/png",
                                  "multipart/form-data; boundary=xyz", "multipart/form-data", "application/x-www-form-urlencoded",
@@ -91,7 +95,14 @@ paths = st.one_of(
 methods = st.sampled_from(["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "BREW"])
 auths = st.sampled_from(["ok", "ok", "ok", "none", "wrong", "basic"])
 origins = st.sampled_from([None, None, "same", "https://evil.example"])
-requests = st.tuples(methods, paths, content_types, bodies, auths, origins)
+requests = st.one_of(
+    st.tuples(methods, paths, content_types, bodies, auths, origins),
+    st.tuples(st.just("POST"), st.just("/offer"), content_types, nested_bodies, st.just("ok"), st.just(None)),
+    st.tuples(st.just("POST"), st.just("/offer"), st.just("application/json"),  # a real offer, badly typed fields
+              st.builds(lambda a, n: json.dumps({"type": "offer", "sdp": _OFFER[0], "avatar": a, "speakers": n}).encode(),
+                        st.sampled_from(["", None, False, 0, "a" * 65, "test"]), st.sampled_from([1, True])),
+              st.just("ok"), st.just(None)),
+)
 
 
 async def run_request(fz: FuzzServer, req) -> None:
@@ -113,6 +124,10 @@ async def run_request(fz: FuzzServer, req) -> None:
         text = await r.text(errors="replace")
         status = r.status
     assert status < 500, (status, req, text[:300])
+    if status == 200 and path == "/offer":  # issue 13: a present avatar must be a 1-64 character name
+        offer = json.loads(body)
+        assert "avatar" not in offer or (isinstance(offer["avatar"], str) and NAME_RE.fullmatch(offer["avatar"])), offer
+        assert not isinstance(offer.get("speakers"), bool), offer
     assert "Traceback" not in text, text[:300]
     if status >= 400 and method != "HEAD" and r.content_type == "application/json":
         err = json.loads(text)["error"]

@@ -43,6 +43,23 @@ def test_16k_mono_s16_passes_through_sample_exact():
     np.testing.assert_array_equal(y, x.astype(np.float32) / 32768.0)
 
 
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_any_message_sizes_give_exactly_one_continuous_resampling(speech_dir, rate):
+    # Issue 13: the resampler is not where samples were gained; split anywhere (mid-sample too), the
+    # stream equals the whole input resampled at once, sample for sample.
+    from ..helpers.audio_exact import one_resampling, to_rate_stereo
+    from ..helpers.engine_runs import read_wav
+
+    pcm = to_rate_stereo(read_wav(speech_dir / "dialogue_with_pause.wav")[: 16000 * 8], rate)
+    fmt = PcmFormat(rate, 2, "s16")
+    data, rng, conv, parts, pos = pcm.tobytes(), np.random.default_rng(rate), AudioConverter(), [], 0
+    while pos < len(data):
+        n = int(rng.integers(1, 9000))
+        parts.append(conv.convert_pcm(data[pos : pos + n], fmt))
+        pos += n
+    np.testing.assert_array_equal(np.concatenate(parts + [conv.flush()]), one_resampling(pcm, fmt))
+
+
 @pytest.mark.parametrize("kwargs", [{"sample_rate": 1000}, {"sample_rate": 16000.5}, {"channels": 0}, {"channels": 9}, {"sample_format": "mp3"}])
 def test_bad_pcm_declarations_are_refused_with_a_clear_message(kwargs):
     with pytest.raises(AudioFormatError, match="not supported"):

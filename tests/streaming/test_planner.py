@@ -57,3 +57,23 @@ def test_energy_vad():
     loud[1000:1400] = 0.1
     assert has_voice(loud, -45, 640)
     assert has_voice(np.stack([quiet, loud]), -45, 640)
+
+
+def test_a_window_a_few_samples_short_waits_for_a_client_still_sending_instead_of_padding_silence():
+    # Issue 13: at 48 kHz a real-time client's buffer sits 16 samples (the resampler's delay) short of
+    # each message boundary, so a message a few ms late left 16 samples missing at the deadline and
+    # the window was padded: silence inside the input. The margin is there for such jitter.
+    planner = WindowPlanner(SPEC, PlannerSettings(margin_s=0.1))
+    short = SPEC.window_samples - 16
+
+    def mid(ahead, idle):
+        return planner.decide(PlannerInput(short, ahead, 0.05, True, 0.2, input_idle_s=idle))
+
+    assert mid(0.15, idle=0.005) is Decision.WAIT  # past the deadline, but the rest is on its way
+    assert 0 < planner.wait_s(PlannerInput(short, 0.15, 0.05, True, input_idle_s=0.005)) <= 0.095
+    assert mid(0.15, idle=0.1) is Decision.FLUSH  # nothing for a whole margin: the client stopped
+    assert mid(0.05, idle=0.005) is Decision.FLUSH  # margin spent: pad rather than run dry
+    full = PlannerInput(SPEC.window_samples, 0.15, 0.05, True, input_idle_s=0.005)
+    assert planner.decide(full) is Decision.FLUSH  # a whole window is there: no padding, no wait
+    onset = PlannerInput(short, 0.15, 0.05, False, oldest_wait_s=0.2, input_idle_s=0.005)
+    assert planner.decide(onset) is Decision.WAIT  # the same at the start of an utterance
