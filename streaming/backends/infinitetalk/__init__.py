@@ -5,7 +5,7 @@
     generator.py  `InfiniteTalkGenerator`: live speech -> features -> windows of the model
 """
 
-from typing import Any
+from streaming.generator import Generator
 
 from ..registry import Backend, register
 from .options import InfiniteTalkOptions
@@ -13,7 +13,7 @@ from .options import InfiniteTalkOptions
 __all__ = ["InfiniteTalkOptions"]
 
 
-def _create(opts: InfiniteTalkOptions) -> Any:
+def _create(opts: InfiniteTalkOptions) -> Generator:
     from .build import create  # torch and the model load only when the backend is built
 
     return create(opts)
