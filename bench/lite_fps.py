@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streaming.avatars import default_avatar  # noqa: E402 (after the sys.path line)
+from streaming.backends.lite import LiteGenerator, LiteSettings  # noqa: E402
 from streaming.generator import WindowJob  # noqa: E402
-from streaming.lite import LiteGenerator, LiteSettings  # noqa: E402
 
 
 def _speech(seconds: float) -> tuple[np.ndarray, str]:

@@ -238,7 +238,7 @@ async def bench(seconds: float, session_counts: list[int]) -> dict:
     phases = [await ws_phase("zero", n, seconds, pcm) for n in session_counts]
     phases.append(await webrtc_phase(seconds, pcm))
     try:
-        import streaming.lite  # noqa: F401
+        import streaming.backends.lite  # noqa: F401
 
         lite = [await ws_phase("lite", n, seconds, pcm) for n in session_counts]
     except ImportError:

@@ -95,23 +95,24 @@ def load_speech(folder: Path | None) -> np.ndarray:
 
 
 def make_generator(opts: SoakOptions, workdir: Path):
-    if opts.backend == "lite":
-        from streaming.backends import create_generator
+    from streaming.backends import create_generator
 
+    if opts.backend == "lite":
         return create_generator("lite", width=opts.size, height=opts.size)
     if opts.backend == "tiny":
         import torch
 
+        from model.families import ModelOptions
         from model.infinitetalk.tiny import write_tiny_weights
+        from streaming.backends.infinitetalk import InfiniteTalkOptions
         from streaming.features import FeatureSettings
-        from streaming.infinitetalk_setup import InfiniteTalkOptions, build_infinitetalk_generator
 
         torch.set_num_threads(1)
         write_tiny_weights(workdir / "tiny")
-        return build_infinitetalk_generator(InfiniteTalkOptions(
-            weights=workdir / "tiny", device="cpu", dtype="fp32", size=(32, 32), frames=17, motion_frames=5,
-            steps=2, shift=5.0, text_scale=1.0, audio_scale=2.0, verify_weights="off",
-            features=FeatureSettings(left_context_frames=25, lookahead_frames=4, block_frames=4)))
+        model = ModelOptions(weights=workdir / "tiny", device="cpu", dtype="fp32", size=(32, 32), frames=17,
+                             motion_frames=5, steps=2, shift=5.0, text_scale=1.0, audio_scale=2.0, verify_weights="off")
+        return create_generator("infinitetalk", InfiniteTalkOptions(
+            model, features=FeatureSettings(left_context_frames=25, lookahead_frames=4, block_frames=4)))
     raise ValueError(f"--backend {opts.backend!r}: use lite or tiny")
 
 

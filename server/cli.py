@@ -1,4 +1,8 @@
-"""The `infinitetalk-live` command: `serve` (the server), `render` (files -> mp4) and `bench` (speed, as JSON)."""
+"""The `infinitetalk-live` command: `serve` (the server), `render` (files -> mp4) and `bench` (speed, as JSON).
+
+The backends' flags are not listed here: each registered backend's options dataclass generates them
+(`streaming.backends.flags`), so an option is defined once, next to what it configures.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from streaming.backends import BACKENDS, BackendUnavailable, create_generator
+from streaming.backends import DEFAULT_BACKEND, Backend, BackendUnavailable, backends
+from streaming.backends.flags import add_backend_flags, backend_from_args, backend_help
 
 from .cli_security import (
     OptionError,
@@ -25,12 +30,14 @@ from .cli_security import (
 )
 
 if TYPE_CHECKING:
-    from streaming.generator import Avatar
+    from streaming.generator import Avatar, Generator
+
+    from .avatars import AvatarStore
 
 log = logging.getLogger("infinitetalk-live")
 
 PROG = "infinitetalk-live"
-NOT_YET: dict[str, str] = {}
+LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
 def default_avatar_dir() -> Path:
@@ -48,26 +55,20 @@ def builtin_avatars() -> tuple[dict[str, Callable[[], Avatar]], str]:
     return {name: loader(name) for name in BUILTIN_AVATARS}, DEFAULT_AVATAR
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Real-time talking-avatar server: speech in, video out.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,render,bench}")
-    s = sub.add_parser("serve", help="run the server (WebRTC + websocket + the browser demo page)")
-    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = all)")
-    s.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any free port)")
-    s.add_argument("--backend", default="lite", choices=sorted(BACKENDS),
-                   help="video backend (default lite: " + BACKENDS["lite"] + ")")
-    s.add_argument("--avatar", default=None, help="default avatar name (a built-in or an image in --avatar-dir)")
-    s.add_argument("--avatar-dir", type=Path, default=None,
-                   help=f"folder of avatar images and uploads (default {default_avatar_dir()})")
-    s.add_argument("--max-sessions", type=int, default=8, help="live sessions over all clients (default 8)")
-    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest avatar upload in MB (default 10)")
-    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    add_security_options(s)
-    add_backend_options(s)
+def _add_common(p: argparse.ArgumentParser, log_level: str) -> None:
+    """--backend (listing the registered backends), --avatar-dir and --log-level, as serve and render share them."""
+    p.add_argument("--backend", default=None, choices=sorted(backends()), help=backend_help())
+    p.add_argument("--avatar-dir", type=Path, default=None,
+                   help=f"folder of avatar images (and uploads) named by --avatar (default {default_avatar_dir()})")
+    p.add_argument("--log-level", default=log_level, choices=LOG_LEVELS)
+
+
+def _render_parser(sub: Any) -> None:
     r = sub.add_parser("render", help="render speech files to an mp4 offline, as fast as the backend goes")
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="still portrait to animate")
     src.add_argument("--video", type=Path, help="video whose person is made to speak (loops if shorter)")
+    src.add_argument("--avatar", help="a built-in avatar (e.g. astronaut) or an image in --avatar-dir, by name")
     r.add_argument("--audio", type=Path, required=True, help="speech of speaker 1 (any format PyAV decodes)")
     for i in (2, 3, 4):
         r.add_argument(f"--audio{i}", type=Path, default=None, help=f"speech of speaker {i} (multi-speaker)")
@@ -78,16 +79,30 @@ def parser() -> argparse.ArgumentParser:
                       help="regenerate only this box of the source (e.g. the head of a --video) and keep the rest")
     mask.add_argument("--mask", type=Path, help="mask image, white where the picture is regenerated")
     r.add_argument("-o", "--output", type=Path, required=True, help="mp4 file to write")
-    r.add_argument("--backend", default="infinitetalk", choices=sorted(BACKENDS), help="default infinitetalk")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    add_backend_options(r)
+    _add_common(r, "warning")
+    add_backend_flags(r)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Real-time talking-avatar server: speech in, video out.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,render,bench}")
+    s = sub.add_parser("serve", help="run the server (WebRTC + websocket + the browser demo page)")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = all)")
+    s.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any free port)")
+    s.add_argument("--avatar", default=None, help="default avatar name (a built-in or an image in --avatar-dir)")
+    s.add_argument("--max-sessions", type=int, default=8, help="live sessions over all clients (default 8)")
+    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest avatar upload in MB (default 10)")
+    _add_common(s, "info")
+    add_security_options(s)
+    add_backend_flags(s)
+    _render_parser(sub)
     b = sub.add_parser("bench", help="measure speed (stages, real-time factor, latency, sessions, memory) as JSON",
                        description="Benchmark the infinitetalk backend with random weights: tiny on CPU "
                                    "(--preset tiny-random, the default) or the real 14B shape (--shape 14b "
                                    "--device cuda). Prints one JSON object.")
-    b.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    add_backend_options(b)
+    b.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
+    add_backend_flags(b, ["infinitetalk"])
     b.set_defaults(preset="tiny-random", backend="infinitetalk")
     from streaming.benchmark.options import add_bench_arguments
 
@@ -95,99 +110,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _size(text: str) -> tuple[int, int]:
+def chosen_backend(args: argparse.Namespace) -> tuple[Backend, Any] | None:
+    """The backend and its options for `args`, or None after printing why not."""
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH, e.g. 448x448, got {text!r}") from None
-    return h, w
-
-
-def _lora(text: str) -> tuple[Path, float]:
-    path, _, strength = text.partition(":")
-    try:
-        return Path(path), float(strength) if strength else 1.0
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--lora takes PATH[:STRENGTH], got {text!r}") from None
-
-
-def add_backend_options(p: argparse.ArgumentParser) -> None:
-    """Options of the infinitetalk backend (ignored by lite)."""
-    g = p.add_argument_group("infinitetalk backend")
-    g.add_argument("--weights", type=Path,
-                   help="folder with the InfiniteTalk release layout or SoulX-FlashTalk-14B (detected; see docs)")
-    g.add_argument("--weights-config", type=Path, help="JSON file naming every model file explicitly")
-    g.add_argument("--preset", default=None,
-                   help="generation settings: infinitetalk (default for InfiniteTalk weights), flashtalk (default "
-                        "for SoulX-FlashTalk-14B: 33-frame windows, 4 steps, 768x448), infinitetalk-lowlatency, "
-                        "infinitetalk-4step, tiny-random (a random tiny model: its video is noise)")
-    g.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="DiT weights (default bf16 on CUDA, fp32 on CPU)")
-    g.add_argument("--fp8", choices=["row", "tensor", "none"],
-                   help="fp8 DiT block linears: activations scaled per row or tensor (scaled matmuls on Ada/Hopper), "
-                        "or weight-only (none: memory, not speed)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
-    g.add_argument("--cuda-graphs", action="store_true", help="replay DiT forwards from CUDA graphs")
-    g.add_argument("--sequence-parallel", action="store_true",
-                   help="under torchrun: split the DiT over every process (Ulysses); rank 0 serves, the others follow")
-    g.add_argument("--vae-split", action="store_true",
-                   help="with --sequence-parallel: split VAE encode/decode into spatial tiles over the processes "
-                        "(SoulX-FlashTalk's multi-GPU VAE; faster, approximate at the tile seams)")
-    g.add_argument("--vae-split-halo", type=int, metavar="N",
-                   help="with --vae-split: latent positions (8 pixels each) decoded around each tile and cropped "
-                        "(default 2, the reference's; more: smaller seams, more work; encode uses half)")
-    g.add_argument("--teacache", type=float, metavar="THRESHOLD",
-                   help="skip DiT steps whose input barely changed (e.g. 0.2; pays with many steps)")
-    g.add_argument("--size", type=_size, help="generation size HEIGHTxWIDTH (default: 480p bucket of the avatar)")
-    g.add_argument("--frames", type=int, help="frames per window, 4n+1 (preset default)")
-    g.add_argument("--motion-frames", type=int, help="frames carried into the next window, 4n+1")
-    g.add_argument("--steps", type=int, help="sampling steps")
-    g.add_argument("--shift", type=float, help="timestep shift")
-    g.add_argument("--text-scale", type=float, help="text guidance scale (1 = off)")
-    g.add_argument("--audio-scale", type=float, help="audio guidance scale (1 = off)")
-    g.add_argument("--colour-strength", type=float, help="colour correction strength 0..1 (default 1)")
-    g.add_argument("--seed", type=int, default=0, help="noise seed (same audio + seed -> same video)")
-    g.add_argument("--lora", type=_lora, action="append", default=[], metavar="PATH[:STRENGTH]",
-                   help="LoRA merged at load, e.g. the lightx2v 4-step LoRA (repeatable)")
-    g.add_argument("--prompt", help="text prompt (needs the umT5 encoder in the weights folder)")
-    g.add_argument("--negative-prompt", help="negative prompt (default: the reference's)")
-    g.add_argument("--audio-features", choices=["incremental", "rolling"], default=None,
-                   help="speech features: incremental (wav2vec2 with 0.52 s look-ahead, equal to the whole clip's; "
-                        "default) or rolling (SoulX-FlashTalk's: last 8 s re-encoded per window, no look-ahead; "
-                        "default of the flashtalk preset)")
-    g.add_argument("--idle", choices=["generate", "source"], default="generate",
-                   help="when nobody speaks: generate with silent audio, or play a video avatar's source")
-    g.add_argument("--verify-weights", choices=["full", "size", "off"], default="full",
-                   help="check the weight files against weights.sha256.json (recorded at the first good load): "
-                        "full = sizes and sha256 (default), size = sizes only (fast), off")
-
-
-def backend_options(args: argparse.Namespace) -> dict:
-    """The keyword options `create_generator(args.backend, ...)` takes for the chosen backend."""
-    if args.backend != "infinitetalk":
-        return {}
-    return dict(
-        weights=args.weights, weights_config=args.weights_config, preset=args.preset, device=args.device,
-        dtype=args.dtype, size=args.size, frames=args.frames, motion_frames=args.motion_frames, steps=args.steps,
-        shift=args.shift, text_scale=args.text_scale, audio_scale=args.audio_scale,
-        colour_strength=args.colour_strength, seed=args.seed, loras=tuple(args.lora), prompt=args.prompt,
-        negative_prompt=args.negative_prompt, idle=args.idle, audio_features=args.audio_features, fp8=args.fp8, compile=args.compile,
-        cuda_graphs=args.cuda_graphs, teacache=args.teacache, sequence_parallel=args.sequence_parallel,
-        vae_split=args.vae_split, vae_split_halo=args.vae_split_halo, verify_weights=args.verify_weights,
-    )
-
-
-def make_generator(args: argparse.Namespace):
-    """Build the backend or print why not (missing weights are listed by name) and return None."""
-    from model.infinitetalk import MissingWeightsError
-
-    try:
-        return create_generator(args.backend, **backend_options(args))
-    except MissingWeightsError as exc:
+        return backend_from_args(args)
+    except (BackendUnavailable, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
+        return None
+
+
+def make_generator(args: argparse.Namespace) -> Generator | None:
+    """Build the backend or print why not (missing weights are listed by name) and return None."""
+    chosen = chosen_backend(args)
+    if chosen is None:
+        return None
+    backend, options = chosen
+    try:
+        return backend.create(options)
     except (BackendUnavailable, ValueError, OSError) as exc:
-        print(f"{PROG}: cannot start backend {args.backend}: {exc}", file=sys.stderr)
+        print(f"{PROG}: cannot start backend {backend.name}: {exc}", file=sys.stderr)
     return None
+
+
+def avatar_store(avatar_dir: Path | None, name: str | None, max_upload_mb: float = 10.0) -> AvatarStore:
+    """Built-in avatars plus the images in `avatar_dir` (None: the default folder), with `name` (None: the
+    built-in default) as the default avatar. ValueError when `name` is neither."""
+    from .avatars import AvatarStore, UploadLimits
+
+    builtins, default = builtin_avatars()
+    limits = UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024))
+    return AvatarStore(builtins, avatar_dir or default_avatar_dir(), name or default, limits)
 
 
 def reload_tokens(path: Path, app) -> None:
@@ -217,7 +169,7 @@ async def serve(args: argparse.Namespace) -> int:
     from streaming.engine import Engine
 
     from .app import build_app
-    from .avatars import AvatarError, AvatarStore, UploadLimits
+    from .avatars import AvatarError
     from .config import ServerConfig
 
     try:
@@ -229,17 +181,15 @@ async def serve(args: argparse.Namespace) -> int:
     generator = await asyncio.to_thread(make_generator, args)
     if generator is None:
         return 2
-    builtins, default = builtin_avatars()
-    max_bytes = int(args.max_upload_mb * 1024 * 1024)
-    limits = UploadLimits(max_bytes=max_bytes)
     try:
-        store = AvatarStore(builtins, args.avatar_dir or default_avatar_dir(), args.avatar or default, limits)
+        store = avatar_store(args.avatar_dir, args.avatar, args.max_upload_mb)
         await asyncio.to_thread(store.get, store.default)
     except (AvatarError, ValueError) as exc:
-        print(f"{PROG}: cannot use avatar {args.avatar or default!r}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        name = args.avatar or builtin_avatars()[1]
+        print(f"{PROG}: cannot use avatar {name!r}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
-    config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions, max_upload_bytes=max_bytes,
-                          **network)
+    config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
+                          max_upload_bytes=store.limits.max_bytes, **network)
     engine = Engine(generator)
     app = build_app(config, engine, store, owns_engine=True)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
@@ -252,7 +202,7 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     port = runner.addresses[0][1] if runner.addresses else args.port
-    label = BACKENDS.get(generator.name, generator.description)
+    label = backends()[generator.name].description if generator.name in backends() else generator.description
     url = display_url(args.host, port, "https" if tls else "http")
     print(f"{PROG}: open {url} in a browser (backend: {generator.name} — {label})", flush=True)
     if config.token is not None or config.tokens:
@@ -271,65 +221,66 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_mask(args: argparse.Namespace, avatar: Avatar):
-    """--mask-box or --mask -> float [H, W] in [0, 1] on the source (1 = regenerate)."""
-    import numpy as np
-    from PIL import Image
-
-    w, h = avatar.size
-    if args.mask_box:
-        try:
-            x0, y0, x1, y1 = (int(v) for v in args.mask_box.split(","))
-        except ValueError:
-            raise ValueError(f"--mask-box takes X0,Y0,X1,Y1, got {args.mask_box!r}") from None
-        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-            raise ValueError(f"--mask-box {args.mask_box} is not inside the {w}x{h} source")
-        m = np.zeros((h, w), np.float32)
-        m[y0:y1, x0:x1] = 1.0
-        return m
-    with Image.open(args.mask) as img:
-        gray = img.convert("L").resize((w, h), Image.BILINEAR)
-    return np.asarray(gray, np.float32) / 255.0
-
-
-def run_follower_rank(args: argparse.Namespace) -> int:
-    """Ranks > 0 under torchrun with --sequence-parallel: serve rank 0's DiT (and split VAE) calls, no server."""
-    from streaming.infinitetalk_setup import InfiniteTalkOptions, run_follower
-
-    if args.backend != "infinitetalk":
-        print(f"{PROG}: --sequence-parallel needs --backend infinitetalk", file=sys.stderr)
+def follower_rank(args: argparse.Namespace) -> int | None:
+    """Ranks > 0 of a multi-process launch (torchrun with --sequence-parallel): serve rank 0's model calls,
+    no server, and return the exit code; None on every other process."""
+    chosen = chosen_backend(args)
+    if chosen is None:
         return 2
-    calls = run_follower(InfiniteTalkOptions(**backend_options(args)))
-    log.info("rank %s served %d model calls", os.environ.get("RANK"), calls)
+    backend, options = chosen
+    served = backend.follow(options) if backend.follow is not None else None
+    if served is None:
+        return None
+    log.info("rank %s served %d model calls", os.environ.get("RANK"), served)
     return 0
 
 
-async def render(args: argparse.Namespace) -> int:
+def load_source(args: argparse.Namespace) -> Avatar:
+    """The avatar to render: --avatar by name (built in or in --avatar-dir), or the --image/--video file."""
     from dataclasses import replace
 
     from streaming.avatars import load_avatar
 
+    from .render import read_mask
+
+    if args.avatar is not None:
+        store = avatar_store(args.avatar_dir, None)
+        if args.avatar not in store.names():
+            raise ValueError(f"no avatar called {args.avatar!r}: use a built-in one ({', '.join(store.builtins)}) "
+                             f"or an image NAME.png/.jpg/.webp in {store.upload_dir} (--avatar-dir)")
+        avatar = store.get(args.avatar)
+    else:
+        source = args.image or args.video
+        avatar = load_avatar(source, source.stem)
+    if args.speaker_box:
+        boxes = tuple(tuple(int(v) for v in b.split(",")) for b in args.speaker_box)
+        if any(len(b) != 4 for b in boxes):
+            raise ValueError("each --speaker-box is X0,Y0,X1,Y1")
+        avatar = replace(avatar, speaker_boxes=boxes)
+    if args.mask_box or args.mask:
+        avatar = replace(avatar, regen_mask=read_mask(args.mask_box, args.mask, avatar))
+    return avatar
+
+
+async def render(args: argparse.Namespace) -> int:
+    from .avatars import AvatarError
     from .render import read_speech, render_to_mp4
 
     paths = [args.audio] + [p for p in (args.audio2, args.audio3, args.audio4) if p is not None]
     try:
         speech = await asyncio.to_thread(read_speech, paths)
-        source = args.image or args.video
-        avatar = await asyncio.to_thread(load_avatar, source, source.stem)
-        if args.speaker_box:
-            boxes = tuple(tuple(int(v) for v in b.split(",")) for b in args.speaker_box)
-            if len(boxes) != len(paths) or any(len(b) != 4 for b in boxes):
-                raise ValueError(f"give one --speaker-box X0,Y0,X1,Y1 per audio file ({len(paths)})")
-            avatar = replace(avatar, speaker_boxes=boxes)
-        if args.mask_box or args.mask:
-            avatar = replace(avatar, regen_mask=await asyncio.to_thread(read_mask, args, avatar))
-    except (OSError, ValueError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        avatar = await asyncio.to_thread(load_source, args)
+        if args.speaker_box and len(avatar.speaker_boxes) != len(paths):
+            raise ValueError(f"give one --speaker-box X0,Y0,X1,Y1 per audio file ({len(paths)})")
+    except (OSError, ValueError, AvatarError) as exc:
+        print(f"{PROG}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     generator = await asyncio.to_thread(make_generator, args)
     if generator is None:
         return 2
-    print(f"{PROG}: backend {generator.name}: {generator.description}", flush=True)
+    why = (" (the default without --weights; --weights DIR renders with InfiniteTalk)"
+           if args.backend is None and generator.name == DEFAULT_BACKEND else "")
+    print(f"{PROG}: backend {generator.description}{why}", flush=True)
     result = await render_to_mp4(generator, avatar, speech, args.output, progress=not args.no_progress)
     print(f"{PROG}: wrote {args.output}: {result.frames} frames ({result.seconds_of_video:.2f} s) "
           f"in {result.wall_seconds:.1f} s ({result.realtime_factor:.2f}x real time)", flush=True)
@@ -339,8 +290,11 @@ async def render(args: argparse.Namespace) -> int:
 def bench(args: argparse.Namespace) -> int:
     from streaming.benchmark.options import options_from_args
 
+    chosen = chosen_backend(args)
+    if chosen is None:
+        return 2
     try:
-        opts = options_from_args(args, backend_options(args))
+        opts = options_from_args(args, chosen[1])
         from streaming.benchmark.suite import run_bench
 
         report = run_bench(opts)
@@ -353,12 +307,9 @@ def bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command in NOT_YET:
-        print(f"{PROG}: {NOT_YET[args.command]}", file=sys.stderr)
-        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if getattr(args, "sequence_parallel", False) and int(os.environ.get("RANK", "0")) > 0:
-        return run_follower_rank(args)
+    if args.command in ("serve", "render") and (code := follower_rank(args)) is not None:
+        return code
     if args.command == "render":
         return asyncio.run(render(args))
     if args.command == "bench":

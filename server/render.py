@@ -47,6 +47,28 @@ def read_speech(paths: list[Path]) -> list[np.ndarray]:
     return [np.pad(t, (0, n - t.size)) for t in tracks]
 
 
+def read_mask(mask_box: str | None, mask: Path | None, avatar: Avatar) -> np.ndarray:
+    """--mask-box X0,Y0,X1,Y1 or --mask IMAGE -> float [H, W] in [0, 1] on the source (1 = regenerate)."""
+    from PIL import Image
+
+    w, h = avatar.size
+    if mask_box:
+        try:
+            x0, y0, x1, y1 = (int(v) for v in mask_box.split(","))
+        except ValueError:
+            raise ValueError(f"--mask-box takes X0,Y0,X1,Y1, got {mask_box!r}") from None
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ValueError(f"--mask-box {mask_box} is not inside the {w}x{h} source")
+        m = np.zeros((h, w), np.float32)
+        m[y0:y1, x0:x1] = 1.0
+        return m
+    if mask is None:
+        raise ValueError("give --mask-box or --mask")
+    with Image.open(mask) as img:
+        gray = img.convert("L").resize((w, h), Image.BILINEAR)
+    return np.asarray(gray, np.float32) / 255.0
+
+
 def default_speaker_boxes(avatar: Avatar, speakers: int) -> tuple[tuple[int, int, int, int], ...]:
     """Without boxes, speakers split the frame into equal vertical strips, left to right."""
     w, h = avatar.size

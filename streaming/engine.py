@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .generator import Avatar, Generator
+from .generator import Avatar, ClosingGenerator, Generator
 from .session import Session, SessionSettings, SessionState
 from .worker import GeneratorWorker
 
@@ -51,10 +51,9 @@ class Engine:
         """Close every session, let the backend release what it holds (on the worker thread, where it
         ran), then stop the worker thread."""
         await self.close_all()
-        close = getattr(self.generator, "close", None)
-        if close is not None and self.worker.alive:
+        if isinstance(self.generator, ClosingGenerator) and self.worker.alive:
             try:
-                await asyncio.wrap_future(self.worker.call(close))
+                await asyncio.wrap_future(self.worker.call(self.generator.close))
             except Exception:  # noqa: BLE001 - shutdown goes on
                 log.exception("backend %s: close failed", self.generator.name)
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)

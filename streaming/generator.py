@@ -124,7 +124,13 @@ class WindowJob:
 
 @runtime_checkable
 class Generator(Protocol):
-    """A video backend. Implementations: `lite` (CPU animator) and `infinitetalk` (the real model).
+    """A video backend. Implementations: the packages under `streaming/backends/` (`lite`, the CPU
+    animator; `infinitetalk`, the real model).
+
+    Optional capabilities are the protocols below, checked with isinstance by the engine:
+    `ContinuingGenerator` (continue from the frames shown), `BatchingGenerator` (several sessions'
+    windows in one pass), `AdaptiveQualityGenerator` (steps and sizes the engine may turn down) and
+    `ClosingGenerator` (release held resources at shutdown).
 
     Threading: all methods are called from the engine's single worker thread, never concurrently,
     so a backend may keep mutable state (GPU buffers, caches) without locks.
@@ -227,4 +233,24 @@ class BatchingGenerator(Generator, Protocol):
     def generate_batch(self, works: Sequence[Any]) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (position in `works`, frame) until every work has had its `window.new_frames` frames,
         each work's frames in order."""
+        ...
+
+
+@runtime_checkable
+class AdaptiveQualityGenerator(Generator, Protocol):
+    """Optional extension: a backend that can run a window with fewer steps or at a smaller size
+    (`WindowJob.extras` "steps" and "size") when its session falls behind real time."""
+
+    def quality_range(self, avatar: Avatar) -> QualityRange | None:
+        """What may be turned down for sessions of `avatar` (None: nothing)."""
+        ...
+
+
+@runtime_checkable
+class ClosingGenerator(Generator, Protocol):
+    """Optional extension: a backend holding resources beyond its sessions (e.g. the follower processes
+    of a model split over GPUs), released when the engine shuts down."""
+
+    def close(self) -> None:
+        """Release them; called once, on the worker thread, after every session closed."""
         ...

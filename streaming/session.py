@@ -25,7 +25,16 @@ import numpy as np
 
 from .audio_fifo import AudioOverflow, SpeechFifo
 from .audio_input import AudioConverter, PcmFormat
-from .generator import CONTINUE_FROM, FRAMES_CUT, SAMPLE_RATE, Avatar, Generator, WindowJob
+from .generator import (
+    CONTINUE_FROM,
+    FRAMES_CUT,
+    SAMPLE_RATE,
+    AdaptiveQualityGenerator,
+    Avatar,
+    ContinuingGenerator,
+    Generator,
+    WindowJob,
+)
 from .latency import LatencyTracker
 from .output import OutputFrame, PendingFrame, PlayoutQueue
 from .planner import Decision, PlannerInput, WindowPlanner, has_voice
@@ -64,7 +73,7 @@ class Session:
         self.created_at = clock()
         self.output_size = generator.output_size(avatar)
         self.quality = self._quality_controller()
-        self._continue_frames = int(getattr(generator, "continue_frames", 0) or 0)
+        self._continue_frames = generator.continue_frames if isinstance(generator, ContinuingGenerator) else 0
         self._can_cut_idle = bool(self._continue_frames and self.settings.cut_idle and self.settings.planner.realtime)
 
         n = self.settings.speakers
@@ -92,10 +101,9 @@ class Session:
 
     def _quality_controller(self) -> QualityController | None:
         q = self.settings.quality
-        qrange_of = getattr(self.generator, "quality_range", None)
-        if not q.enabled or not self.settings.planner.realtime or qrange_of is None:
+        if not q.enabled or not self.settings.planner.realtime or not isinstance(self.generator, AdaptiveQualityGenerator):
             return None
-        qrange = qrange_of(self.avatar)
+        qrange = self.generator.quality_range(self.avatar)
         if qrange is None:
             return None
         controller = QualityController(qrange, q)

@@ -22,12 +22,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
+from collections.abc import Generator as PyGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .generator import Generator, WindowJob
+from .generator import BatchingGenerator, Generator, WindowJob
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,10 @@ class GeneratorWorker:
         gather_s: longest wait for the other sessions of the last batched pass (see the module docstring)."""
         self.generator = generator
         self.stats = WorkerStats()
-        can_batch = all(hasattr(generator, m) for m in ("batch_key", "prepare_window", "generate_batch"))
-        limit = max_batch if max_batch is not None else int(getattr(generator, "max_batch", 1))
-        self.max_batch = max(1, limit) if can_batch else 1
+        if isinstance(generator, BatchingGenerator):
+            self.max_batch = max(1, max_batch if max_batch is not None else generator.max_batch)
+        else:
+            self.max_batch = 1
         self.gather_s = gather_s
         self._last_pass: set[str] = set()  # sessions of the last batched pass
         self._heap: list[_Task] = []
@@ -144,9 +146,8 @@ class GeneratorWorker:
                     on_frame(count, frame)
                     count += 1
             finally:
-                close = getattr(frames, "close", None)
-                if close is not None:
-                    close()
+                if isinstance(frames, PyGenerator):  # a generator function's frames: run its cleanup now
+                    frames.close()
             if count != expected:
                 raise RuntimeError(f"backend {self.generator.name!r} yielded {count} frames, expected {expected}")
             return count
@@ -332,9 +333,8 @@ class GeneratorWorker:
                     open_[k] = False
                     self._fail(t, exc)
         finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
+            if isinstance(frames, PyGenerator):
+                frames.close()
         for k, (t, _) in enumerate(live):
             if open_[k]:
                 self._fail(t, RuntimeError(f"backend {gen.name!r} yielded {counts[k]} frames, expected {expected}"))

@@ -9,12 +9,15 @@ VAE's encode and decode are sent the same way and split spatially over the ranks
 message. Everything else stays single-process.
 
     sp, device = init_from_env()
-    dit = load_dit(...).to(device); dit.enable_sequence_parallel(sp)
+    dit = load_dit(...).to(device)
     if sp.rank == 0:
-        pipe.dit = BroadcastingDiT(dit, sp)      # run the server ...; finally pipe.dit.stop()
-        pipe.vae = BroadcastingVAE(pipe.vae, sp) # optional: every rank then needs the VAE
+        leader = lead(dit, vae, ParallelPlan(sp))   # ParallelPlan(sp, vae_split=True): every rank needs the VAE
+        pipe = InfiniteTalkPipeline(dit, leader.vae, ..., dit_forward=leader.dit_forward)
+        ...                                         # run the server; at its end:
+        leader.stop()                               # releases the followers
     else:
-        follow(dit, sp, vae=None or the VAE)     # returns when rank 0 stops
+        dit.enable_sequence_parallel(sp)
+        follow(dit, sp, vae=None or the VAE)        # returns when rank 0 stops
 
 Calls are sent and run in order from one thread on rank 0 (the generator worker), so every rank
 sees the same sequence of collectives.
@@ -32,17 +35,21 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from model.vae import WanVAE
+from model.vae import VAEConfig, WanVAE
 from model.vae.split import DECODE_HALO, ENCODE_HALO, split_decode_stream, split_encode
 
 from .parallel import SequenceParallel
 from .teacache import ResidualCache
+
+if TYPE_CHECKING:
+    from .transformer import InfiniteTalkDiT
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +167,14 @@ class BroadcastingVAE:
         return getattr(self.vae, name)
 
     @property
+    def cfg(self) -> VAEConfig:
+        return self.vae.cfg
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vae.dtype
+
+    @property
     def device(self) -> torch.device:
         return self.vae.conv2.weight.device
 
@@ -186,6 +201,48 @@ class BroadcastingVAE:
     @torch.no_grad()
     def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         return torch.cat(list(self.decode_stream(z, clamp)), dim=2)
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How rank 0 spreads its model: the DiT over `sp` always, the VAE too with `vae_split` (spatial
+    tiles with `decode_halo` latent positions around each; encode uses half, rounded up)."""
+
+    sp: SequenceParallel
+    vae_split: bool = False
+    decode_halo: int = DECODE_HALO
+
+    def __post_init__(self) -> None:
+        if self.decode_halo < 0:
+            raise ValueError(f"the VAE split halo must be >= 0 latent positions, got {self.decode_halo}")
+
+    @property
+    def encode_halo(self) -> int:
+        return (self.decode_halo + 1) // 2
+
+    def describe(self) -> str:
+        text = f"DiT split over {self.sp.world} processes (sequence parallel)"
+        return text + (f", VAE split into spatial tiles (halo {self.decode_halo})" if self.vae_split else "")
+
+
+@dataclass(frozen=True)
+class Leader:
+    """Rank 0's networks: what sampling calls instead of the DiT, the VAE to use, and `stop` to release
+    the followers when the model is done with."""
+
+    dit_forward: BroadcastingDiT
+    vae: WanVAE | BroadcastingVAE
+
+    def stop(self) -> None:
+        self.dit_forward.stop()
+
+
+def lead(dit: InfiniteTalkDiT, vae: WanVAE, plan: ParallelPlan) -> Leader:
+    """Rank 0: spread `dit` over the plan's ranks and wrap it (and the VAE with vae_split) so every call
+    reaches the followers first."""
+    dit.enable_sequence_parallel(plan.sp)
+    split_vae = BroadcastingVAE(vae, plan.sp, plan.decode_halo, plan.encode_halo) if plan.vae_split else vae
+    return Leader(BroadcastingDiT(dit, plan.sp), split_vae)
 
 
 def follow(dit: nn.Module, sp: SequenceParallel, vae: WanVAE | None = None) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from model.audio.loader import check_wav2vec2_folder, load_wav2vec2
 from model.clip_vision import CLIPVisionConfig, load_clip_vision
 from model.dit import DiTConfig, InfiniteTalkDiT
+from model.dit.parallel_serve import ParallelPlan, lead
 from model.text import DEFAULT_NEGATIVE_PROMPT, UMT5TextEncoder, load_prompt_embeddings
 from model.vae import VAEConfig, WanVAE, load_wan_vae
 from model.weights import LoraSpec, WeightLoadError, infer_dit_config, load_module
@@ -194,12 +196,22 @@ class ModelFiles:
 
 @dataclass
 class InfiniteTalkBundle:
-    """A loaded pipeline plus its speech model (the live backend needs both)."""
+    """A loaded pipeline plus its speech model (the live backend needs both).
+
+    on_close: what `close` releases beyond this process (the follower ranks of a multi-process DiT).
+    """
 
     pipe: InfiniteTalkPipeline
     wav2vec2: torch.nn.Module
     files: ModelFiles | None = None
     description: str = ""
+    on_close: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        """Done with the model: release what it holds outside this process (once; later calls do nothing)."""
+        release, self.on_close = self.on_close, None
+        if release is not None:
+            release()
 
 
 def _sidecar(folder: Path, name: str) -> dict | None:
@@ -250,10 +262,13 @@ def load_bundle(
     prompt: str | None = None,
     negative_prompt: str | None = None,
     speed: SpeedOptions | None = None,
+    parallel: ParallelPlan | None = None,
 ) -> InfiniteTalkBundle:
     """Load every network to `device` (DiT in `dtype`; VAE and wav2vec2 in fp32; CLIP in fp16 on CUDA).
 
     speed: fp8 block linears (chosen before loading), compiled blocks, CUDA graphs (see SpeedOptions).
+    parallel: rank 0 of a multi-process model: the DiT (and with vae_split the VAE) runs split over the
+    plan's processes, which run `follow`; `close()` on the bundle releases them.
     """
     speed = speed or SpeedOptions()
     device = torch.device(device)
@@ -268,11 +283,16 @@ def load_bundle(
                             device=device, dtype=clip_dtype)
     wav2vec2 = load_wav2vec2(files.wav2vec2, device=device)
     text = _text_conditioning(files, cfg.text_dim, device, prompt, negative_prompt)
-    pipe = InfiniteTalkPipeline(dit, vae, clip, text, device)
-    apply_speed_options(pipe, speed)
     fp8 = f", fp8 linears ({speed.fp8})" if speed.fp8 else ""
     desc = f"{KIND_LABELS[files.kind]}: DiT {cfg.num_layers}x{cfg.dim} ({dtype}{fp8}) on {device}"
-    return InfiniteTalkBundle(pipe, wav2vec2, files, desc)
+    if parallel is None:
+        pipe = InfiniteTalkPipeline(dit, vae, clip, text, device)
+        apply_speed_options(pipe, speed)
+        return InfiniteTalkBundle(pipe, wav2vec2, files, desc)
+    leader = lead(dit, vae, parallel)
+    pipe = InfiniteTalkPipeline(dit, leader.vae, clip, text, device, dit_forward=leader.dit_forward)
+    apply_speed_options(pipe, dataclasses.replace(speed, cuda_graphs=False))  # graphs replay one process only
+    return InfiniteTalkBundle(pipe, wav2vec2, files, f"{desc}, {parallel.describe()}", on_close=leader.stop)
 
 
 def _text_conditioning(files: ModelFiles, text_dim: int, device: torch.device, prompt: str | None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ from model.sampling import (
     euler_step,
     x0_renoise_step,
 )
-from model.vae import WanVAE
+from model.vae import VAEConfig
 
 from .settings import WindowSettings
 from .timing import StageTimes, maybe_stage
@@ -43,6 +44,23 @@ log = logging.getLogger(__name__)
 StepTrace = Callable[[str, int, Tensor], None]
 """Observer of a window's sampling: called with (name, step, tensor) for "latent" (the DiT input of
 step i, and i == steps for the final latent) and each branch prediction ("pred_cond", ...)."""
+
+
+class WindowVAE(Protocol):
+    """What the pipeline calls on its VAE: a `WanVAE`, or on rank 0 of a multi-process model a
+    `BroadcastingVAE` (the same calls, split over the processes)."""
+
+    @property
+    def cfg(self) -> VAEConfig: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def encode(self, video: Tensor, normalize: bool = True) -> Tensor: ...
+
+    def decode(self, z: Tensor, clamp: bool = True) -> Tensor: ...
+
+    def decode_stream(self, z: Tensor, clamp: bool = True) -> Iterator[Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -84,23 +102,31 @@ class InfiniteTalkPipeline:
     def __init__(
         self,
         dit: InfiniteTalkDiT,
-        vae: WanVAE,
+        vae: WindowVAE,
         clip: CLIPVisionEncoder,
         text: TextConditioning,
         device: torch.device | str = "cpu",
+        *,
+        dit_forward: Callable[..., Tensor] | None = None,
     ) -> None:
+        """dit_forward: what sampling calls instead of `dit` itself (rank 0's `BroadcastingDiT` of a
+        multi-process model); the DiT's own attributes (dtype, time embeddings) are read from `dit`."""
         self.dit = dit
         self.vae = vae
         self.clip = clip
         self.device = torch.device(device)
         self.text = TextConditioning(text.prompt.to(self.device), text.negative.to(self.device))
         self.times: StageTimes | None = None  # attach one to measure per-stage time
-        self.dit_forward: Callable[..., Tensor] = dit  # what sampling calls (a CudaGraphDiT after use_cuda_graphs)
+        self._base_forward: Callable[..., Tensor] = dit_forward or dit
+        self.dit_forward = self._base_forward  # what sampling calls (a CudaGraphDiT after use_cuda_graphs)
         self._teacache_plans: dict[tuple, tuple[bool, ...]] = {}
 
     def use_cuda_graphs(self, enabled: bool = True, max_graphs: int = 4) -> None:
         """Replay the DiT forward from CUDA graphs (one per window shape); a no-op off CUDA (eager)."""
-        self.dit_forward = CudaGraphDiT(self.dit, max_graphs=max_graphs) if enabled else self.dit
+        if enabled and self._base_forward is not self.dit:
+            raise ValueError("CUDA graphs replay a single-process DiT; they are not combined with a DiT split "
+                             "over processes (sequence parallel)")
+        self.dit_forward = CudaGraphDiT(self.dit, max_graphs=max_graphs) if enabled else self._base_forward
 
     def teacache_plan(self, settings: WindowSettings) -> tuple[bool, ...]:
         """Which sampling steps run the DiT blocks under settings.teacache (all True when off)."""

@@ -20,9 +20,9 @@ import torch
 from model.infinitetalk import StageTimes, u8_to_unit
 from model.sampling import GuidanceScales
 
+from ..backends.infinitetalk.generator import InfiniteTalkGenerator
 from ..engine import Engine
 from ..generator import Avatar, WindowJob
-from ..infinitetalk_backend import InfiniteTalkGenerator
 from ..planner import PlannerSettings
 from ..quality import QualitySettings
 from ..session import SessionSettings

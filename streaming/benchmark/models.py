@@ -20,17 +20,15 @@ import torch
 
 from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
 from model.dit import DiTConfig, InfiniteTalkDiT
-from model.infinitetalk import InfiniteTalkBundle, InfiniteTalkPipeline, TextConditioning, WindowSettings
+from model.families.registry import build_model
+from model.infinitetalk import InfiniteTalkBundle, InfiniteTalkPipeline, TextConditioning
+from model.infinitetalk.assemble import InfiniteTalkModel, window_settings
 from model.vae import VAEConfig, WanVAE
 
+from ..backends.infinitetalk.build import backend_settings
+from ..backends.infinitetalk.generator import InfiniteTalkGenerator
+from ..backends.infinitetalk.options import InfiniteTalkOptions
 from ..generator import SAMPLE_RATE, Avatar
-from ..infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
-from ..infinitetalk_setup import (
-    InfiniteTalkOptions,
-    audio_features,
-    build_infinitetalk_generator,
-    window_settings,
-)
 from .options import SHAPES
 
 log = logging.getLogger(__name__)
@@ -102,24 +100,20 @@ def random_bundle(shape: RandomShape, device: str | torch.device, dtype: torch.d
 
 def build_generator(shape: str, opts: InfiniteTalkOptions, max_batch: int) -> InfiniteTalkGenerator:
     """The backend at `shape` ("tiny" or "14b") with the window/step settings of `opts`."""
-    if opts.device and opts.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {opts.device}: CUDA is not available on this machine")
+    m = opts.model
+    if m.device and m.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {m.device}: CUDA is not available on this machine")
     if shape == "tiny":
-        gen = build_infinitetalk_generator(opts)
-        return InfiniteTalkGenerator(gen.bundle, _backend_settings(opts, gen.settings.size, max_batch))
-    if shape != "14b":
+        model = build_model(m)
+    elif shape == "14b":
+        device = torch.device(m.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+            m.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+        model = InfiniteTalkModel(random_bundle(real_shape(), device, dtype, m.seed), window_settings(m),
+                                  m.size or (448, 448), m.preset or "infinitetalk")
+    else:
         raise ValueError(f"unknown shape {shape!r}: choose one of {', '.join(SHAPES)}")
-    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        opts.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    bundle = random_bundle(real_shape(), device, dtype, opts.seed)
-    return InfiniteTalkGenerator(bundle, _backend_settings(opts, opts.size or (448, 448), max_batch))
-
-
-def _backend_settings(opts: InfiniteTalkOptions, size: tuple[int, int] | None, max_batch: int) -> InfiniteTalkBackendSettings:
-    window: WindowSettings = window_settings(opts)
-    return InfiniteTalkBackendSettings(window=window, size=size, seed=opts.seed, features=opts.features,
-                                       audio_features=audio_features(opts), max_batch=max_batch)
+    return InfiniteTalkGenerator(model.bundle, backend_settings(opts, model, max_batch=max_batch))
 
 
 def load_speech(seconds: float) -> np.ndarray:

@@ -18,7 +18,6 @@ Every speed-up is a ratio against the plain path measured in the same run.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import platform
@@ -33,14 +32,14 @@ import torch
 from ..quality import QualitySettings
 from . import measure
 from .models import bench_avatar, build_generator, load_speech
-from .options import TINY_SIZE, BenchOptions
+from .options import BenchOptions, resolve
 
 log = logging.getLogger(__name__)
 
 def _settings(gen, opts: BenchOptions) -> dict[str, Any]:
     w = gen.settings.window
     return {
-        "shape": opts.shape, "preset": opts.backend.preset, "device": str(gen.bundle.pipe.device),
+        "shape": opts.shape, "preset": opts.backend.model.preset, "device": str(gen.bundle.pipe.device),
         "dit_dtype": str(gen.bundle.pipe.dit.dtype).removeprefix("torch."),
         "size": list(gen.settings.size) if gen.settings.size else None,
         "frames": w.frame_num, "motion_frames": w.motion_frames, "new_frames": w.new_frames, "steps": w.steps,
@@ -55,10 +54,8 @@ def _settings(gen, opts: BenchOptions) -> dict[str, Any]:
 
 def run_bench(opts: BenchOptions) -> dict[str, Any]:
     """Build the backend once and run the chosen sections; returns the JSON-ready report."""
-    if opts.backend is None:
-        from ..infinitetalk_setup import InfiniteTalkOptions
-
-        opts = dataclasses.replace(opts, backend=InfiniteTalkOptions(preset="tiny-random", size=TINY_SIZE))
+    opts = resolve(opts)
+    assert opts.shape is not None and opts.backend is not None  # resolved
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_build = time.perf_counter()

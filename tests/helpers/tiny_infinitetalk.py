@@ -9,8 +9,8 @@ import torch
 from model.infinitetalk import InfiniteTalkBundle, ModelFiles, WindowSettings, load_bundle
 from model.infinitetalk.tiny import write_tiny_weights
 from model.sampling import GuidanceScales
+from streaming.backends.infinitetalk.generator import InfiniteTalkBackendSettings, InfiniteTalkGenerator
 from streaming.features import FeatureSettings
-from streaming.infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
 
 FAST_WINDOW = WindowSettings(frame_num=17, motion_frames=5, steps=2, shift=5.0, guidance=GuidanceScales(1.0, 2.0))
 FAST_FEATURES = FeatureSettings(left_context_frames=25, lookahead_frames=4, block_frames=4)

@@ -99,11 +99,12 @@ def test_flashtalk_timesteps_are_its_fixed_steps_through_the_shift():
 
 
 def test_steps_override_picks_flashtalks_two_step_schedule_and_linspace_otherwise():
-    from streaming.infinitetalk_setup import InfiniteTalkOptions, window_settings
+    from model.families import ModelOptions
+    from model.infinitetalk.assemble import window_settings
 
-    two = window_settings(InfiniteTalkOptions(preset="flashtalk", steps=2))
+    two = window_settings(ModelOptions(preset="flashtalk", steps=2))
     np.testing.assert_allclose(two.timesteps().numpy(), [1000.0, _shift(500), 0.0], rtol=1e-6)
-    three = window_settings(InfiniteTalkOptions(preset="flashtalk", steps=3))
+    three = window_settings(ModelOptions(preset="flashtalk", steps=3))
     np.testing.assert_allclose(three.timesteps().numpy(), [_shift(t) for t in (1000, 500.5, 1)] + [0.0], rtol=1e-6)
     assert two.update == three.update == X0_RENOISE
 

@@ -110,7 +110,7 @@ async def test_interrupt_over_websocket_returns_to_idle_within_one_window(speech
 
 async def test_lite_backend_through_the_websocket_returns_the_input_speech_sample_exact(speech_dir):
     from streaming.avatars import default_avatar
-    from streaming.lite import LiteGenerator, LiteSettings
+    from streaming.backends.lite import LiteGenerator, LiteSettings
 
     speech = read_wav(speech_dir / "speech_de1.wav")[: 16000 * 3]
     gen = LiteGenerator(LiteSettings(width=256, height=256))

@@ -53,7 +53,7 @@ def test_bench_refuses_unknown_sections_and_missing_cuda(capsys):
 
 def test_random_bundle_builds_every_network_on_the_device_without_files():
     """The path `--shape 14b` takes (meta build, to_empty, seeded fill), at the tiny sizes."""
-    from streaming.infinitetalk_backend import InfiniteTalkBackendSettings, InfiniteTalkGenerator
+    from streaming.backends.infinitetalk.generator import InfiniteTalkBackendSettings, InfiniteTalkGenerator
 
     shape = RandomShape(tiny_dit_config(), VAEConfig.tiny(), TINY_CLIP, TINY_WAV2VEC2, text_tokens=(4, 6))
     bundle = random_bundle(shape, "cpu", torch.float32, seed=3)

@@ -27,7 +27,7 @@ def root(tmp_path_factory):
 
 
 def test_a_flashtalk_folder_gets_the_flashtalk_preset_size_and_window_latency(root, caplog):
-    with caplog.at_level(logging.INFO, logger="streaming.infinitetalk_setup"):
+    with caplog.at_level(logging.INFO, logger="model.infinitetalk.assemble"):
         gen = flashtalk_generator(root, size=None)
     assert "weights are flashtalk: using preset flashtalk" in caplog.text
     assert gen.settings.window == get_preset("flashtalk")
@@ -46,7 +46,7 @@ def test_a_flashtalk_folder_gets_the_flashtalk_preset_size_and_window_latency(ro
 
 
 def test_an_explicit_preset_wins_over_the_folder_kind_with_a_warning(root, caplog):
-    with caplog.at_level(logging.WARNING, logger="streaming.infinitetalk_setup"):
+    with caplog.at_level(logging.WARNING, logger="model.infinitetalk.assemble"):
         gen = flashtalk_generator(root, preset="infinitetalk", steps=1)
     assert "meant for preset flashtalk" in caplog.text
     assert gen.window.new_frames == 72 and gen.settings.window.update == "euler"

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from model.infinitetalk import MissingWeightsError, ModelFiles
+from streaming.backends.infinitetalk.generator import speaker_masks
 from streaming.engine import Engine
 from streaming.generator import Avatar, WindowJob
-from streaming.infinitetalk_backend import speaker_masks
 from streaming.quality import QualitySettings
 from streaming.session import SessionSettings
 

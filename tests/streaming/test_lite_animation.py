@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from streaming.avatars import default_avatar
+from streaming.backends.lite import LiteGenerator, LiteSettings
 from streaming.generator import Generator, WindowJob
-from streaming.lite import LiteGenerator, LiteSettings
 from tests.helpers.lite import read_wav_16k, region_motion, run_clip
 
 SIZE = 256  # half size keeps the suite fast; the 512 default is covered by the shape test

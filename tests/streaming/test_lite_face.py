@@ -7,9 +7,9 @@ import logging
 import numpy as np
 
 from streaming.avatars import default_avatar
+from streaming.backends.lite import LiteGenerator, LiteSettings
+from streaming.backends.lite.face import crop_box_for, detect_face_box, face_geometry
 from streaming.generator import Avatar
-from streaming.lite import LiteGenerator, LiteSettings
-from streaming.lite.face import crop_box_for, detect_face_box, face_geometry
 
 
 def test_face_found_on_builtin_avatar_in_a_plausible_place():

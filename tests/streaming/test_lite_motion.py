@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from streaming.avatars import default_avatar
+from streaming.backends.lite import LiteGenerator, LiteSettings
+from streaming.backends.lite.audio_features import MouthDriver, frame_features
+from streaming.backends.lite.motion import BlinkSchedule, HeadSway
 from streaming.generator import Avatar, WindowJob
-from streaming.lite import LiteGenerator, LiteSettings
-from streaming.lite.audio_features import MouthDriver, frame_features
-from streaming.lite.motion import BlinkSchedule, HeadSway
 from tests.helpers.lite import read_wav_16k, region_motion, run_clip
 
 SPF = 640

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.families import ModelOptions
 from model.infinitetalk import ModelFiles
 from model.infinitetalk.manifest import verify_weights, weight_files
 from model.infinitetalk.tiny import write_tiny_weights
 from model.weights import MANIFEST_NAME, WeightLoadError
-from streaming.infinitetalk_setup import InfiniteTalkOptions, build_infinitetalk_generator
+from streaming.backends import create_generator
+from streaming.backends.infinitetalk import InfiniteTalkOptions
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,8 @@ def weights(recorded, tmp_path) -> Path:
 
 
 def build(root: Path, mode: str = "full"):
-    return build_infinitetalk_generator(InfiniteTalkOptions(weights=root, device="cpu", size=(32, 32),
-                                                            verify_weights=mode))
+    return create_generator("infinitetalk", InfiniteTalkOptions(ModelOptions(weights=root, device="cpu", size=(32, 32),
+                                                                             verify_weights=mode)))
 
 
 def a_dit_shard(root: Path) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from streaming.lite.face import FaceGeometry
+from streaming.backends.lite.face import FaceGeometry
 
 _F32 = np.float32
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streaming.generator import SAMPLE_RATE, Avatar, WindowJob, WindowSpec
-from streaming.lite.audio_features import MouthDriver, frame_features
-from streaming.lite.face import (
+from streaming.backends.lite.audio_features import MouthDriver, frame_features
+from streaming.backends.lite.face import (
     FaceGeometry,
     crop_box_for,
     detect_face_box,
@@ -30,9 +29,10 @@ from streaming.lite.face import (
     frame_to_output,
     map_box,
 )
-from streaming.lite.motion import BlinkSchedule, HeadSway
-from streaming.lite.render import EyeRig, HeadRig, MouthRig, Pose
-from streaming.lite.settings import LiteSettings
+from streaming.backends.lite.motion import BlinkSchedule, HeadSway
+from streaming.backends.lite.render import EyeRig, HeadRig, MouthRig, Pose
+from streaming.backends.lite.settings import LiteSettings
+from streaming.generator import SAMPLE_RATE, Avatar, WindowJob, WindowSpec
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,9 @@ from model.infinitetalk.live import LiveSource, LiveState, LiveWindowRunner, Win
 from model.infinitetalk.sizing import BUCKETS_480P, check_size, pick_bucket, resize_and_crop
 from model.infinitetalk.timing import maybe_stage
 from model.sampling import DISTILLED_STEP_LISTS, distilled_step_list
-
-from .features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
-from .features.rolling import RollingClipFeatures
-from .generator import CONTINUE_FROM, FRAMES_CUT, Avatar, QualityRange, WindowJob, WindowSpec
+from streaming.features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
+from streaming.features.rolling import RollingClipFeatures
+from streaming.generator import CONTINUE_FROM, FRAMES_CUT, Avatar, QualityRange, WindowJob, WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +229,9 @@ class InfiniteTalkGenerator:
         return _SessionState(live, extractors, embeddings, -lead, 0, frames, avatar, size, size)
 
     def close(self) -> None:
-        """Backend shutdown: release follower ranks of a sequence-parallel DiT (they are waiting for calls)."""
-        stop = getattr(self.bundle.pipe.dit, "stop", None)
-        if stop is not None:
-            stop()
+        """Backend shutdown (`ClosingGenerator`): the model releases what it holds beyond this process
+        (the follower ranks of a sequence-parallel DiT, waiting for calls)."""
+        self.bundle.close()
 
     def close_session(self, state: _SessionState) -> None:
         state.extractors.clear()

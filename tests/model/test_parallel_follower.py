@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-import streaming.infinitetalk_setup as setup
+import model.infinitetalk.assemble as setup
 from model.dit.parallel import init_from_env
 from model.dit.parallel_serve import stop_followers
-from streaming.infinitetalk_setup import InfiniteTalkOptions, run_follower
+from model.families import ModelOptions
+from model.infinitetalk.assemble import run_follower
 
 from ..helpers.ranks import spawn_ranks
 
@@ -38,7 +39,7 @@ def _rank(rank: int, init_file: str, out: str, port: int) -> None:
         return real_follow(dit, sp, vae)
 
     setup.follow = follow
-    served = run_follower(InfiniteTalkOptions(preset="tiny-random", compile=True, fp8="row"))
+    served = run_follower(ModelOptions(preset="tiny-random", compile=True, fp8="row"))
     Path(out, "served").write_text(str(served))
 
 
