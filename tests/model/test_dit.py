@@ -219,11 +219,12 @@ def test_rope_table_is_cached_per_shape(tiny: InfiniteTalkDiT) -> None:
 
 
 # bf16 vs float32, from a sweep over random tiny DiTs (bench/model_bounds_sweep.py, docs/live_features.md):
-# worst relative error 0.0105 (0.0094 with two speakers when no token's speaker routing flips). With
-# two speakers each token takes the audio of an argmax over attention maps; where two are near a tie,
-# bf16 rounding flips it (1-2 tokens in 5 of 20 models) and the error jumps (worst 0.075).
+# worst relative error 0.011 when no token's speaker routing flips (0.03 kept). With two speakers each
+# token takes the audio of an argmax over attention maps; where two are near a tie, bf16 rounding flips
+# it (1-2 tokens, at most 4.2 % of them, in about a quarter of the models) and the error jumps (worst 0.075).
 BF16_REL_MAX = 0.03
 BF16_REL_MAX_ROUTING_FLIPPED = 0.1
+BF16_FLIPPED_SHARE_MAX = 0.06
 BF16_MODELS = {"tiny s1": (1, {}), "tiny s0": (0, {}), "128x3 s0": (0, dict(dim=128, ffn_dim=256, num_heads=8, num_layers=3))}
 
 
@@ -238,8 +239,8 @@ def test_bfloat16_weights_run_and_stay_close_to_float32(which: str, speakers: in
     rel, flips, share = dit_bf16_error(model, inp)
     if flips == 0:
         assert rel < BF16_REL_MAX, rel
-    else:  # tokens at a near-tie took the other speaker's audio: legitimate, and rare (worst 4 %)
-        assert speakers == 2 and share <= 0.1 and rel < BF16_REL_MAX_ROUTING_FLIPPED, (rel, flips, share)
+    else:  # tokens at a near-tie took the other speaker's audio: legitimate, and rare
+        assert speakers == 2 and share <= BF16_FLIPPED_SHARE_MAX and rel < BF16_REL_MAX_ROUTING_FLIPPED, (rel, share)
 
 
 def test_float32_norm_scales_in_a_bfloat16_model_are_accepted(tiny: InfiniteTalkDiT) -> None:

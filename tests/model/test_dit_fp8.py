@@ -21,8 +21,8 @@ E4M3 = torch.float8_e4m3fn
 CFG = DiTConfig.tiny()
 # Whole-DiT error of fp8 block linears (row-wise activations) vs float32: no closed form (errors
 # compound through the blocks), so from a sweep over random tiny DiTs (bench/model_bounds_sweep.py,
-# docs/live_features.md): worst 0.057, grown by 25 %.
-FP8_DIT_REL_MAX = 0.07
+# docs/live_features.md): worst 0.067, grown by 25 %.
+FP8_DIT_REL_MAX = 0.085
 
 
 def _inputs(b: int = 1, frames: int = 2, h: int = 4, w: int = 4, seed: int = 0) -> dict:
