@@ -131,8 +131,10 @@ def _violations(row: dict) -> list[str]:
         out.append("lookahead_drop")
     if b.lookahead_gain_min is not None and row["gain_longest_vs_none"] <= b.lookahead_gain_min:
         out.append("lookahead_gain")
+    costs = _costs(row)
+    if costs["one_frame_late"] < fb.ONE_FRAME_LATE_COST_MIN:
+        out.append("one_frame_late_cost")
     if not row["family"].endswith("far"):
-        costs = _costs(row)
         if fb.closeness_ok(b, *row["broken"]["one_frame_late"]):
             out.append("one_frame_late_not_caught")
         if costs["silent_lookahead"] < fb.SILENT_LOOKAHEAD_COST_MIN:

@@ -204,10 +204,14 @@ def test_broken_feature_paths_are_caught(models, speech, lookahead_sweep, which)
     """What the closeness bounds guard against. Frames one frame late fall below the family's bound;
     silence standing in for the look-ahead, and no left context, cost too little on some models of the
     family for its bound to catch, so each is held against the same model's default path. (transformers'
-    init leaves attention nearly uniform: there no left context costs nothing measurable.)"""
+    init leaves attention nearly uniform: there no left context costs nothing measurable. For a "far"
+    golden file only the late frames are checked: docs/live_features.md.)"""
     family = _family(models, which)
     broken = measures.broken_paths(models[which], list(speech.values()))
     default = _default(lookahead_sweep, which)
+    assert bounds.cost(default, broken["one_frame_late"]) >= bounds.ONE_FRAME_LATE_COST_MIN, (default, broken)
+    if family.endswith("far"):  # past twice the look-ahead the family's spread swallows the rest
+        return
     assert not bounds.closeness_ok(bounds.FAMILIES[family], *broken["one_frame_late"]), broken
     assert bounds.cost(default, broken["silent_lookahead"]) >= bounds.SILENT_LOOKAHEAD_COST_MIN, (default, broken)
     if family == "golden-near":
