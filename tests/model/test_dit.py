@@ -12,6 +12,8 @@ from model.dit import DiTConfig, InfiniteTalkDiT
 from model.dit.rope import rope_3d_split
 from model.dit.speakers import speaker_key_positions, speaker_query_positions
 
+from ..helpers.model_family import dit_bf16_error, random_dit
+
 CFG = DiTConfig.tiny()
 
 
@@ -216,13 +218,29 @@ def test_rope_table_is_cached_per_shape(tiny: InfiniteTalkDiT) -> None:
     assert tiny._rope.get((3, 2, 3), torch.device("cpu")).shape == (18, CFG.head_dim // 2, 2)
 
 
+# bf16 vs float32, from a sweep over random tiny DiTs (bench/model_bounds_sweep.py, docs/live_features.md):
+# worst relative error 0.011 when no token's speaker routing flips (0.03 kept). With two speakers each
+# token takes the audio of an argmax over attention maps; where two are near a tie, bf16 rounding flips
+# it (1-2 tokens, at most 4.2 % of them, in a third of the models) and the error jumps (worst 0.075).
+BF16_REL_MAX = 0.03
+BF16_REL_MAX_ROUTING_FLIPPED = 0.1
+BF16_FLIPPED_SHARE_MAX = 0.06
+BF16_MODELS = {"tiny s1": (1, {}), "tiny s0": (0, {}), "128x3 s0": (0, dict(dim=128, ffn_dim=256, num_heads=8, num_layers=3))}
+
+
+@pytest.mark.parametrize("which", BF16_MODELS)
 @pytest.mark.parametrize("speakers", [1, 2])
-def test_bfloat16_weights_run_and_stay_close_to_float32(tiny: InfiniteTalkDiT, speakers: int) -> None:
-    inp = make_inputs(CFG, b=2, speakers=speakers, seed=10)
-    low = copy.deepcopy(tiny).to(torch.bfloat16)
-    ref, out = run(tiny, **inp), run(low, **inp)
-    assert out.dtype == torch.float32
-    assert ((out - ref).norm() / ref.norm()).item() < 0.03
+def test_bfloat16_weights_run_and_stay_close_to_float32(which: str, speakers: int) -> None:
+    seed, sizes = BF16_MODELS[which]
+    cfg, model = random_dit(seed, **sizes)
+    inp = make_inputs(cfg, b=2, speakers=speakers, seed=10)
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    assert run(low, **inp).dtype == torch.float32
+    rel, flips, share = dit_bf16_error(model, inp)
+    if flips == 0:
+        assert rel < BF16_REL_MAX, rel
+    else:  # tokens at a near-tie took the other speaker's audio: legitimate, and rare
+        assert speakers == 2 and share <= BF16_FLIPPED_SHARE_MAX and rel < BF16_REL_MAX_ROUTING_FLIPPED, (rel, share)
 
 
 def test_float32_norm_scales_in_a_bfloat16_model_are_accepted(tiny: InfiniteTalkDiT) -> None:

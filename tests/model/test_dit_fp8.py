@@ -15,8 +15,14 @@ from model.dit.fp8_linear import BLOCK_LINEARS, FP8Linear, quantize_linears_
 from model.fp8 import fp8_error_bound, quantize_fp8
 from model.weights import load_module
 
+from ..helpers.model_family import dit_fp8_error, dit_inputs, random_dit
+
 E4M3 = torch.float8_e4m3fn
 CFG = DiTConfig.tiny()
+# Whole-DiT error of fp8 block linears (row-wise activations) vs float32: no closed form (errors
+# compound through the blocks), so from a sweep over random tiny DiTs (bench/model_bounds_sweep.py,
+# docs/live_features.md): worst 0.067, grown by 25 %.
+FP8_DIT_REL_MAX = 0.085
 
 
 def _inputs(b: int = 1, frames: int = 2, h: int = 4, w: int = 4, seed: int = 0) -> dict:
@@ -87,7 +93,15 @@ def test_quantised_dit_keeps_fp8_weights_through_dtype_casts_and_stays_close() -
     with torch.no_grad():
         got = model(**inputs)
     rel = (got - ref).norm() / ref.norm()
-    assert torch.isfinite(got).all() and 0 < rel < 0.05, rel
+    assert torch.isfinite(got).all() and 0 < rel < FP8_DIT_REL_MAX, rel
+
+
+@pytest.mark.parametrize(("seed", "sizes"), [(0, {}), (14, dict(dim=128, ffn_dim=256, num_heads=8, num_layers=3)),
+                                             (14, dict(dim=64, ffn_dim=256, num_heads=2, num_layers=4))])
+def test_fp8_dit_stays_close_for_other_seeds_and_sizes(seed: int, sizes: dict) -> None:
+    cfg, model = random_dit(seed, **sizes)
+    rel = dit_fp8_error(model, dit_inputs(cfg, seed=seed, w=4))
+    assert 0 < rel < FP8_DIT_REL_MAX, rel
 
 
 def _scaled_fp8_file(model: InfiniteTalkDiT, path: Path) -> dict[str, torch.Tensor]:

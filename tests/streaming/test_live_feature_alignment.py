@@ -8,22 +8,21 @@ stream that took padding for audio, skipped samples or shifted frames fails it.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from model.audio import whole_clip_embedding
-from streaming.engine import Engine
-from streaming.generator import Avatar
-from streaming.quality import QualitySettings
-from streaming.session import SessionSettings
-
-from ..helpers.engine_runs import feed_realtime, read_wav
+from ..helpers.engine_runs import read_wav
+from ..helpers.live_alignment import live_alignment_cosines
 from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
+from ..helpers.w2v_family import Member, W2VShape, build
 
-AVATAR = Avatar("face", np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), np.uint8))
+# Beside the bundle's own wav2vec2, another of its family (transformers' init, the DiT's 2 x 32 sizes,
+# another seed and positional conv). Over 9 such models, any positional conv (bench/feature_bounds_sweep.py
+# --live), the worst was mean .959, 5th percentile .830: the bounds below hold. Golden-init models are
+# not this family: there the worst of 8 was .83 / .67 (docs/live_features.md).
+OTHER = Member(W2VShape(conv_dim=24, pos_kernel=12, pos_groups=2), seed=14, init="hf")
 
 
 @pytest.fixture(scope="module")
@@ -32,58 +31,14 @@ def bundle(tmp_path_factory):
     return tiny_bundle(tmp_path_factory.mktemp("tiny"))
 
 
-async def _live_rows(gen, speech: np.ndarray) -> tuple[list, dict[int, torch.Tensor]]:
-    """Run a live-paced session (idle, then speech fed by the clock); record each window's job and the
-    centre feature rows of its new frames."""
-    jobs, used = [], {}
-    rows_of = gen._window_rows
-
-    def spy(state, job):
-        rows = rows_of(state, job)
-        jobs.append(job)
-        if job.speech:
-            M = gen.settings.window.motion_frames
-            used[job.first_frame] = rows[0, M:, 2].clone()  # the frame's own row of its +-2 window
-        return rows
-
-    gen._window_rows = spy
-    engine = Engine(gen)
-    try:
-        session = await engine.open_session(AVATAR, SessionSettings(quality=QualitySettings(enabled=False)))
-
-        async def consume():
-            async for _ in session.frames():
-                pass
-
-        consumer = asyncio.create_task(consume())
-        await asyncio.sleep(0.4)
-        await feed_realtime(session, speech)
-        await asyncio.sleep(2.0)
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
-        await session.close()
-    finally:
-        await engine.shutdown()
-    return jobs, used
-
-
-async def test_live_features_of_each_frame_are_those_of_its_audio(bundle, speech_dir):
+@pytest.mark.parametrize("wav2vec2", ["bundle's own", "another of its family"])
+async def test_live_features_of_each_frame_are_those_of_its_audio(bundle, speech_dir, wav2vec2, tmp_path):
     speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 3]
+    if wav2vec2 != "bundle's own":
+        bundle = dataclasses.replace(bundle, wav2vec2=build(OTHER, tmp_path))
     gen = tiny_generator(bundle)
-    jobs, used = await _live_rows(gen, speech)
-    assert len(used) >= 4, "too few speech windows ran"
-    n, spf = gen.window.new_frames, gen.window.samples_per_frame
-    lead = gen.settings.window.motion_frames + 2  # silence fed before the session's first frame
-    # The audio timeline the windows were made from (idle windows: silence), in generated order.
-    timeline = np.zeros((max(j.first_frame for j in jobs) + n + lead) * spf, np.float32)
-    for j in jobs:
-        timeline[(j.first_frame + lead) * spf:(j.first_frame + lead + n) * spf] = j.audio[0, :n * spf]
-    reference = whole_clip_embedding(bundle.wav2vec2, timeline)
-    cos = []
-    for first, rows in used.items():
-        ref = reference[first + lead:first + lead + n]
-        cos.append(torch.nn.functional.cosine_similarity(rows.flatten(1), ref.flatten(1), dim=-1))
-    cos = torch.cat(cos)
+    cos, windows = await live_alignment_cosines(gen, bundle.wav2vec2, speech)
+    assert windows >= 4, "too few speech windows ran"
     # Incremental features follow the whole clip closely (docs/live_features.md); a row made from
     # padding or from other samples than the frame's own falls far below.
     # Measured: mean .97, 5th percentile .90 (before the look-ahead fix: .89 and .30).

@@ -22,11 +22,21 @@ from streaming.features import (
     NormStats,
     whole_clip_norm_stats,
 )
+from tests.helpers import feature_bounds as bounds
+from tests.helpers import feature_measures as measures
 from tests.helpers.lite import read_wav_16k
+from tests.helpers.w2v_family import SUITE, build
 from tests.helpers.w2v_models import frame_aligned, frame_cosines, save_and_load, tiny_config
 
 SPEECH = ["speech_en1", "speech_en2", "speech_de1"]
 HUGE = 100_000  # frames: a left context / look-ahead that covers any test clip
+
+# Beside the golden file and the "group" model: random models of the same family (other seeds and
+# sizes, the golden generator's initialisation), so the bounds are checked beyond the files they
+# were first tuned on. The bounds come from bench/feature_bounds_sweep.py (docs/live_features.md).
+FAMILY = {k: m for k, m in SUITE.items() if k != "group"}
+INIT = {"golden": "golden", "group": "hf", **{k: m.init for k, m in FAMILY.items()}}
+CLOSE = list(INIT)  # the models every closeness bound is checked on
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,11 +51,21 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def models(golden_dir, tmp_path_factory):
-    """The golden tiny model and a random one with the base model's conv stack, both loaded from disk."""
+    """The golden tiny model, a random one with the base model's conv stack (transformers' init) and the
+    FAMILY members, all loaded from disk."""
     return {
         "golden": load_wav2vec2(golden_dir / "wav2vec2_tiny"),
         "group": save_and_load(tiny_config("group"), tmp_path_factory.mktemp("w2v_group")),
+        **{name: build(m, tmp_path_factory.mktemp("w2v_family")) for name, m in FAMILY.items()},
     }
+
+
+def _family(models, which: str) -> str:
+    return bounds.family_of(models[which], INIT[which])
+
+
+def _bounds(models, which: str) -> bounds.FamilyBounds:
+    return bounds.FAMILIES[_family(models, which)]
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +103,11 @@ def test_conv_features_over_20ms_pushes_equal_whole_clip_given_its_statistics(mo
     torch.testing.assert_close(got, ref, atol=2e-5 * float(ref.abs().max()), rtol=1e-4)
 
 
-def test_running_statistics_converge_to_the_whole_clip(models, speech):
-    model = models["group"]
-    x = speech["speech_en1"]
-    ref = conv_features(model, normalize_input(loudness_normalize(x)))
-    got = _conv_stream(IncrementalConvStack(model, stats_horizon_s=None), x, 320)
-    cos = torch.nn.functional.cosine_similarity(got, ref, dim=-1)
-    last_second = slice(-50, None)
-    assert float(cos[last_second].mean()) > 0.999
-    assert float(cos[:5].mean()) < float(cos[last_second].mean())  # the start really is estimated
+@pytest.mark.parametrize("which", CLOSE)
+def test_running_statistics_converge_to_the_whole_clip(models, speech, which):
+    first, last_second = measures.running_stats_convergence(models[which], speech["speech_en1"])
+    assert last_second > bounds.CONV_LAST_SECOND_MIN, last_second
+    assert first < last_second  # the start really is estimated
 
 
 def test_warmup_slots_share_the_statistics_of_the_warmup_audio(models, speech):
@@ -119,19 +135,12 @@ def test_idle_silence_does_not_drag_the_statistics(models, speech, quiet_rms):
     assert same if quiet_rms > 0 else not same
 
 
-def test_leading_silence_does_not_enter_the_statistics(models, speech):
-    """Up to the one conv0 frame straddling silence and speech, as if the stream began with the speech."""
-    model = models["group"]
-    x = speech["speech_en1"][: 3 * 16000]
-    alone = _conv_stream(IncrementalConvStack(model, warmup_slots=8), x, 320)
-    lead = 3 * 16000  # whole slots and whole conv hops, so conv frame 150 is speech frame 0
-    padded = np.concatenate([np.zeros(lead, np.float32), x])
-    errors = {}
-    for quiet_rms in (1e-3, 0.0):  # 0: every slot counts, the contrast
-        stack = IncrementalConvStack(model, warmup_slots=8, quiet_rms=quiet_rms)
-        after = _conv_stream(stack, padded, 320)[lead // 320:]
-        errors[quiet_rms] = float((after - alone).abs().max() / alone.abs().max())
-    assert errors[1e-3] < 0.01 and errors[0.0] > 10 * errors[1e-3], errors
+@pytest.mark.parametrize("which", CLOSE)
+def test_leading_silence_does_not_enter_the_statistics(models, speech, which):
+    """Up to the one conv0 frame straddling silence and speech, as if the stream began with the speech
+    (3 s of silence, then 3 s of speech; without the sound gate, the contrast, the silence counts)."""
+    errors = measures.leading_silence_errors(models[which], speech["speech_en1"][: 3 * 16000])
+    assert errors[1e-3] < bounds.LEADING_SILENCE_MAX and errors[0.0] > 10 * errors[1e-3], errors
 
 
 def test_fixed_statistics_must_carry_conv_moments_for_group_models(models):
@@ -164,51 +173,60 @@ def test_cached_encoder_on_one_block_is_the_whole_clip_encoder(models, speech, w
     torch.testing.assert_close(_stream(ex, x, [640]), whole_clip_embedding(model, x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("which", ["golden", "group"])
+@pytest.mark.parametrize("which", CLOSE)
 def test_cached_context_is_as_close_to_the_whole_clip_as_recomputing_it(models, speech, which):
-    model = models[which]
-    means = {}
-    for encoder in ("cached", "recompute"):
-        cos = []
-        for x in speech.values():
-            x = frame_aligned(x, 5.0)
-            ex = IncrementalFeatureExtractor(model, FeatureSettings(encoder=encoder))
-            cos.append(frame_cosines(_stream(ex, x, [1600]), whole_clip_embedding(model, x)))
-        means[encoder] = float(torch.cat(cos).mean())
-    assert means["cached"] >= means["recompute"] - 0.003, means
+    """Nearly: a cached context token was encoded with its own block's look-ahead, a recomputed one sees
+    the current block too, so for some golden-init models recomputing is up to 0.016 closer."""
+    diff = measures.cached_minus_recompute(models[which], list(speech.values()))
+    assert diff >= -_bounds(models, which).cached_behind_max, diff
 
 
 @pytest.fixture(scope="module")
 def lookahead_sweep(models, speech):
-    """Per model and look-ahead: per-frame cosines (live at otherwise default settings vs whole clip)."""
-    out = {}
-    for which, model in models.items():
-        for la in (0, 4, 8, 16):
-            cos = []
-            for x in speech.values():
-                x = frame_aligned(x, 6.0)
-                ex = IncrementalFeatureExtractor(model, FeatureSettings(lookahead_frames=la))
-                cos.append(frame_cosines(_stream(ex, x, [1600]), whole_clip_embedding(model, x)))
-            out[which, la] = cos
-    return out
+    """Per model: look-ahead -> per-clip per-frame cosines (live at otherwise default settings vs whole clip)."""
+    return {which: measures.lookahead_curve(models[which], list(speech.values())) for which in CLOSE}
 
 
-@pytest.mark.parametrize(("which", "mean_min", "p5_min"), [("golden", 0.97, 0.90), ("group", 0.99, 0.95)])
-def test_live_embeddings_stay_close_to_the_whole_clip_at_default_settings(lookahead_sweep, which, mean_min,
-                                                                          p5_min):
-    cos = torch.cat(lookahead_sweep[which, FeatureSettings().lookahead_frames])
-    assert float(cos.mean()) >= mean_min
-    assert float(cos.quantile(0.05)) >= p5_min
+def _default(lookahead_sweep, which: str) -> tuple[float, float]:
+    return measures.mean_p5(lookahead_sweep[which][FeatureSettings().lookahead_frames])
 
 
-@pytest.mark.parametrize("which", ["golden", "group"])
-def test_more_lookahead_is_not_worse(lookahead_sweep, which):
-    means = [[float(c.mean()) for c in lookahead_sweep[which, la]] for la in (0, 4, 8, 16)]
-    p5 = [float(torch.cat(lookahead_sweep[which, la]).quantile(0.05)) for la in (0, 4, 8, 16)]
-    for shorter, longer in zip(means, means[1:], strict=False):
-        assert all(b >= a - 0.002 for a, b in zip(shorter, longer, strict=True)), means
-    assert all(b >= a - 0.01 for a, b in zip(p5, p5[1:], strict=False)), p5
-    assert np.mean(means[-1]) > np.mean(means[0]) + 0.005  # look-ahead matters at all
+@pytest.mark.parametrize("which", CLOSE)
+def test_live_embeddings_stay_close_to_the_whole_clip_at_default_settings(models, lookahead_sweep, which):
+    """Bounds per family (initialisation; how far the positional conv reads past the look-ahead), from a
+    sweep over random models (docs/live_features.md): they hold for the family, not one file."""
+    mean, p5 = _default(lookahead_sweep, which)
+    assert bounds.closeness_ok(_bounds(models, which), mean, p5), (mean, p5, _bounds(models, which))
+
+
+@pytest.mark.parametrize("which", ["golden", "group", "golden-init 48x3"])  # the costliest test: 3 of the models
+def test_broken_feature_paths_are_caught(models, speech, lookahead_sweep, which):
+    """What the closeness bounds guard against. Frames one frame late fall below the family's bound;
+    silence standing in for the look-ahead, and no left context, cost too little on some models of the
+    family for its bound to catch, so each is held against the same model's default path. (transformers'
+    init leaves attention nearly uniform: there no left context costs nothing measurable. For a "far"
+    golden file only the late frames are checked: docs/live_features.md.)"""
+    family = _family(models, which)
+    broken = measures.broken_paths(models[which], list(speech.values()))
+    default = _default(lookahead_sweep, which)
+    assert bounds.cost(default, broken["one_frame_late"]) >= bounds.ONE_FRAME_LATE_COST_MIN, (default, broken)
+    if family.endswith("far"):  # past twice the look-ahead the family's spread swallows the rest
+        return
+    assert not bounds.closeness_ok(bounds.FAMILIES[family], *broken["one_frame_late"]), broken
+    assert bounds.cost(default, broken["silent_lookahead"]) >= bounds.SILENT_LOOKAHEAD_COST_MIN, (default, broken)
+    if family == "golden-near":
+        assert bounds.cost(default, broken["no_left_context"]) >= bounds.NO_LEFT_CONTEXT_COST_MIN, (default, broken)
+
+
+@pytest.mark.parametrize("which", CLOSE)
+def test_more_lookahead_is_not_worse(models, lookahead_sweep, which):
+    """Up to a little: the statistics' warm-up length follows the look-ahead, so a clip can lose up to ~0.01
+    (with the warm-up off the curves are monotone)."""
+    b, figures = _bounds(models, which), measures.lookahead_figures(lookahead_sweep[which])
+    assert figures["worst_clip_mean_drop"] <= b.lookahead_clip_mean_drop_max, figures
+    assert figures["worst_p5_drop"] <= b.lookahead_p5_drop_max, figures
+    if b.lookahead_gain_min is not None:  # look-ahead matters at all (not so in every "far" model)
+        assert figures["gain_longest_vs_none"] > b.lookahead_gain_min, figures
 
 
 def test_loudness_gain_only_moves_an_epsilon(models, speech):
@@ -219,6 +237,13 @@ def test_loudness_gain_only_moves_an_epsilon(models, speech):
     without = _stream(IncrementalFeatureExtractor(model, FeatureSettings(loudness=False)), x, [640])
     diff = float((with_gain - without).abs().max())
     assert 0 < diff < 1e-4 * float(without.abs().max())
+
+
+@pytest.mark.parametrize("which", CLOSE)
+def test_loudness_gain_stays_an_epsilon_for_the_family(models, speech, which):
+    """(Whether it shows at all in float32 depends on the model: for one of the sweep it is exactly 0.)"""
+    effect = measures.loudness_gain_effect(models[which], frame_aligned(speech["speech_de1"], 3.0))
+    assert effect < bounds.LOUDNESS_EFFECT_MAX, effect
 
 
 # ---- frame counts, timing, chunking -------------------------------------------------------------------
@@ -306,8 +331,9 @@ def test_silence_embedding_is_cached_and_equals_pushing_zeros(models, speech):
 
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
-def test_runs_in_the_models_dtype(models, speech):
-    model = models["group"]
+@pytest.mark.parametrize("which", CLOSE)
+def test_runs_in_the_models_dtype(models, speech, which):
+    model = models[which]
     x = frame_aligned(speech["speech_en1"], 2.0)
     ref = _stream(IncrementalFeatureExtractor(model), x, [320])
     bf16 = type(model)(model.config)
@@ -320,4 +346,4 @@ def test_runs_in_the_models_dtype(models, speech):
     with torch.backends.mkldnn.flags(enabled=False):
         got = _stream(IncrementalFeatureExtractor(bf16), x, [320])
     assert got.dtype == torch.bfloat16 and got.shape == ref.shape
-    assert float(frame_cosines(got, ref).mean()) > 0.99
+    assert float(frame_cosines(got, ref).mean()) > bounds.BF16_COSINE_MIN
