@@ -17,6 +17,7 @@ from .config import ServerConfig
 from .context import CONTEXT, ServerContext
 from .encode import JpegEncoder
 from .errors import error_middleware, quiet_client_errors
+from .ice import quiet_ice_logs
 from .metrics import Metrics
 from .routes import add_routes, default_static_dir
 from .security import AccessPolicy, security_middleware
@@ -32,6 +33,7 @@ TRANSPORTS: tuple[Transport, ...] = (webrtc.TRANSPORT, ws.TRANSPORT)
 def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_engine: bool = False) -> web.Application:
     """The whole server as a `web.Application`. With `owns_engine`, cleanup also stops the engine."""
     quiet_client_errors()
+    quiet_ice_logs()
     metrics = Metrics(engine.generator.name, [t.name for t in TRANSPORTS])
     sessions = SessionManager(engine, metrics, config.max_sessions, config.max_sessions_per_client)
     metrics.bind(sessions.mean_fps, lambda: engine.worker.queue_depth)
