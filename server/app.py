@@ -1,5 +1,5 @@
 """Builds the aiohttp application: routes, per-app state, and an explicit shutdown that closes every
-websocket, peer connection and session (and the engine when the app owns it)."""
+connection of every transport and every session (and the engine when the app owns it)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,31 @@ from aiohttp import web
 
 from streaming.engine import Engine
 
+from . import webrtc, ws
 from .avatar_routes import add_avatar_routes
 from .avatars import AvatarStore
 from .config import ServerConfig
 from .context import CONTEXT, ServerContext
 from .encode import JpegEncoder
 from .errors import error_middleware, quiet_client_errors
+from .ice import quiet_ice_logs
 from .metrics import Metrics
 from .routes import add_routes, default_static_dir
 from .security import AccessPolicy, security_middleware
 from .sessions import SessionManager
-from .webrtc import handle_hangup, handle_offer
-from .ws import handle_ws
+from .transports import Transport
 
 log = logging.getLogger(__name__)
+
+# The transports this server speaks: their routes, metrics labels and session counts come from here.
+TRANSPORTS: tuple[Transport, ...] = (webrtc.TRANSPORT, ws.TRANSPORT)
 
 
 def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_engine: bool = False) -> web.Application:
     """The whole server as a `web.Application`. With `owns_engine`, cleanup also stops the engine."""
     quiet_client_errors()
-    metrics = Metrics(engine.generator.name)
+    quiet_ice_logs()
+    metrics = Metrics(engine.generator.name, [t.name for t in TRANSPORTS])
     sessions = SessionManager(engine, metrics, config.max_sessions, config.max_sessions_per_client)
     metrics.bind(sessions.mean_fps, lambda: engine.worker.queue_depth)
     metrics.bind_quality(engine.quality_summary)
@@ -39,9 +44,8 @@ def build_app(config: ServerConfig, engine: Engine, avatars: AvatarStore, owns_e
     app[CONTEXT] = ctx
     add_routes(app, config.static_dir if config.static_dir is not None else default_static_dir())
     add_avatar_routes(app)
-    app.router.add_post("/offer", handle_offer)
-    app.router.add_delete("/offer/{session_id}", handle_hangup)
-    app.router.add_get("/ws", handle_ws)
+    for transport in TRANSPORTS:
+        transport.add_routes(app)
 
     async def on_shutdown(app: web.Application) -> None:
         ctx.stopping = True

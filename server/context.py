@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -16,13 +16,8 @@ from .metrics import Metrics
 from .sessions import SessionManager
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .security import AccessPolicy
-
-
-class Connection(Protocol):
-    """A live client connection (websocket or WebRTC peer) that the app closes on shutdown."""
-
-    async def shutdown(self) -> None: ...
 
 
 @dataclass
@@ -34,7 +29,7 @@ class ServerContext:
     sessions: SessionManager
     encoder: JpegEncoder
     security: AccessPolicy
-    connections: set[Connection] = field(default_factory=set)
+    connections: set[Connection] = field(default_factory=set)  # live connections of every transport
     stopping: bool = False
 
     def info(self, authorized: bool, client: str) -> dict[str, Any]:

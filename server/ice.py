@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,17 @@ if TYPE_CHECKING:
     from aiortc import RTCConfiguration
 
 _TAG = re.compile(r"[^A-Za-z0-9_.-]")
+ICE_LOGGER = "aioice"
+
+
+def quiet_ice_logs() -> None:
+    """aioice logs every candidate pair of every call at INFO (dozens of lines per call) where an
+    operator needs the server's own lines (connection state, session open and close). Unless aioice
+    has a level of its own, or the log is at DEBUG (`--log-level debug` shows them), keep its
+    warnings only."""
+    ice_log = logging.getLogger(ICE_LOGGER)
+    if ice_log.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        ice_log.setLevel(logging.WARNING)
 
 
 def is_turn(url: str) -> bool:

@@ -1,4 +1,5 @@
-"""JSON messages common to the data channel and the websocket (docs/protocol.md)."""
+"""JSON messages common to every transport (docs/protocol.md); what differs follows what the transport
+declares (`Transport`), never its name."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from streaming.generator import SAMPLE_RATE
 from streaming.session import Session
 
 from .config import PROTOCOL_VERSION
+from .transports import Transport
 
 
 def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 4)
 
 
-def ready(session: Session, websocket: bool) -> dict[str, Any]:
+def ready(session: Session, transport: Transport) -> dict[str, Any]:
+    """Frames in band (the client unpacks them itself): also the protocol version and the frames' audio layout."""
     g = session.generator
     w, h = session.output_size
     msg: dict[str, Any] = {"type": "ready"}
-    if websocket:
+    if transport.frames_in_band:
         msg["version"] = PROTOCOL_VERSION
     msg.update({
         "session_id": session.id,
@@ -31,7 +34,7 @@ def ready(session: Session, websocket: bool) -> dict[str, Any]:
         "window_frames": g.window.new_frames,
         "avatar": session.avatar.name,
     })
-    if websocket:
+    if transport.frames_in_band:
         msg["sample_rate"] = SAMPLE_RATE
         msg["samples_per_frame"] = g.window.samples_per_frame
     return msg
@@ -61,3 +64,7 @@ def state(value: str) -> dict[str, Any]:
 
 def error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
+
+
+def warning(code: str, message: str) -> dict[str, Any]:
+    return {"type": "warning", "code": code, "message": message}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -14,11 +14,14 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.
 
 
 class Metrics:
-    """The server's counters and gauges. `frame()` is called once per frame sent to a client."""
+    """The server's counters and gauges. `frame()` is called once per frame sent to a client.
+
+    transports: the registered transports' names; their `transport` series start at 0 (a transport
+    not listed gets its series when it first counts something)."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, transports: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.backend = Gauge(f"{PREFIX}_backend_info", "Backend in use (value 1).", ["backend"], registry=r)
@@ -49,7 +52,7 @@ class Metrics:
         self.audio_overflows = Counter(
             f"{PREFIX}_audio_overflows", "Audio refused because a client sent faster than real time.", registry=r
         )
-        for t in ("websocket", "webrtc"):
+        for t in transports:
             self.sessions.labels(t).set(0)
             self.connections.labels(t).set(0)
             self.frames.labels(t)

@@ -1,7 +1,8 @@
-"""Admission control over engine sessions, shared by the websocket and WebRTC transports.
+"""Admission control over engine sessions, shared by every transport.
 
 A slot is reserved before the (awaited) session start so two clients racing for the last slot
-cannot both get in; `--max-sessions` counts both transports together, and
+cannot both get in; `--max-sessions` counts all transports together (and `sessions{transport}` each
+transport that reserves), and
 `--max-sessions-per-client` caps what one client address may hold of them.
 """
 
@@ -30,7 +31,7 @@ class SessionManager:
         self.max_sessions = max_sessions
         self.max_per_client = max_per_client or max_sessions
         self._slots = 0
-        self._by_transport: dict[str, int] = {"websocket": 0, "webrtc": 0}
+        self._by_transport: dict[str, int] = {}  # whatever transports reserve
         self._by_client: dict[str, int] = {}
 
     @property
@@ -58,7 +59,7 @@ class SessionManager:
             )
         self._slots += 1
         self._by_client[client] = self.held_by(client) + 1
-        self._by_transport[transport] += 1
+        self._by_transport[transport] = self._by_transport.get(transport, 0) + 1
         self.metrics.sessions.labels(transport).set(self._by_transport[transport])
 
     def release(self, transport: str, client: str = "") -> None:
@@ -68,7 +69,7 @@ class SessionManager:
             self._by_client[client] = left
         else:
             self._by_client.pop(client, None)
-        self._by_transport[transport] = max(0, self._by_transport[transport] - 1)
+        self._by_transport[transport] = max(0, self._by_transport.get(transport, 0) - 1)
         self.metrics.sessions.labels(transport).set(self._by_transport[transport])
 
     async def open(self, avatar: Avatar, speakers: int, transport: str, session_id: str | None = None) -> Session:

@@ -1,11 +1,12 @@
 """WebRTC transport: `POST /offer` signalling and one `PeerSession` per browser/peer.
 
-Each peer gets an engine session, the avatar video track and the delayed speech track (both fed
-by one `FramePump`), its microphone track(s) pushed into the session, and a `control` data
-channel carrying the JSON messages of docs/protocol.md. A peer that fails ICE, closes, never
-connects within `ice_connect_timeout_s`, stops sending microphone audio for `rtc_media_timeout_s`
-(it vanished: ICE consent alone would take ~30 s to notice), or stays idle (no speech, no control
-message) for `rtc_idle_timeout_s` is closed together with its session.
+The lifecycle (slot, session, control, audio, tasks, teardown) is `Connection`'s; here is what is
+WebRTC's: negotiation, the avatar video track and the delayed speech track (both fed by one
+`FramePump`), the microphone track(s), the `control` data channel, the avatar switch and the
+watchdogs. A peer that fails ICE, closes, never connects within `ice_connect_timeout_s`, stops
+sending microphone audio for `rtc_media_timeout_s` (it vanished: ICE consent alone would take
+~30 s to notice), or stays idle (no speech, no control message) for `rtc_idle_timeout_s` is closed
+together with its session.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -21,23 +21,34 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
-from streaming.audio_fifo import AudioOverflow
 from streaming.audio_input import AudioFormatError
-from streaming.session import MAX_SPEAKERS, Session, SessionError, SessionState
+from streaming.generator import Avatar
+from streaming.session import MAX_SPEAKERS, SessionError, SessionState
 
 from . import client_json, messages
 from .avatar_routes import read_limited
 from .avatars import AvatarError, validate_name
+from .connection import Connection, ConnectionClosed, ControlHandler, Goodbye
 from .context import ServerContext, context_of
 from .errors import ApiError
 from .ice import rtc_configuration
 from .sessions import TooManySessions
 from .tracks import AvatarVideoTrack, FramePump, SpeechAudioTrack
+from .transports import Transport
+from .ws_protocol import ProtocolError, parse_json_message
 
 log = logging.getLogger(__name__)
 
-TRANSPORT = "webrtc"
 MAX_OFFER_BYTES = 256 * 1024
+ERROR_FLUSH_S = 0.5  # an `error` gets this long to leave on the data channel before the peer closes
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/offer", handle_offer)
+    app.router.add_delete("/offer/{session_id}", handle_hangup)
+
+
+TRANSPORT = Transport("webrtc", frames_in_band=False, add_routes=add_routes)
 
 
 def _parse_offer_sdp(sdp: str) -> SessionDescription:
@@ -90,16 +101,18 @@ async def handle_offer(request: web.Request) -> web.Response:
         avatar = await asyncio.to_thread(ctx.avatars.get, name)
     except AvatarError as exc:
         raise ApiError(404 if exc.code == "unknown_avatar" else 400, exc.code, exc.message) from exc
-    client = ctx.security.owner(request)  # the per-client session cap counts per owner
+    peer = PeerSession(ctx, body.get("speakers", 1), ctx.security.owner(request))
     try:
-        ctx.sessions.reserve(TRANSPORT, client)
+        peer.admit()
     except TooManySessions as exc:
         raise ApiError(429, "too_many_sessions", str(exc)) from exc
-    peer = PeerSession(ctx, body.get("speakers", 1), client)
+    peer.register()
     try:
         answer = await peer.negotiate(body["sdp"], desc, avatar)
-    except BaseException:
-        await peer.close("negotiation failed")
+    except BaseException as exc:
+        await peer.close(Goodbye("negotiation failed"))
+        if isinstance(exc, ConnectionClosed):
+            raise ApiError(503, "stopping", "the server is shutting down") from exc
         raise
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": peer.id})
 
@@ -118,38 +131,42 @@ async def handle_hangup(request: web.Request) -> web.Response:
                  if isinstance(c, PeerSession) and c.id == session_id and c.client == owner), None)
     if peer is None:
         raise ApiError(404, "unknown_session", "no open WebRTC session with this id for this client")
-    await peer.close("hung up by the client")
+    await peer.close(Goodbye("hung up by the client"))
     return web.Response(status=204)
 
 
-class PeerSession:
-    """One WebRTC client: peer connection, engine session, tracks, data channel, stats."""
+class PeerSession(Connection):
+    """One WebRTC client: peer connection, tracks, microphone input, data channel, watchdogs."""
+
+    transport = TRANSPORT
+    log = log
+    overflow_message = "speech buffer full: audio is arriving faster than real time"
 
     def __init__(self, ctx: ServerContext, speakers: int, client: str = "") -> None:
-        self.ctx = ctx
-        self.id = uuid.uuid4().hex[:12]
+        super().__init__(ctx, client)
         self.speakers = speakers
-        self.client = client
-        self.pc = RTCPeerConnection(rtc_configuration(ctx.config))
-        self.session: Session | None = None
+        self.pc: RTCPeerConnection | None = None  # made by negotiate(), once admitted
         self.pump: FramePump | None = None
         self.video: AvatarVideoTrack | None = None
         self.audio: SpeechAudioTrack | None = None
         self.channel: Any = None
         self._mic_tracks: list[MediaStreamTrack] = []
-        self._tasks: set[asyncio.Task] = set()
         self._switching = asyncio.Lock()
-        self._closed = False
-        self._slot_held = True
         now = asyncio.get_running_loop().time()
         self._last_activity = now  # speech or a control message
         self._last_media = now  # a microphone frame arrived
-        ctx.connections.add(self)
-        ctx.metrics.connections.labels(TRANSPORT).inc()
+
+    @property
+    def frames_sent(self) -> int:
+        return self.pump.frames if self.pump is not None else 0
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.video.dropped if self.video is not None else 0
 
     # ------------------------------------------------------------------ setup
-    async def negotiate(self, sdp: str, desc: SessionDescription, avatar) -> RTCSessionDescription:
-        pc = self.pc
+    async def negotiate(self, sdp: str, desc: SessionDescription, avatar: Avatar) -> RTCSessionDescription:
+        self.pc = pc = RTCPeerConnection(rtc_configuration(self.ctx.config))
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
@@ -158,224 +175,122 @@ class PeerSession:
         except Exception as exc:  # noqa: BLE001 - aiortc rejects bad offers with assorted errors
             raise ApiError(400, "bad_sdp", f"the SDP offer was rejected: {type(exc).__name__}: {exc}") from exc
         try:
-            self.session = await self.ctx.sessions.open(avatar, self.speakers, TRANSPORT, self.id)
+            session = await self.start_session(avatar, self.speakers)
         except SessionError as exc:
             raise ApiError(500, exc.code, exc.message) from exc
-        self.session.add_state_listener(self._on_state)
-        spec = self.session.spec
-        self.video = AvatarVideoTrack(spec.fps)
-        self.audio = SpeechAudioTrack(spec.samples_per_frame)
+        self.video = AvatarVideoTrack(session.spec.fps)
+        self.audio = SpeechAudioTrack(session.spec.samples_per_frame)
         self._attach_outputs(desc)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
-        self.pump = FramePump(self.session, self.video, self.audio, self._on_frame, self._on_session_end)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self.pump = FramePump(session, self.video, self.audio, self.count_frame, self.session_ended)
         self.pump.start()
         for speaker, track in enumerate(self._mic_tracks[: self.speakers]):
-            self._spawn(self._consume_mic(track, speaker), f"mic-{speaker}")
+            self.spawn(self._consume_mic(track, speaker), f"mic-{speaker}")
         if len(self._mic_tracks) > self.speakers:
-            log.info("peer %s: %d audio tracks for %d speaker(s); extra ignored", self.id,
+            log.info("webrtc %s: %d audio tracks for %d speaker(s); extra ignored", self.id,
                      len(self._mic_tracks), self.speakers)
-        self._spawn(self._stats_loop(), "stats")
-        self._spawn(self._connect_watchdog(), "watchdog")
-        self._spawn(self._liveness_watchdog(), "liveness")
-        log.info("peer %s: session %s open for %s (avatar %s)", self.id, self.session.id, self.client, avatar.name)
+        self.spawn(self._connect_watchdog(), "watchdog")
+        self.spawn(self._liveness_watchdog(), "liveness")
         return pc.localDescription
 
     def _attach_outputs(self, desc: SessionDescription) -> None:
         """Video on the video m-line; speech on the first audio m-line the client lets us send on."""
+        assert self.pc is not None
         directions = {m.rtp.muxId: (m.kind, m.direction or "sendrecv") for m in desc.media}
         for t in self.pc.getTransceivers():
             kind, direction = directions.get(t.mid, (t.kind, "inactive"))
             if direction not in ("sendrecv", "recvonly") or t.sender.track is not None:
                 continue
-            if kind == "video" and self.video is not None and not self.video_attached:
+            if kind == "video" and self.video is not None and not self._attached(self.video):
                 t.sender.replaceTrack(self.video)
                 t.direction = "sendrecv"  # aiortc answers with this AND the offer's reverse
-            elif kind == "audio" and self.audio is not None and not self.audio_attached:
+            elif kind == "audio" and self.audio is not None and not self._attached(self.audio):
                 t.sender.replaceTrack(self.audio)
                 t.direction = "sendrecv"
-        if not self.video_attached:
+        if not self._attached(self.video):
             raise ApiError(400, "bad_sdp", "no video m-line accepts video from the server: offer it recvonly or sendrecv")
-        if not self.audio_attached:
-            log.info("peer %s: no audio m-line accepts audio from the server; sending video only", self.id)
+        if not self._attached(self.audio):
+            log.info("webrtc %s: no audio m-line accepts audio from the server; sending video only", self.id)
 
-    @property
-    def video_attached(self) -> bool:
-        return any(t.sender.track is self.video for t in self.pc.getTransceivers())
+    def _attached(self, track: MediaStreamTrack | None) -> bool:
+        assert self.pc is not None
+        return any(t.sender.track is track for t in self.pc.getTransceivers())
 
-    @property
-    def audio_attached(self) -> bool:
-        return any(t.sender.track is self.audio for t in self.pc.getTransceivers())
-
-    def _spawn(self, coro, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"peer-{self.id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ input
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
             self._mic_tracks.append(track)
 
     async def _consume_mic(self, track: MediaStreamTrack, speaker: int) -> None:
-        overflow_reported = 0.0
         loop = asyncio.get_running_loop()
-        while not self._closed:
+        while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
             self._last_media = loop.time()
-            session = self.session
-            if session is None:
-                continue
             try:
-                session.push_av_frame(frame, speaker)
-            except AudioOverflow:
-                self.ctx.metrics.audio_overflows.inc()
-                if loop.time() - overflow_reported > 1.0:
-                    overflow_reported = loop.time()
-                    self.send({"type": "warning", "code": "audio_overflow",
-                               "message": "speech buffer full: audio is arriving faster than real time"})
+                self.push_av_frame(frame, speaker)
             except (AudioFormatError, ValueError) as exc:
-                log.warning("peer %s: unusable microphone audio: %s", self.id, exc)
+                log.warning("webrtc %s: unusable microphone audio: %s", self.id, exc)
                 self.send(messages.error("bad_audio", f"unusable microphone audio: {exc}"))
                 return
 
     def _on_datachannel(self, channel: Any) -> None:
         if channel.label != "control":
-            log.info("peer %s: ignoring data channel %r (only 'control' is used)", self.id, channel.label)
+            log.info("webrtc %s: ignoring data channel %r (only 'control' is used)", self.id, channel.label)
             return
         self.channel = channel
         channel.on("message", self._on_message)
         if channel.readyState == "open":
-            self._send_ready()
+            self.send_ready()
         else:
-            channel.on("open", self._send_ready)
-
-    def _send_ready(self) -> None:
-        if self.session is not None:
-            self.send(messages.ready(self.session, websocket=False))
-            self.send(messages.state(self.session.state.value))
+            channel.on("open", self.send_ready)
 
     def _on_message(self, data: Any) -> None:
+        """A control message; a bad one gets `error` `bad_message` and the channel stays open."""
         try:
-            msg = client_json.loads(data) if isinstance(data, str) else None
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            self._bad_message("control messages must be JSON objects with a string 'type'")
-            return
-        kind = msg["type"]
-        self._last_activity = asyncio.get_running_loop().time()
-        if kind == "interrupt":
-            if self.session is not None:
-                self.session.interrupt()
-        elif kind == "ping":
-            self.send({"type": "pong", "t": msg.get("t")})
-        elif kind == "set_avatar":
-            self._spawn(self._switch_avatar(msg.get("avatar")), "set-avatar")
-        elif kind == "stats":
-            self._send_stats()
-        else:
-            self._bad_message(f"unknown message type {kind[:40]!r}: use interrupt, set_avatar or ping")
+            if not isinstance(data, str):
+                raise ProtocolError("bad_message", "control messages must be JSON text, not binary")
+            msg = parse_json_message(data)
+            self._last_activity = asyncio.get_running_loop().time()
+            self.handle_control(msg)
+        except ProtocolError as exc:
+            self.report(exc.code, exc.message)
 
-    def _bad_message(self, text: str) -> None:
-        self.ctx.metrics.error("bad_message")
-        self.send(messages.error("bad_message", text))
+    def control_handlers(self) -> dict[str, ControlHandler]:
+        return {**super().control_handlers(), "set_avatar": self._set_avatar}
 
-    def _on_state(self, state: SessionState) -> None:
-        self.send(messages.state(state.value))
+    def _set_avatar(self, msg: dict[str, Any]) -> None:
+        self.spawn(self._switch_avatar(msg.get("avatar")), "set-avatar")
 
-    def _on_frame(self, frame) -> None:
-        self.ctx.metrics.frame(TRANSPORT, frame)
-
-    def _on_session_end(self, session: Session) -> None:
-        if self._closed or session is not self.session:
-            return
-        if session.error is not None:
-            self.ctx.metrics.error(session.error.code)
-            self.send(messages.error(session.error.code, session.error.message))
-            reason = f"session failed: {session.error.code}"
-        else:
-            reason = "session closed"
-        self._spawn(self._close_soon(reason), "close")
-
-    async def _close_soon(self, reason: str, delay: float = 0.5) -> None:
-        await asyncio.sleep(delay)  # let the error message leave on the data channel
-        await self.close(reason)
-
-    async def _on_connection_state(self) -> None:
-        state = self.pc.connectionState
-        log.info("peer %s: connection %s", self.id, state)
-        if state == "connected":
-            self._last_media = asyncio.get_running_loop().time()
-        if state in ("failed", "closed"):
-            await self.close(f"connection {state}")
-        elif state == "disconnected":
-            self._spawn(self._disconnect_watchdog(), "disconnect")
-
-    async def _disconnect_watchdog(self) -> None:
-        await asyncio.sleep(self.ctx.config.ice_disconnect_grace_s)
-        if self.pc.connectionState in ("disconnected", "failed"):
-            await self.close("connection lost")
-
-    async def _connect_watchdog(self) -> None:
-        await asyncio.sleep(self.ctx.config.ice_connect_timeout_s)
-        if self.pc.connectionState != "connected":
-            await self.close(f"not connected after {self.ctx.config.ice_connect_timeout_s:.0f} s")
-
-    async def _liveness_watchdog(self) -> None:
-        """Close a peer that vanished (connected, microphone silent at the RTP level) or sits idle."""
-        cfg = self.ctx.config
-        loop = asyncio.get_running_loop()
-        period = min(1.0, cfg.rtc_media_timeout_s / 4, cfg.rtc_idle_timeout_s / 4)
-        while not self._closed:
-            await asyncio.sleep(period)
-            now = loop.time()
-            session = self.session
-            if session is not None and session.state == SessionState.SPEAKING:  # a muted mic still sends silence
-                self._last_activity = now
-            if (self._mic_tracks and self.pc.connectionState == "connected"
-                    and now - self._last_media > cfg.rtc_media_timeout_s):
-                await self.close(f"no microphone audio for {cfg.rtc_media_timeout_s:.0f} s: the peer is gone")
-                return
-            if now - self._last_activity > cfg.rtc_idle_timeout_s:
-                self.ctx.metrics.error("idle_timeout")
-                self.send(messages.error("idle_timeout", f"no speech and no control message for "
-                                         f"{cfg.rtc_idle_timeout_s:.0f} s; reconnect when you have speech"))
-                await self._close_soon("idle timeout")
-                return
-
-    # ------------------------------------------------------------------ control
     async def _switch_avatar(self, name: Any) -> None:
+        """The session restarts with another avatar on the same peer and tracks (a new `ready`)."""
         async with self._switching:
             try:
                 validate_name(name)
                 avatar = await asyncio.to_thread(self.ctx.avatars.get, name)
             except AvatarError as exc:
-                self.ctx.metrics.error(exc.code)
-                self.send(messages.error(exc.code, exc.message))
+                self.report(exc.code, exc.message)
                 return
-            if self._closed or self.pump is None or self.session is None:
+            if self.pump is None or self.session is None:
                 return
             try:
-                new = await self.ctx.sessions.open(avatar, self.speakers, TRANSPORT, None)
+                new = await self.open_session(avatar, self.speakers)
             except SessionError as exc:
-                self.ctx.metrics.error(exc.code)
-                self.send(messages.error(exc.code, f"could not switch to avatar {name!r}: {exc.message}"))
+                self.report(exc.code, f"could not switch to avatar {name!r}: {exc.message}")
                 return
-            if self._closed:
-                await self.ctx.sessions.finish(new, "peer closed during switch")
+            except ConnectionClosed:
                 return
-            new.add_state_listener(self._on_state)
-            old = self.session
-            self.session = new
-            await self.pump.swap(new)
-            await self.ctx.sessions.finish(old, "avatar switch")
-            log.info("peer %s: switched to avatar %s (session %s)", self.id, name, new.id)
-            self._send_ready()
+            old, self.session = self.session, new
+            try:
+                await self.pump.swap(new)
+            finally:  # even when cancelled by close(): the old session is ours to finish
+                await self.ctx.sessions.finish(old, "avatar switch")
+            log.info("webrtc %s: switched to avatar %s (session %s)", self.id, name, new.id)
+            self.send_ready()
 
+    # ------------------------------------------------------------------ output
     def send(self, msg: dict[str, Any]) -> None:
         ch = self.channel
         if ch is None or ch.readyState != "open":
@@ -383,48 +298,64 @@ class PeerSession:
         try:
             ch.send(json.dumps(msg))
         except Exception:  # noqa: BLE001 - a closing channel must not break the session
-            log.debug("peer %s: data channel send failed", self.id, exc_info=True)
+            log.debug("webrtc %s: data channel send failed", self.id, exc_info=True)
 
-    def _send_stats(self) -> None:
-        if self.session is not None and self.pump is not None:
-            extra = self.video.dropped if self.video is not None else 0
-            self.send(messages.stats(self.session, self.pump.frames, extra))
+    # ------------------------------------------------------------------ watchdogs
+    async def _on_connection_state(self) -> None:
+        assert self.pc is not None
+        state = self.pc.connectionState
+        log.info("webrtc %s: connection %s", self.id, state)
+        if state == "connected":
+            self._last_media = asyncio.get_running_loop().time()
+        if state in ("failed", "closed"):
+            await self.close(Goodbye(f"connection {state}"))
+        elif state == "disconnected":
+            self.spawn(self._disconnect_watchdog(), "disconnect")
 
-    async def _stats_loop(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.ctx.config.stats_interval_s)
-            self._send_stats()
+    async def _disconnect_watchdog(self) -> None:
+        await asyncio.sleep(self.ctx.config.ice_disconnect_grace_s)
+        if self.pc is not None and self.pc.connectionState in ("disconnected", "failed"):
+            await self.close(Goodbye("connection lost"))
 
-    # ------------------------------------------------------------------ teardown
-    async def close(self, reason: str) -> None:
-        """Close everything this peer holds. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        log.info("peer %s closing: %s", self.id, reason)
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+    async def _connect_watchdog(self) -> None:
+        await asyncio.sleep(self.ctx.config.ice_connect_timeout_s)
+        if self.pc is not None and self.pc.connectionState != "connected":
+            await self.close(Goodbye(f"not connected after {self.ctx.config.ice_connect_timeout_s:.0f} s"))
+
+    async def _liveness_watchdog(self) -> None:
+        """Close a peer that vanished (connected, microphone silent at the RTP level) or sits idle."""
+        cfg = self.ctx.config
+        loop = asyncio.get_running_loop()
+        period = min(1.0, cfg.rtc_media_timeout_s / 4, cfg.rtc_idle_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            session = self.session
+            if session is not None and session.state == SessionState.SPEAKING:  # a muted mic still sends silence
+                self._last_activity = now
+            if (self._mic_tracks and self.pc is not None and self.pc.connectionState == "connected"
+                    and now - self._last_media > cfg.rtc_media_timeout_s):
+                await self.close(Goodbye(f"no microphone audio for {cfg.rtc_media_timeout_s:.0f} s: the peer is gone"))
+                return
+            if now - self._last_activity > cfg.rtc_idle_timeout_s:
+                await self.close(Goodbye.with_error("idle_timeout", f"no speech and no control message for "
+                                                    f"{cfg.rtc_idle_timeout_s:.0f} s; reconnect when you have speech"))
+                return
+
+    # ------------------------------------------------------------------ the close
+    async def _say_goodbye(self, goodbye: Goodbye) -> None:
+        if goodbye.error is not None and self.channel is not None:
+            self.send(goodbye.error)
+            await asyncio.sleep(ERROR_FLUSH_S)
         if self.pump is not None:
             await self.pump.stop()
-        if self.session is not None:
-            await self.ctx.sessions.finish(self.session, reason)
+
+    async def _close_transport(self) -> None:
         if self.video is not None and self.video.dropped:
             self.ctx.metrics.dropped.labels("track").inc(self.video.dropped)
-        try:
+        if self.pc is not None:
             await asyncio.wait_for(self.pc.close(), 5)
-        except Exception:  # noqa: BLE001 - closing must always complete
-            log.warning("peer %s: peer connection close failed", self.id, exc_info=True)
-        if self._slot_held:
-            self._slot_held = False
-            self.ctx.sessions.release(TRANSPORT, self.client)
-        self.ctx.connections.discard(self)
-        self.ctx.metrics.connections.labels(TRANSPORT).dec()
 
     async def shutdown(self) -> None:
         """Tell the client (data channel `error` code `stopping`), give it a moment to leave, close."""
-        if not self._closed:
-            self.send(messages.error("stopping", "the server is shutting down"))
-            await asyncio.sleep(0.2)
-        await self.close("server shutting down")
+        await self.close(Goodbye.with_error("stopping", "the server is shutting down", reason="server shutting down"))

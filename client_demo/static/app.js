@@ -102,6 +102,7 @@ async function loadInfo() {
 
 function selectAvatar(name) {
   demo.avatar = name;
+  showStill(name);
   $("avatar-select").value = name;
   for (const el of $("avatar-thumbs").children) el.classList.toggle("selected", el.dataset.name === name);
   if (demo.dc && demo.dc.readyState === "open") {
@@ -148,11 +149,21 @@ async function loadAvatars(preferred) {
 
 // An <img src> cannot carry the Authorization header: with a token, fetch the thumbnail and show a blob.
 function setThumbnail(img, path) {
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
   if (!token()) { img.src = path; return; }
   fetch(path, { headers: authHeaders() })
     .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(r.statusText))))
     .then((blob) => { img.src = URL.createObjectURL(blob); })
     .catch(() => { img.alt = `${img.alt} (no thumbnail)`; });
+}
+
+// Before Start (and after Stop) the stage shows the chosen avatar's still, not a black box.
+function showStill(name) {
+  const still = $("still");
+  still.alt = `${name}, the avatar you will talk to`;
+  still.dataset.name = name;
+  setThumbnail(still, `/api/avatars/${encodeURIComponent(name)}/thumbnail`);
+  still.hidden = demo.pc !== null && $("video").srcObject !== null;
 }
 
 async function uploadAvatar() {
@@ -312,6 +323,7 @@ async function start() {
     video.muted = !$("avatar-audio").checked;
     video.play().catch(() => { /* autoplay: plays once the user interacts */ });
     $("placeholder").hidden = true;
+    $("still").hidden = true;
   };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed") showError("connection to the server failed");
@@ -355,6 +367,7 @@ function stop(byUser = true) {
   demo.frameTimes = [];
   $("video").srcObject = null;
   $("placeholder").hidden = false;
+  $("still").hidden = !demo.avatar;
   $("fps").textContent = "–";
   $("latency").textContent = "–";
   $("latency-mean").textContent = "–";

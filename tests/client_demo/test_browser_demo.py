@@ -108,6 +108,7 @@ async def test_demo_page_streams_the_microphone_and_shows_the_avatar(
         )
         assert video["w"] > 0 and video["h"] > 0 and not video["paused"]
         assert video["audio"] == 1, "the returned speech track is not in the video element's stream"
+        assert await page.is_hidden("#still"), "the avatar's still covers the call's video"
         await page.screenshot(path=str(artifacts_dir / "browser_demo_speaking.png"))
 
         # Stop talking (a muted track sends silence), interrupt: the readout goes back to idle.
@@ -137,8 +138,52 @@ async def test_demo_page_streams_the_microphone_and_shows_the_avatar(
 
         await page.click("#stop")
         assert await page.inner_text("#state") == "disconnected"
+        assert await page.is_visible("#still"), "after Stop the stage is black instead of the avatar's still"
         assert await _session_freed(server), "Stop left the session open on the server"
         assert page_errors == []
+
+
+STILL = """(() => { const i = document.querySelector('#still'); const r = i.getBoundingClientRect();
+  return {src: i.currentSrc, loaded: i.complete && i.naturalWidth > 0, w: i.naturalWidth, h: i.naturalHeight,
+          shown: !i.hidden && getComputedStyle(i).display !== 'none' && r.width > 0 && r.height > 0}; })()"""
+
+
+async def test_before_start_the_stage_shows_the_chosen_avatar_and_nothing_the_page_loads_is_missing(
+    server, speech_dir: Path, artifacts_dir: Path
+) -> None:
+    """No black box before Start: the stage shows the chosen avatar's still, loaded from the server, and
+    follows the picker. Every request the page makes is found, its icon too (it used to log a 404 for
+    /favicon.ico); headless Chromium may not fetch icons, so the declared icon is also fetched here."""
+    async with chromium(speech_dir / "speech_de1.wav") as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 720})
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        await page.goto(server.url + "/")
+        await page.wait_for_function("document.querySelectorAll('#avatar-select option').length > 0")
+        default = server.avatars["default"]
+        await page.wait_for_function(f"(() => {{ const s = {STILL}; return s.loaded && s.shown; }})()", timeout=10_000)
+        still = await page.evaluate(STILL)
+        assert still["src"].endswith(f"/api/avatars/{default}/thumbnail"), still
+        assert still["w"] > 0 and still["h"] > 0
+        assert await page.inner_text("#state") == "disconnected"  # before Start
+        await page.screenshot(path=str(artifacts_dir / "browser_demo_before_start.png"))
+
+        other = next(a["name"] for a in server.avatars["avatars"] if a["name"] != default)
+        await page.click(f"#avatar-thumbs .thumb[data-name='{other}']")
+        await page.wait_for_function(
+            f"(() => {{ const s = {STILL}; return s.loaded && s.shown && s.src.endsWith('/api/avatars/{other}/thumbnail'); }})()",
+            timeout=10_000,
+        )
+
+        icon = await page.evaluate(
+            "async () => { const l = document.querySelector('link[rel~=icon]'); if (!l) return null;"
+            " const r = await fetch(l.href); return {status: r.status, type: r.headers.get('content-type'),"
+            " size: (await r.arrayBuffer()).byteLength}; }"
+        )
+        assert icon is not None, "the page declares no icon: browsers ask for /favicon.ico and get a 404"
+        assert icon["status"] == 200 and icon["type"].startswith("image/") and icon["size"] > 0, icon
+        await page.wait_for_load_state("networkidle")
+        assert missing == [], f"requests that failed: {missing}"
 
 
 async def _session_freed(server, within_s: float = 3.0) -> bool:
