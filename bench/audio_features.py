@@ -24,6 +24,7 @@ from model.audio import (
     normalize_input,
     num_video_frames,
 )
+from model.timebase import SAMPLE_RATE
 
 
 def _sync(device: torch.device) -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     results = {}
     for sec in args.seconds:
-        wave = (0.1 * rng.standard_normal(int(sec * 16000))).astype(np.float32)
+        wave = (0.1 * rng.standard_normal(int(sec * SAMPLE_RATE))).astype(np.float32)
         stages: dict[str, list[float]] = {"loudness": [], "normalize": [], "conv": [], "interp": [], "encoder": []}
         for _ in range(args.repeats + 1):  # first run is warm-up
             times = []

@@ -24,14 +24,12 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from safetensors.torch import load_file
 
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
-from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder  # noqa: E402
-from model.dit import DiTConfig, InfiniteTalkDiT  # noqa: E402
-from model.vae import VAEConfig, WanVAE  # noqa: E402
+from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
+from model.dit import DiTConfig, InfiniteTalkDiT
+from model.vae import VAEConfig, WanVAE
 
 TOLERANCE = {"dit": 1e-4, "vae": 1e-5, "clip": 1e-4}
 CUDA_TOLERANCE = {**TOLERANCE, "vae": 1e-4}  # cuDNN's fp32 algorithms: see the module docstring

@@ -19,13 +19,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.dit import DiTConfig, InfiniteTalkDiT  # noqa: E402
+from model.dit import DiTConfig, InfiniteTalkDiT
 
 PRESETS = {
     "tiny": (DiTConfig.tiny, "64x96", 9),

@@ -19,23 +19,20 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder  # noqa: E402
-from model.dit import DiTConfig, InfiniteTalkDiT  # noqa: E402
-from model.infinitetalk import InfiniteTalkPipeline, ModelFiles, StageTimes, TextConditioning, load_bundle  # noqa: E402
-from model.infinitetalk.live import LiveSource, LiveWindowRunner  # noqa: E402
-from model.infinitetalk.presets import get_preset, preset_size  # noqa: E402
-from model.infinitetalk.tiny import write_tiny_flashtalk_weights  # noqa: E402
-from model.sampling import distilled_step_list  # noqa: E402
-from model.vae import VAEConfig, WanVAE  # noqa: E402
+from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
+from model.dit import DiTConfig, InfiniteTalkDiT
+from model.infinitetalk import InfiniteTalkPipeline, ModelFiles, StageTimes, TextConditioning, load_bundle
+from model.infinitetalk.live import LiveSource, LiveWindowRunner
+from model.infinitetalk.presets import get_preset, preset_size
+from model.infinitetalk.tiny import write_tiny_flashtalk_weights
+from model.sampling import distilled_step_list
+from model.vae import VAEConfig, WanVAE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

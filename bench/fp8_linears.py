@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
+from timing import best_seconds
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.timing import best_seconds  # noqa: E402
-from model.dit import DiTConfig  # noqa: E402
-from model.dit.fp8_linear import FP8Linear  # noqa: E402
+from model.dit import DiTConfig
+from model.dit.fp8_linear import FP8Linear
 
 
 def block_linears(cfg: DiTConfig, video_tokens: int, latent_frames: int) -> dict[str, tuple[int, int, int, int]]:

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 import wave
 from pathlib import Path
@@ -22,12 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from model.timebase import SAMPLE_RATE
+from streaming.avatars import default_avatar
+from streaming.backends.lite import LiteGenerator, LiteSettings
+from streaming.generator import WindowJob
 
-from streaming.avatars import default_avatar  # noqa: E402 (after the sys.path line)
-from streaming.backends.lite import LiteGenerator, LiteSettings  # noqa: E402
-from streaming.generator import WindowJob  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _speech(seconds: float) -> tuple[np.ndarray, str]:
@@ -37,9 +36,9 @@ def _speech(seconds: float) -> tuple[np.ndarray, str]:
         if d and p.is_file():
             with wave.open(str(p)) as w:
                 x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
-            return np.resize(x, int(seconds * 16_000)), str(p)
+            return np.resize(x, int(seconds * SAMPLE_RATE)), str(p)
     rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * 16_000)) / 16_000
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return (0.2 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * 4 * t) > 0)).astype(np.float32), "synthetic"
 
 

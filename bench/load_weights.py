@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from model.weights import load_module
 
-from model.weights import load_module  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Attn(nn.Module):

@@ -25,10 +25,12 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from model.audio import load_wav2vec2, whole_clip_embedding
+from model.timebase import SAMPLE_RATE
 from streaming.features import FeatureSettings, IncrementalFeatureExtractor
 from streaming.features.rolling import RollingClipFeatures
 
 REPO = Path(__file__).resolve().parents[1]
+
 FRAMES, NEW, SPF = 33, 28, 640
 
 
@@ -74,7 +76,7 @@ def compare(model, clips: dict[str, np.ndarray], buffer_s: float) -> dict:
         cos["incremental"].append(_cos(live[:n], ref[:n]))
         cpu["rolling"] += t_roll
         cpu["incremental"] += t_live
-        audio_s += x.shape[0] / 16000
+        audio_s += x.shape[0] / SAMPLE_RATE
     out: dict = {"audio_s": round(audio_s, 2)}
     for k, c in cos.items():
         c = torch.cat(c)
@@ -96,7 +98,7 @@ def main() -> None:
     ap.add_argument("--wav2vec2", default=None, help="HF wav2vec2 folder with real weights for the base-size run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    clips = {f: _read(f)[: int(args.seconds * 16000) or None] for f in args.files}
+    clips = {f: _read(f)[: int(args.seconds * SAMPLE_RATE) or None] for f in args.files}
     golden = Path(os.environ.get("INFINITETALK_GOLDEN") or REPO.parent / "shared" / "golden")
     result: dict = {"window": {"frames": FRAMES, "new_frames": NEW}, "buffer_s": args.buffer,
                     "files": args.files, "threads": torch.get_num_threads(),

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from model.timebase import SAMPLE_RATE
+from streaming.generator import Avatar, WindowJob, WindowSpec
 
-from streaming.generator import Avatar, WindowJob, WindowSpec  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FRAME_BUDGET_MS = 40.0
 SIZE = 512
@@ -95,7 +95,7 @@ def speech_pcm() -> np.ndarray:
             with wave.open(str(p)) as w:
                 return np.frombuffer(w.readframes(w.getnframes()), np.int16).copy()
     rng = np.random.default_rng(0)
-    return (rng.standard_normal(16000 * 8) * 3000).astype(np.int16)
+    return (rng.standard_normal(SAMPLE_RATE * 8) * 3000).astype(np.int16)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,7 +136,7 @@ async def ws_client(url: str, pcm: np.ndarray, stop: asyncio.Event, counts: list
             t0 = loop.time()
             i = 0
             while not stop.is_set():
-                await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
+                await asyncio.sleep(max(0.0, t0 + i / SAMPLE_RATE - loop.time()))
                 chunk = pcm[i % pcm.size : i % pcm.size + 320]
                 await ws.send_bytes(bytes([0x41, 1, 0, 0]) + chunk.tobytes())
                 i += 320
@@ -185,19 +185,35 @@ async def ws_phase(backend: str, sessions: int, seconds: float, pcm: np.ndarray)
         return {"transport": "websocket", "backend": backend, **await measure(server, start, seconds)}
 
 
+class _PacedArray:
+    """PCM16 at 16 kHz played like a microphone (20 ms chunks in real time): an `AudioSource` for the demo
+    client's WebRTC track."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, pcm: np.ndarray) -> None:
+        self.pcm = pcm
+
+    async def chunks(self):  # noqa: ANN201 - AsyncIterator[np.ndarray]
+        chunk = SAMPLE_RATE // 50
+        t0 = asyncio.get_running_loop().time()
+        for k, start in enumerate(range(0, self.pcm.size, chunk)):
+            await asyncio.sleep(max(0.0, t0 + k * chunk / SAMPLE_RATE - asyncio.get_running_loop().time()))
+            yield self.pcm[start : start + chunk]
+
+
 async def webrtc_phase(seconds: float, pcm: np.ndarray) -> dict:
     import aiohttp
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
-    sys.path.insert(0, str(REPO))
-    from tests.server.rtc_client import WavMicrophone, resample_to_48k
+    from client_demo.rtc_client import SourceTrack
 
     async with Server("zero") as server:
         pc = RTCPeerConnection()
         counts: list[float] = []
 
         async def start(stop):
-            pc.addTrack(WavMicrophone(resample_to_48k(np.tile(pcm, 4))))
+            pc.addTrack(SourceTrack(_PacedArray(np.tile(pcm, 4))))
             pc.addTransceiver("video", direction="recvonly")
             pc.createDataChannel("control")
             readers = []

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model.timebase import SAMPLE_RATE
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+
 
 STALL_S = 0.5
 FRAME_HEADER = struct.Struct("<BBBBIfI")
@@ -88,8 +89,8 @@ def load_speech(folder: Path | None) -> np.ndarray:
             parts = []
             for p in sorted(Path(d).glob("*.wav")):
                 with wave.open(str(p)) as w:
-                    if (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2):
-                        parts += [np.frombuffer(w.readframes(w.getnframes()), np.int16), np.zeros(16000, np.int16)]
+                    if (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SAMPLE_RATE, 1, 2):
+                        parts += [np.frombuffer(w.readframes(w.getnframes()), np.int16), np.zeros(SAMPLE_RATE, np.int16)]
             return np.concatenate(parts)
     raise FileNotFoundError("no test speech found: pass --speech-dir (16 kHz mono WAVs, e.g. ../shared/audio)")
 
@@ -129,7 +130,7 @@ async def client(url: str, speech: np.ndarray, offset: int, stop_at: float, log:
             header = bytes([0x41, 1, 0, 0])
             try:
                 while loop.time() < stop_at:
-                    await asyncio.sleep(max(0.0, t0 + k * chunk / 16000 - loop.time()))
+                    await asyncio.sleep(max(0.0, t0 + k * chunk / SAMPLE_RATE - loop.time()))
                     start = (offset + k * chunk) % (speech.size - chunk)
                     await ws.send_bytes(header + speech[start : start + chunk].tobytes())
                     k += 1

@@ -28,6 +28,7 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from model.audio import load_wav2vec2, whole_clip_embedding
+from model.timebase import SAMPLE_RATE
 from streaming.features import (
     FeatureSettings,
     IncrementalConvStack,
@@ -36,6 +37,7 @@ from streaming.features import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
 HUGE = 1_000_000
 
 
@@ -51,7 +53,7 @@ def _golden_dir() -> Path:
 
 def _read(path: Path) -> np.ndarray:
     with wave.open(str(path)) as w:
-        if w.getframerate() != 16000 or w.getnchannels() != 1 or w.getsampwidth() != 2:
+        if w.getframerate() != SAMPLE_RATE or w.getnchannels() != 1 or w.getsampwidth() != 2:
             raise SystemExit(f"{path}: expected 16 kHz mono PCM16")
         return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
 
@@ -164,7 +166,7 @@ def _live_cost(model, x: np.ndarray, settings: FeatureSettings, device: torch.de
 
 def cost(model, x: np.ndarray, settings: FeatureSettings, device: torch.device, repeats: int = 2) -> dict:
     """Milliseconds of compute per second of audio: whole clip vs live (20 ms pushes)."""
-    seconds = x.shape[0] / 16000
+    seconds = x.shape[0] / SAMPLE_RATE
     whole_clip_embedding(model, x)  # warm-up
     whole, conv = [], []
     for _ in range(repeats):
@@ -232,7 +234,7 @@ def main() -> None:
             base = load_wav2vec2(args.wav2vec2, device=device, dtype=dtype)
         else:
             base = Wav2Vec2Model(Wav2Vec2Config(attn_implementation="sdpa")).to(device, dtype).eval()
-        n = int(args.seconds * 16000) + 333 if args.seconds else None
+        n = int(args.seconds * SAMPLE_RATE) + 333 if args.seconds else None
         clips = {f: _read(_audio_dir() / f"{f}.wav")[:n] for f in args.files}
         result["base_real_weights" if args.wav2vec2 else "base_random_weights"] = {
             "note": f"weights from {args.wav2vec2}" if args.wav2vec2 else

@@ -24,22 +24,19 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
+from model.dit import DiTConfig, InfiniteTalkDiT
+from model.dit.fp8_linear import quantize_linears_
+from model.dit.teacache import TeaCacheSettings
+from model.infinitetalk import InfiniteTalkPipeline, TextConditioning, WindowCondition, WindowSettings
+from model.sampling import GuidanceScales
+from model.timebase import VIDEO_FPS
+from model.vae import VAEConfig, WanVAE
 
-from model.dit import DiTConfig, InfiniteTalkDiT  # noqa: E402
-from model.dit.fp8_linear import quantize_linears_  # noqa: E402
-from model.dit.teacache import TeaCacheSettings  # noqa: E402
-from model.infinitetalk import InfiniteTalkPipeline, TextConditioning, WindowCondition, WindowSettings  # noqa: E402
-from model.sampling import GuidanceScales  # noqa: E402
-from model.vae import VAEConfig, WanVAE  # noqa: E402
-
-FPS = 25.0
+FPS = float(VIDEO_FPS)
 PRESETS = {
     "tiny": DiTConfig.tiny,
     "mid": lambda: DiTConfig(dim=512, ffn_dim=1536, num_heads=8, num_layers=8),

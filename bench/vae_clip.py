@@ -12,17 +12,13 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from timing import best_seconds
 
-import torch  # noqa: E402
-
-from bench.timing import best_seconds  # noqa: E402
-from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder  # noqa: E402
-from model.vae import VAEConfig, WanVAE  # noqa: E402
+from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
+from model.vae import VAEConfig, WanVAE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

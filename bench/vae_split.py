@@ -22,17 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from timing import best_seconds
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.timing import best_seconds  # noqa: E402
-from model.vae import VAEConfig, WanVAE  # noqa: E402
-from model.vae.split import DECODE_HALO, ENCODE_HALO, split_decode_stream, split_encode  # noqa: E402
-from model.vae.tiles import grid_shape  # noqa: E402
+from model.vae import VAEConfig, WanVAE
+from model.vae.split import DECODE_HALO, ENCODE_HALO, split_decode_stream, split_encode
+from model.vae.tiles import grid_shape
 
 
 def _build(args: argparse.Namespace, device: torch.device) -> tuple[WanVAE, torch.Tensor, torch.Tensor]:

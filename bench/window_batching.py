@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.infinitetalk import StageTimes, WindowSettings  # noqa: E402
-from model.infinitetalk.live import LiveSource, LiveWindowRunner  # noqa: E402
-from model.sampling import GuidanceScales  # noqa: E402
-from streaming.benchmark.models import random_bundle, real_shape  # noqa: E402
+from model.infinitetalk import StageTimes, WindowSettings
+from model.infinitetalk.live import LiveSource, LiveWindowRunner
+from model.sampling import GuidanceScales
+from streaming.benchmark.models import random_bundle, real_shape
 
 
 def tiny_pipe():

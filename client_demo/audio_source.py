@@ -16,11 +16,12 @@ from typing import Protocol
 
 import numpy as np
 
+from model.timebase import SAMPLE_RATE
 from streaming.media_files import read_audio_file
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RATE = 16_000
+DEFAULT_RATE = SAMPLE_RATE
 DEFAULT_CHUNK_MS = 20
 
 

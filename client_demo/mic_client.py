@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.timebase import SAMPLE_RATE
 from streaming.media_files import Mp4Writer
 
 from .audio_source import AudioSource, FileSource, MicrophoneUnavailable, MicSource
@@ -57,7 +58,7 @@ def make_sink(cfg: ClientConfig) -> FrameSink | None:
     if cfg.show:
         sinks.append(WindowViewer())
     if cfg.output is not None:
-        rate, channels = (16_000, 1) if cfg.transport == "ws" else (48_000, 1)
+        rate, channels = (SAMPLE_RATE, 1) if cfg.transport == "ws" else (48_000, 1)
         sinks.append(Mp4Writer(cfg.output, audio_rate=rate, audio_channels=channels))
     if not sinks:
         return None

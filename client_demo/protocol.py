@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from model.timebase import SAMPLE_RATE
+
 PROTOCOL_VERSION = 1
 AUDIO_TAG = 0x41  # 'A'
 FRAME_TAG = 0x46  # 'F'
@@ -35,7 +37,7 @@ class ProtocolError(ValueError):
 class AudioFormat:
     """How this client lays out the PCM it sends (declared in `hello`)."""
 
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1
     format: str = "s16"
 

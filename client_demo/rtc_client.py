@@ -21,6 +21,8 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from model.timebase import VIDEO_FPS
+
 from .audio_source import AudioSource
 from .sinks import FrameSink, SinkThread
 from .summary import RunOptions, RunSummary
@@ -85,7 +87,7 @@ class SourceTrack(MediaStreamTrack):
 class _Peer:
     """State shared by the track consumers and the data channel handler."""
 
-    def __init__(self, summary: RunSummary, sink: FrameSink | None, fps: int = 25) -> None:
+    def __init__(self, summary: RunSummary, sink: FrameSink | None, fps: int = VIDEO_FPS) -> None:
         self.summary = summary
         self.sink = sink
         self.worker = SinkThread("rtc-sink") if sink is not None else None

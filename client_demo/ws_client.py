@@ -17,6 +17,8 @@ import aiohttp
 import cv2
 import numpy as np
 
+from model.timebase import SAMPLE_RATE
+
 from .audio_source import AudioSource
 from .protocol import (
     AudioFormat,
@@ -140,7 +142,7 @@ async def _await_ready(ws: aiohttp.ClientWebSocketResponse, summary: RunSummary)
     summary.backend_description = str(msg.get("backend_description", ""))
     summary.session_id = str(msg.get("session_id", ""))
     summary.width, summary.height = int(msg.get("width", 0)), int(msg.get("height", 0))
-    summary.audio_rate = int(msg.get("sample_rate", 16_000))
+    summary.audio_rate = int(msg.get("sample_rate", SAMPLE_RATE))
     return msg
 
 
@@ -213,7 +215,7 @@ async def _send_audio(
         if ws.closed:
             break
         if opts.fast:
-            while (sent - rx.consumed_samples * rate / 16_000) / rate > FAST_AHEAD_S and not ws.closed:
+            while (sent - rx.consumed_samples * rate / SAMPLE_RATE) / rate > FAST_AHEAD_S and not ws.closed:
                 rx.progress.clear()
                 try:
                     await asyncio.wait_for(rx.progress.wait(), 0.1)
@@ -230,7 +232,7 @@ async def _send_audio(
             break
         if opts.seconds is not None and summary.audio_sent_s >= opts.seconds:
             break
-    return round(sent * 16_000 / rate)
+    return round(sent * SAMPLE_RATE / rate)
 
 
 async def _drain(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from model.timebase import SAMPLE_RATE
 from streaming.engine import Engine
 
 from .avatars import AvatarStore
@@ -41,7 +42,7 @@ class ServerContext:
             "backend": g.name,
             "backend_description": g.description,
             "fps": g.window.fps,
-            "sample_rate": 16000,
+            "sample_rate": SAMPLE_RATE,
             "samples_per_frame": g.window.samples_per_frame,
             "window_frames": g.window.new_frames,
             "protocol_version": PROTOCOL_VERSION,

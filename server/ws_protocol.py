@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from model.timebase import SAMPLE_RATE
 from streaming.audio_input import AudioFormatError, PcmFormat
 from streaming.output import OutputFrame
 from streaming.session import MAX_SPEAKERS
@@ -102,7 +103,7 @@ def parse_hello(text: str, default_quality: int = 80) -> Hello:
     audio = msg.get("audio", {})
     if not isinstance(audio, dict):
         raise ProtocolError("bad_hello", "'audio' must be an object {sample_rate, channels, format}")
-    rate = _int_field(audio.get("sample_rate", 16000), "audio.sample_rate", 8000, 192000, "bad_audio_format")
+    rate = _int_field(audio.get("sample_rate", SAMPLE_RATE), "audio.sample_rate", 8000, 192000, "bad_audio_format")
     channels = _int_field(audio.get("channels", 1), "audio.channels", 1, 8, "bad_audio_format")
     fmt = audio.get("format", "s16")
     try:

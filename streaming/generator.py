@@ -17,10 +17,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
-"""Every audio array inside the engine is 16 kHz mono float32 in [-1, 1] (one row per speaker)."""
+from model.timebase import SAMPLE_RATE as SAMPLE_RATE  # every audio array inside the engine: 16 kHz mono
+from model.timebase import VIDEO_FPS  # float32 in [-1, 1], one row per speaker
 
-DEFAULT_FPS = 25
+DEFAULT_FPS = VIDEO_FPS
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from model.timebase import SAMPLE_RATE, VIDEO_FPS
+
 log = logging.getLogger(__name__)
 
-DEFAULT_RATE = 16_000
+DEFAULT_RATE = SAMPLE_RATE
 
 def read_audio_file(path: str | Path, sample_rate: int = DEFAULT_RATE) -> np.ndarray:
     """Decode any audio file PyAV can read to mono int16 at `sample_rate`: [n]."""
@@ -62,7 +64,7 @@ class Mp4Writer:
     """
 
     def __init__(
-        self, path: str | Path, fps: int = 25, audio_rate: int = 16_000, audio_channels: int = 1,
+        self, path: str | Path, fps: int = VIDEO_FPS, audio_rate: int = SAMPLE_RATE, audio_channels: int = 1,
         video_codec: str | None = None,
     ) -> None:
         if audio_channels not in (1, 2):

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from transformers import Wav2Vec2Model
 
+from model.timebase import SAMPLE_RATE as SAMPLE_RATE  # re-exported: model.audio's public units
+from model.timebase import VIDEO_FPS as VIDEO_FPS
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
-VIDEO_FPS = 25
 TARGET_LUFS = -23.0
 _NORM_EPS = 1e-7  # the HF Wav2Vec2FeatureExtractor's variance epsilon
 

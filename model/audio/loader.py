@@ -18,6 +18,8 @@ import torch
 from transformers import Wav2Vec2Model
 from transformers.utils import logging as transformers_logging
 
+from model.timebase import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 transformers_logging.disable_progress_bar()  # no per-load progress bars in a server log
 
@@ -38,7 +40,7 @@ class Wav2Vec2LoadError(RuntimeError):
 class Wav2Vec2Preprocessing:
     """What the HF feature extractor would do before the model (from preprocessor_config.json)."""
 
-    sampling_rate: int = 16_000
+    sampling_rate: int = SAMPLE_RATE
     do_normalize: bool = True
 
 
@@ -64,8 +66,8 @@ def read_preprocessing(folder: str | Path) -> Wav2Vec2Preprocessing:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise Wav2Vec2LoadError(f"{path} is not valid JSON: {e}") from e
-    pre = Wav2Vec2Preprocessing(int(cfg.get("sampling_rate", 16_000)), bool(cfg.get("do_normalize", True)))
-    if pre.sampling_rate != 16_000:
+    pre = Wav2Vec2Preprocessing(int(cfg.get("sampling_rate", SAMPLE_RATE)), bool(cfg.get("do_normalize", True)))
+    if pre.sampling_rate != SAMPLE_RATE:
         raise Wav2Vec2LoadError(f"{path}: sampling_rate {pre.sampling_rate}, but this pipeline feeds 16 kHz audio")
     return pre
 

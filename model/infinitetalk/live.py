@@ -30,6 +30,7 @@ from torch import Tensor
 
 from model.colour import match_colours
 from model.sampling import X0_RENOISE
+from model.timebase import VIDEO_FPS
 
 from .batched import DenoiseItem, decode_stream_batch, denoise_batch, encode_motion_batch
 from .handoff import FrameHandoff, PendingFrames
@@ -52,7 +53,7 @@ class LiveSource:
     """
 
     frames: Tensor
-    fps: float = 25.0
+    fps: float = float(VIDEO_FPS)
     speaker_masks: Tensor | None = None
     regen_mask: Tensor | None = None
 
@@ -131,7 +132,7 @@ class WindowWork:
 class LiveWindowRunner:
     """Makes consecutive windows for one or more sessions (state is per session)."""
 
-    def __init__(self, pipe: InfiniteTalkPipeline, settings: WindowSettings, output_fps: float = 25.0,
+    def __init__(self, pipe: InfiniteTalkPipeline, settings: WindowSettings, output_fps: float = float(VIDEO_FPS),
                  max_cached_conditions: int = 8) -> None:
         self.pipe = pipe
         self.settings = settings

@@ -21,6 +21,7 @@ from transformers.utils import logging as transformers_logging
 from model.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
 from model.dit import DiTConfig, InfiniteTalkDiT
 from model.text import save_prompt_embeddings
+from model.timebase import SAMPLE_RATE
 from model.vae import VAEConfig, WanVAE
 
 from .bundle import (
@@ -113,7 +114,7 @@ def _write_encoders(base: Path, wav_dir: Path, prompt_file: Path, text_dim: int,
     wav.save_pretrained(wav_dir, safe_serialization=True)
     (wav_dir / "preprocessor_config.json").write_text(json.dumps({
         "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": 16000,
+        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": SAMPLE_RATE,
     }))
 
     g = torch.Generator().manual_seed(seed + 3)

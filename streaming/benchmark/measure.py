@@ -19,6 +19,7 @@ import torch
 
 from model.infinitetalk import StageTimes, u8_to_unit
 from model.sampling import GuidanceScales
+from model.timebase import SAMPLE_RATE
 
 from ..backends.infinitetalk.generator import InfiniteTalkGenerator
 from ..engine import Engine
@@ -160,7 +161,7 @@ async def engine_offline(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.
     engine = Engine(gen)
     try:
         session = await engine.open_session(avatar, SessionSettings(planner=PlannerSettings(realtime=False),
-                                                                    max_buffer_s=len(speech) / 16000 + 5))
+                                                                    max_buffer_s=len(speech) / SAMPLE_RATE + 5))
         t0 = time.perf_counter()
         session.push_audio(speech)
         session.end_input()
@@ -191,7 +192,7 @@ async def engine_live(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.nda
     frames = []
     try:
         session = await engine.open_session(avatar, SessionSettings(quality=quality, cut_idle=cut_idle,
-                                                                    max_buffer_s=len(speech) / 16000 + 5))
+                                                                    max_buffer_s=len(speech) / SAMPLE_RATE + 5))
         loop = asyncio.get_running_loop()
 
         async def consume() -> None:
@@ -203,9 +204,9 @@ async def engine_live(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.nda
         t0 = loop.time()
         first_push = time.monotonic()
         spoken = speech.size // gen.window.samples_per_frame
-        fed = np.concatenate([speech, np.zeros(int(silence_after_s * 16000), np.float32)])
+        fed = np.concatenate([speech, np.zeros(int(silence_after_s * SAMPLE_RATE), np.float32)])
         for i in range(0, fed.size, 320):
-            await asyncio.sleep(max(0.0, t0 + i / 16000 - loop.time()))
+            await asyncio.sleep(max(0.0, t0 + i / SAMPLE_RATE - loop.time()))
             session.push_audio(fed[i : i + 320])
             if first_speech_frame(frames) is not None and sum(f.speech for f in frames) >= spoken * 0.9:
                 break
@@ -220,7 +221,7 @@ async def engine_live(gen: InfiniteTalkGenerator, avatar: Avatar, speech: np.nda
         await engine.shutdown()
     first_speech = first_speech_frame(frames)
     return {
-        "speech_s": _r(speech.size / 16000),
+        "speech_s": _r(speech.size / SAMPLE_RATE),
         "first_speech_frame_latency_s": None if first_speech is None else _r(first_speech.emitted_at - first_push),
         "latency_mean_s": None if stats["latency_mean_s"] is None else _r(stats["latency_mean_s"]),
         "latency_p95_s": None if stats["latency_p95_s"] is None else _r(stats["latency_p95_s"]),
@@ -267,7 +268,7 @@ async def engine_sessions(gen: InfiniteTalkGenerator, avatars: list[Avatar], spe
     """N offline sessions at once on one worker: throughput and each session's latency."""
     engine = Engine(gen, max_batch=max_batch)
     try:
-        settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=len(speech) / 16000 + 5)
+        settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=len(speech) / SAMPLE_RATE + 5)
         sessions = [await engine.open_session(a, settings) for a in avatars]
         t0 = time.perf_counter()
 

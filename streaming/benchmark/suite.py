@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from model.timebase import SAMPLE_RATE
+
 from ..quality import QualitySettings
 from . import measure
 from .models import bench_avatar, build_generator, load_speech
@@ -87,7 +89,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         report["engine_live"] = {
             "fixed_quality": asyncio.run(measure.engine_live(gen, avatar, speech, QualitySettings(enabled=False), wait)),
             "adaptive_quality": asyncio.run(measure.engine_live(gen, avatar, speech, QualitySettings(), wait)),
-            "speech_onset": asyncio.run(measure.speech_onset(gen, avatar, speech[: 16000], wait)),
+            "speech_onset": asyncio.run(measure.speech_onset(gen, avatar, speech[: SAMPLE_RATE], wait)),
         }
         ratios["speech_onset_latency_no_cut_vs_cut_idle"] = report["engine_live"]["speech_onset"][
             "latency_ratio_no_cut_vs_cut"]

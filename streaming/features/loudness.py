@@ -17,6 +17,8 @@ import numpy as np
 import pyloudnorm
 import scipy.signal
 
+from model.timebase import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
 BLOCK_S = 0.400
@@ -33,7 +35,7 @@ class RunningLoudness:
     reference's whole clip). Mono, float input in [-1, 1].
     """
 
-    def __init__(self, sample_rate: int = 16_000, window_s: float | None = None) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, window_s: float | None = None) -> None:
         if window_s is not None and window_s < BLOCK_S:
             raise ValueError(f"loudness window_s must be >= {BLOCK_S} s (one gating block), got {window_s}")
         self.sample_rate = sample_rate

@@ -4,59 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 from aiohttp import web
 
 from server.app import build_app
 from server.avatars import AvatarStore
-from server.cli import builtin_avatars
 from server.config import ServerConfig
-from streaming.backends import create_generator
 from streaming.engine import Engine
-from streaming.generator import Avatar, Generator
+
+from ..helpers.demo_server import RunningServer, free_port, make_backend
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
-def _synthetic_avatar(name: str, size: tuple[int, int]) -> Avatar:
-    w, h = size
-    img = np.full((1, h, w, 3), 90, np.uint8)
-    img[0, h // 5 : 4 * h // 5, w // 4 : 3 * w // 4] = (210, 170, 140)
-    return Avatar(name, img)
 
 
-def make_backend() -> tuple[Generator, dict[str, Any], str]:
-    """(generator, built-in avatar loaders, default avatar name): what `infinitetalk-live serve`
-    uses by default (the CPU backend `lite`, the shipped portrait), plus a plain synthetic avatar so
-    the tests have a second one to switch to."""
-    builtins, default = builtin_avatars()
-    builtins = {**builtins, "plain": lambda: _synthetic_avatar("plain", (160, 120))}
-    # 320x320 instead of the default 512 keeps VP8 encode + decode (both ends run in this process)
-    # affordable on a loaded 2-core CI machine.
-    return create_generator("lite", width=320, height=320), builtins, default
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-@dataclass
-class RunningServer:
-    url: str
-    info: dict[str, Any]
-    avatars: dict[str, Any]
-    engine: Engine
 
 
 @contextlib.asynccontextmanager

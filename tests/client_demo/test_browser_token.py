@@ -13,8 +13,8 @@ from server.avatars import AvatarStore
 from server.config import ServerConfig
 from streaming.engine import Engine
 
-from .conftest import free_port, make_backend
-from .test_browser_demo import chromium
+from ..helpers.chromium import chromium
+from ..helpers.demo_server import free_port, make_backend
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 

@@ -15,7 +15,7 @@ import pytest
 from client_demo.audio_source import FileSource, MicrophoneUnavailable, MicSource
 from client_demo.summary import RunOptions, RunSummary
 from streaming.media_files import Mp4Writer, read_audio_file
-from tests.client_demo.media_checks import mp4_facts
+from tests.helpers.media_checks import mp4_facts
 
 
 def _write_tone(path: Path, rate: int, layout: str, seconds: float, freq: float = 440.0) -> None:

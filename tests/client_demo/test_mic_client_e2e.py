@@ -16,7 +16,7 @@ import pytest
 from client_demo.mic_client import ClientConfig, main, run_client
 from client_demo.summary import RunOptions
 from streaming.media_files import pick_video_codec, read_audio_file
-from tests.client_demo.media_checks import locate_speech_chunks, mp4_facts
+from tests.helpers.media_checks import locate_speech_chunks, mp4_facts
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,6 +1,6 @@
 """Bounds on the live wav2vec2 features, derived from a sweep over random tiny models (not one file).
 
-bench/feature_bounds_sweep.py measures every statistic below over a family of random models
+tests/bounds/feature_bounds_sweep.py measures every statistic below over a family of random models
 (tests/helpers/w2v_family.py); docs/live_features.md ("Bounds from a sweep") has the table. Rule:
 a bound is the sweep's worst case with its distance from perfect (1 - cosine, an error, a drop)
 grown by 25 % (a gain or a cost: shrunk by 25 %), rounded outward; an old bound that was already

@@ -1,7 +1,7 @@
 """The statistics that the live-feature tests bound, measured on any wav2vec2 (tests and bench share them).
 
 Each function measures one thing a test in tests/streaming/test_speech_features*.py asserts a bound
-on, so the bench (bench/feature_bounds_sweep.py) can measure it over a family of random models and
+on, so the bench (tests/bounds/feature_bounds_sweep.py) can measure it over a family of random models and
 the tests can assert it over a few of them with the bound the sweep supports.
 """
 

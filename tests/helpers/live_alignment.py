@@ -2,7 +2,7 @@
 DiT and the whole-clip features of the audio timeline the windows were made from.
 
 Random weights cannot show lip sync, so tests/streaming/test_live_feature_alignment.py checks this
-invariant behind it; bench/feature_bounds_sweep.py (--live) measures it over other wav2vec2 models.
+invariant behind it; tests/bounds/feature_bounds_sweep.py (--live) measures it over other wav2vec2 models.
 """
 
 from __future__ import annotations

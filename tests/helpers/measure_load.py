@@ -15,7 +15,8 @@ import sys
 import torch
 
 from model.weights import load_module
-from tests.helpers.tiny_wan import TinyWanConfig, meta_model
+
+from .tiny_wan import TinyWanConfig, meta_model
 
 
 def _status_kb(field: str) -> int:

@@ -4,7 +4,7 @@ The split-VAE, bf16 and fp8 tests bound how far an approximation may move an out
 one golden file such a bound may hold only for that file; these builders make other members of the
 same family (the golden generator's initialisation, tests/helpers/golden_init.py, at other seeds
 and sizes: with the public VAE config and seed 1245 it reproduces the golden VAE bit for bit), and
-bench/model_bounds_sweep.py measures the statistics over many of them.
+tests/bounds/model_bounds_sweep.py measures the statistics over many of them.
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ def test_rope_table_is_cached_per_shape(tiny: InfiniteTalkDiT) -> None:
     assert tiny._rope.get((3, 2, 3), torch.device("cpu")).shape == (18, CFG.head_dim // 2, 2)
 
 
-# bf16 vs float32, from a sweep over random tiny DiTs (bench/model_bounds_sweep.py, docs/live_features.md):
+# bf16 vs float32, from a sweep over random tiny DiTs (tests/bounds/model_bounds_sweep.py, docs/live_features.md):
 # worst relative error 0.011 when no token's speaker routing flips (0.03 kept). With two speakers each
 # token takes the audio of an argmax over attention maps; where two are near a tie, bf16 rounding flips
 # it (1-2 tokens, at most 4.2 % of them, in a third of the models) and the error jumps (worst 0.075).

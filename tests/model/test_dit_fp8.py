@@ -20,7 +20,7 @@ from ..helpers.model_family import dit_fp8_error, dit_inputs, random_dit
 E4M3 = torch.float8_e4m3fn
 CFG = DiTConfig.tiny()
 # Whole-DiT error of fp8 block linears (row-wise activations) vs float32: no closed form (errors
-# compound through the blocks), so from a sweep over random tiny DiTs (bench/model_bounds_sweep.py,
+# compound through the blocks), so from a sweep over random tiny DiTs (tests/bounds/model_bounds_sweep.py,
 # docs/live_features.md): worst 0.067, grown by 25 %.
 FP8_DIT_REL_MAX = 0.085
 

@@ -21,7 +21,7 @@ from ..helpers.model_family import golden_vae_config, random_vae, smooth_clip, v
 
 ATOL = 1e-5  # golden README: VAE latents and frames
 # bf16 decode vs float32, mean absolute pixel error: worst 0.018 over a sweep of random VAEs of the
-# golden family (bench/model_bounds_sweep.py); kept (2.8x the worst).
+# golden family (tests/bounds/model_bounds_sweep.py); kept (2.8x the worst).
 BF16_DECODE_MEAN_ABS_MAX = 0.05
 
 

@@ -19,7 +19,7 @@ from ..helpers.model_family import golden_vae_config, psnr, random_vae, smooth_c
 from ..helpers.ranks import spawn_ranks
 
 WORLD = 2
-# Bounds on the seams, from a sweep over random VAEs of the golden family (bench/model_bounds_sweep.py,
+# Bounds on the seams, from a sweep over random VAEs of the golden family (tests/bounds/model_bounds_sweep.py,
 # docs/live_features.md "Model bounds from a sweep"): the worst case's error grown by 25 %.
 SPLIT_PSNR_MIN_DB = 16.0  # decode vs the whole decode; worst of the sweep 18.3 dB (was 19: the golden file's)
 SPLIT_ENCODE_REL_MAX = 0.15  # encode's relative error; worst 0.109 (the golden file): kept

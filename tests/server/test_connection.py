@@ -14,8 +14,8 @@ from server.sessions import TooManySessions
 from server.transports import Transport
 from server.ws_protocol import CLOSE_SESSION_FAILED, ProtocolError
 
-from .helpers import BlockPatternGenerator, live_server
-from .test_sessions import FailsForOneAvatar
+from ..helpers.failing_backend import FailsForOneAvatar
+from ..helpers.server_app import BlockPatternGenerator, live_server
 
 LIST = Transport("list", frames_in_band=False, add_routes=lambda app: None)
 

@@ -17,10 +17,10 @@ import aiohttp
 import numpy as np
 import torch
 
-from .helpers import BlockPatternGenerator, live_server, make_avatar
-from .leaks import assert_no_leaks, snapshot
-from .test_bad_input import assert_serves_a_session
-from .test_sessions import count_frames
+from ..helpers.failing_backend import count_frames
+from ..helpers.leaks import assert_no_leaks, snapshot
+from ..helpers.server_app import BlockPatternGenerator, live_server, make_avatar
+from ..helpers.ws_checks import assert_serves_a_session
 
 REPO = Path(__file__).resolve().parents[2]
 HELLO = {"type": "hello", "version": 1}
@@ -228,7 +228,7 @@ async def test_a_client_sending_faster_than_real_time_is_warned_bounded_and_does
 
 
 async def test_sessions_over_both_transports_leave_nothing_behind_when_they_end():
-    from .rtc_client import RtcTestClient
+    from ..helpers.rtc_client import RtcTestClient
 
     async with live_server() as srv:
         async with aiohttp.ClientSession() as http:

@@ -11,8 +11,8 @@ import torch
 
 from server.cli import make_generator, parser
 
+from ..helpers.server_app import WsLog, live_server, read_wav, ws_receive_all, ws_send_realtime
 from ..helpers.tiny_flashtalk import tiny_flashtalk_root
-from .helpers import WsLog, live_server, read_wav, ws_receive_all, ws_send_realtime
 
 
 @pytest.fixture(scope="module")

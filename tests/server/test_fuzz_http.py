@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from server.avatars import NAME_RE
 
-from .fuzz_support import AUTH, DOCUMENTED_CODES, TOKEN, FuzzServer, scale
+from ..helpers.fuzz_support import AUTH, DOCUMENTED_CODES, TOKEN, FuzzServer, scale
 
 REQUESTS_PER_EXAMPLE = 10
 _OFFER: list[str] = []

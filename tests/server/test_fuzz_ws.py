@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from server.avatars import NAME_RE
 from server.ws_protocol import ProtocolError, parse_audio, parse_hello, parse_json_message
 
-from .fuzz_support import (
+from ..helpers.fuzz_support import (
     CLIENT_CLOSE_CODES,
     DOCUMENTED_CODES,
     TOKEN,

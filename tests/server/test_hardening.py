@@ -14,9 +14,9 @@ import logging
 import aiohttp
 import pytest
 
-from .helpers import live_server
-from .rtc_client import RtcTestClient
-from .test_bad_input import HELLO, assert_serves_a_session, read_until_close, ws_error
+from ..helpers.rtc_client import RtcTestClient
+from ..helpers.server_app import live_server
+from ..helpers.ws_checks import HELLO, assert_serves_a_session, read_until_close, ws_error
 
 NESTED = "[" * 100_000
 
@@ -140,7 +140,7 @@ async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def test_a_client_that_stops_reading_gets_error_and_4408_when_it_reads_again():
-    from .helpers import BlockPatternGenerator
+    from ..helpers.server_app import BlockPatternGenerator
 
     gen = BlockPatternGenerator(size=(640, 480), noise=True)  # big frames fill the socket buffers quickly
     async with live_server(gen, ws_stall_timeout_s=1.0, ws_send_queue_frames=5) as srv:

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import live_server
-from .test_bad_input import assert_serves_a_session
+from ..helpers.server_app import live_server
+from ..helpers.ws_checks import assert_serves_a_session
 
 
 def metric_values(text: str) -> dict[tuple[str, tuple], float]:

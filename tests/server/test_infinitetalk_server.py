@@ -20,8 +20,8 @@ import torch
 
 from server.cli import main
 
+from ..helpers.server_app import WsLog, live_server, make_avatar, read_wav, ws_receive_all, ws_send_realtime
 from ..helpers.tiny_infinitetalk import FAST_WINDOW, tiny_bundle, tiny_generator
-from .helpers import WsLog, live_server, make_avatar, read_wav, ws_receive_all, ws_send_realtime
 
 LONG_WINDOW = dataclasses.replace(FAST_WINDOW, frame_num=33)
 

@@ -17,10 +17,10 @@ from server.config import IceServer, ServerConfig
 from server.ice import rtc_configuration, turn_credential
 from server.limits import RateLimiter, client_address
 
-from .helpers import live_server, read_wav
-from .rtc_client import RtcTestClient, WavMicrophone, resample_to_48k
-from .test_bad_input import assert_serves_a_session, eventually, read_until_close
-from .test_security import TOKEN, status, ws_outcome, ws_session
+from ..helpers.rtc_client import RtcTestClient, WavMicrophone, resample_to_48k
+from ..helpers.security_checks import TOKEN, status, ws_outcome, ws_session
+from ..helpers.server_app import live_server, read_wav
+from ..helpers.ws_checks import assert_serves_a_session, eventually, read_until_close
 
 HELLO = {"type": "hello", "version": 1}
 

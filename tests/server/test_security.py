@@ -11,35 +11,16 @@ import pytest
 
 from server.security import token_matches
 
-from .helpers import live_server
-from .test_bad_input import assert_serves_a_session, eventually, read_until_close
+from ..helpers.security_checks import TOKEN, status, ws_outcome, ws_session
+from ..helpers.server_app import live_server
+from ..helpers.ws_checks import assert_serves_a_session, eventually, read_until_close
 
-TOKEN = "s3cret-T0ken-for-tests-0123456789"
 WRONG = "wrong-token-guess-9876543210"
 HELLO = {"type": "hello", "version": 1}
 
 
-async def ws_outcome(http: aiohttp.ClientSession, url: str, **kw) -> tuple[str, object]:
-    """('ready', protocol) when a session opened, else ('closed', (error code, close code))."""
-    async with http.ws_connect(url, **kw) as ws:
-        first = await asyncio.wait_for(ws.receive(), 5)
-        if first.type == aiohttp.WSMsgType.TEXT:  # refused before hello: error then close
-            error = first.json()
-            _, code = await read_until_close(ws)
-            return "closed", (error["code"], code)
-        if first.type == aiohttp.WSMsgType.CLOSE:
-            return "closed", (None, first.data)
-        raise AssertionError(f"unexpected first message {first}")
 
 
-async def ws_session(http: aiohttp.ClientSession, url: str, **kw) -> str | None:
-    """Open a session with hello; returns the negotiated subprotocol."""
-    async with http.ws_connect(url, **kw) as ws:
-        await ws.send_json(HELLO)
-        msg = await asyncio.wait_for(ws.receive_json(), 5)
-        assert msg["type"] == "ready", msg
-        await ws.send_json({"type": "bye"})
-        return ws.protocol
 
 
 async def refused_before_hello(http, url, **kw) -> tuple[str | None, int | None]:
@@ -47,11 +28,6 @@ async def refused_before_hello(http, url, **kw) -> tuple[str | None, int | None]
         return await read_until_close(ws)
 
 
-async def status(http: aiohttp.ClientSession, method: str, url: str, **kw) -> tuple[int, str | None]:
-    async with http.request(method, url, **kw) as r:
-        body = await r.json() if r.content_type == "application/json" else None
-        code = body["error"]["code"] if isinstance(body, dict) and "error" in body else None
-        return r.status, code
 
 
 async def test_a_token_guards_every_costly_route_and_the_open_ones_stay_open():

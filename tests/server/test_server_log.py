@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 from server.ice import ICE_LOGGER, quiet_ice_logs
 
-from .helpers import live_server
-from .rtc_client import RtcTestClient
+from ..helpers.rtc_client import RtcTestClient
+from ..helpers.server_app import live_server
 
 
 @contextlib.contextmanager

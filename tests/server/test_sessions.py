@@ -4,40 +4,10 @@ import asyncio
 
 import aiohttp
 
-from .helpers import BlockPatternGenerator, live_server
-from .rtc_client import RtcTestClient
-from .test_bad_input import assert_serves_a_session, read_until_close
-
-
-class FailsForOneAvatar(BlockPatternGenerator):
-    """Raises on window `fail_on_window` of sessions opened with the avatar `doomed` only."""
-
-    def __init__(self, doomed: str, **kw) -> None:
-        super().__init__(**kw)
-        self.doomed = doomed
-        self.failing_window = self.fail_on_window
-        self.fail_on_window = None
-
-    def open_session(self, session_id, avatar, speakers=1):
-        state = super().open_session(session_id, avatar, speakers)
-        state["doomed"] = avatar.name == self.doomed
-        return state
-
-    def generate(self, state, job):
-        if state["doomed"] and job.index == self.failing_window:
-            raise RuntimeError("simulated CUDA out of memory")
-        yield from super().generate(state, job)
-
-
-async def count_frames(ws, log: list) -> int | None:
-    """Collect messages; return the close code the server sent."""
-    while True:
-        msg = await ws.receive()
-        if msg.type == aiohttp.WSMsgType.CLOSE:
-            return msg.data
-        if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-            return None
-        log.append(msg)
+from ..helpers.failing_backend import FailsForOneAvatar, count_frames
+from ..helpers.rtc_client import RtcTestClient
+from ..helpers.server_app import live_server
+from ..helpers.ws_checks import assert_serves_a_session, read_until_close
 
 
 async def test_a_session_whose_generator_fails_gets_4500_and_the_other_keeps_streaming():

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .helpers import live_server
+from ..helpers.server_app import live_server
 
 REPO = Path(__file__).resolve().parents[2]
 SIDE = 6000  # 36 MP: under the 40 MP limit, the case

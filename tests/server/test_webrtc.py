@@ -9,8 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .helpers import BlockPatternGenerator, live_server
-from .rtc_client import MIC_RATE, RtcTestClient, WavMicrophone
+from ..helpers.rtc_client import MIC_RATE, RtcTestClient, WavMicrophone
+from ..helpers.server_app import BlockPatternGenerator, live_server
 
 SR = 16_000
 REPO = Path(__file__).resolve().parents[2]

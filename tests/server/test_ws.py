@@ -7,7 +7,7 @@ import aiohttp
 import cv2
 import numpy as np
 
-from .helpers import (
+from ..helpers.server_app import (
     BlockPatternGenerator,
     WsLog,
     audio_code,

@@ -12,11 +12,11 @@ import numpy as np
 from server.tracks import to_pcm16
 from streaming.audio_input import PcmFormat
 from streaming.avatars import default_avatar
-from streaming.lite import LiteGenerator, LiteSettings
+from streaming.backends.lite import LiteGenerator, LiteSettings
 
 from ..helpers.audio_exact import assert_one_continuous_resampling, one_resampling, to_rate_stereo
 from ..helpers.engine_runs import read_wav
-from .helpers import WsLog, live_server, ws_receive_all
+from ..helpers.server_app import WsLog, live_server, ws_receive_all
 
 
 async def send_jittery(ws, pcm: np.ndarray, fmt: PcmFormat, seed: int) -> None:

@@ -17,8 +17,8 @@ from streaming.planner import PlannerSettings
 from streaming.session import SessionSettings
 from streaming.worker import GeneratorWorker, JobCancelled
 
+from ..helpers.batching_pattern import BatchingPattern
 from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
-from .pattern_backend import PatternGenerator
 
 
 def read_wav(path) -> np.ndarray:
@@ -26,33 +26,6 @@ def read_wav(path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
 
 
-class BatchingPattern(PatternGenerator):
-    """The pattern backend with the batching extension: records every pass it is asked to run."""
-
-    def __init__(self, max_batch: int = 4, fail_prepare: str | None = None, **kw) -> None:
-        super().__init__(**kw)
-        self.max_batch = max_batch
-        self.fail_prepare = fail_prepare
-        self.passes: list[list[str]] = []
-        self.singles: list[str] = []
-
-    def batch_key(self, state, job: WindowJob):
-        return job.extras.get("key", "same")
-
-    def prepare_window(self, state, job: WindowJob):
-        if job.session_id == self.fail_prepare:
-            raise RuntimeError("simulated bad window")
-        return state, job
-
-    def generate(self, state, job):
-        self.singles.append(job.session_id)
-        yield from super().generate(state, job)
-
-    def generate_batch(self, works):
-        self.passes.append([job.session_id for _, job in works])
-        iters = [PatternGenerator.generate(self, state, job) for state, job in works]
-        for frames in zip(*iters, strict=True):
-            yield from enumerate(frames)
 
 
 def _job(sid: str, spec, key: str = "same") -> WindowJob:

@@ -9,7 +9,7 @@ from streaming.engine import Engine
 from streaming.generator import BatchingGenerator, ClosingGenerator
 from streaming.worker import GeneratorWorker
 
-from .pattern_backend import PatternGenerator
+from ..helpers.pattern_backend import PatternGenerator
 
 
 class _Closing(PatternGenerator):

@@ -19,7 +19,7 @@ from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
 from ..helpers.w2v_family import Member, W2VShape, build
 
 # Beside the bundle's own wav2vec2, another of its family (transformers' init, the DiT's 2 x 32 sizes,
-# another seed and positional conv). Over 9 such models, any positional conv (bench/feature_bounds_sweep.py
+# another seed and positional conv). Over 9 such models, any positional conv (tests/bounds/feature_bounds_sweep.py
 # --live), the worst was mean .959, 5th percentile .830: the bounds below hold. Golden-init models are
 # not this family: there the worst of 8 was .83 / .67 (docs/live_features.md).
 OTHER = Member(W2VShape(conv_dim=24, pos_kernel=12, pos_groups=2), seed=14, init="hf")

@@ -16,8 +16,8 @@ from streaming.generator import Avatar, QualityRange, WindowJob
 from streaming.quality import QualityController, QualitySettings
 from streaming.session import SessionSettings
 
+from ..helpers.pattern_backend import PatternGenerator
 from ..helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
-from .pattern_backend import PatternGenerator
 
 
 def read_wav(path) -> np.ndarray:

@@ -20,7 +20,7 @@ from streaming.generator import Avatar
 
 from ..helpers.audio_exact import assert_one_continuous_resampling, one_resampling, to_rate_stereo
 from ..helpers.engine_runs import read_wav
-from .pattern_backend import PatternGenerator
+from ..helpers.pattern_backend import PatternGenerator
 
 AVATAR = Avatar("test", np.zeros((1, 24, 32, 3), np.uint8))
 RATE = 48_000

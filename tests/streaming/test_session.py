@@ -13,7 +13,7 @@ from streaming.planner import PlannerSettings
 from streaming.session import SessionSettings, SessionState
 
 from ..helpers.engine_runs import feed_realtime, read_wav
-from .pattern_backend import PatternGenerator, audio_code
+from ..helpers.pattern_backend import PatternGenerator, audio_code
 
 AVATAR = Avatar("test", np.zeros((1, 24, 32, 3), np.uint8))
 

@@ -33,7 +33,7 @@ HUGE = 100_000  # frames: a left context / look-ahead that covers any test clip
 
 # Beside the golden file and the "group" model: random models of the same family (other seeds and
 # sizes, the golden generator's initialisation), so the bounds are checked beyond the files they
-# were first tuned on. The bounds come from bench/feature_bounds_sweep.py (docs/live_features.md).
+# were first tuned on. The bounds come from tests/bounds/feature_bounds_sweep.py (docs/live_features.md).
 FAMILY = {k: m for k, m in SUITE.items() if k != "group"}
 INIT = {"golden": "golden", "group": "hf", **{k: m.init for k, m in FAMILY.items()}}
 CLOSE = list(INIT)  # the models every closeness bound is checked on

@@ -12,7 +12,7 @@ import pytest
 from streaming.generator import WindowJob
 from streaming.worker import GeneratorWorker
 
-from .test_batching import BatchingPattern
+from ..helpers.batching_pattern import BatchingPattern
 
 
 class BadFrameFor(BatchingPattern):

@@ -41,6 +41,7 @@ from model.infinitetalk.live import LiveSource, LiveState, LiveWindowRunner, Win
 from model.infinitetalk.sizing import BUCKETS_480P, check_size, pick_bucket, resize_and_crop
 from model.infinitetalk.timing import maybe_stage
 from model.sampling import DISTILLED_STEP_LISTS, distilled_step_list
+from model.timebase import VIDEO_FPS
 from streaming.features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
 from streaming.features.rolling import RollingClipFeatures
 from streaming.generator import CONTINUE_FROM, FRAMES_CUT, Avatar, QualityRange, WindowJob, WindowSpec
@@ -73,7 +74,7 @@ class InfiniteTalkBackendSettings:
     audio_features: Literal["incremental", "rolling"] = "incremental"
     rolling_seconds: float = 8.0
     idle: Literal["generate", "source"] = "generate"
-    fps: int = 25
+    fps: int = VIDEO_FPS
     max_batch: int = 4
     min_steps: int | None = None
     size_scales: tuple[float, ...] = (1.0, 0.75)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.timebase import VIDEO_FPS
+
 
 @dataclass(frozen=True)
 class LiteSettings:
@@ -21,7 +23,7 @@ class LiteSettings:
 
     width: int = 512
     height: int = 512
-    fps: int = 25
+    fps: int = VIDEO_FPS
     new_frames: int = 4
     lookahead_frames: int = 1
     lead_ms: float = 20.0

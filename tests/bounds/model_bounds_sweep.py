@@ -1,6 +1,6 @@
 """Approximation bounds of the model tests (split VAE, bf16, fp8) measured over random tiny models; prints JSON.
 
-    PYTHONPATH=. python bench/model_bounds_sweep.py [--seeds 12] [--out sweep.json]
+    python -m tests.bounds.model_bounds_sweep [--seeds 12] [--out sweep.json]
 
 Models: tests/helpers/model_family.py (the golden generator's initialisation for VAEs, the tests'
 `init_random_weights_` for DiTs, at several sizes and seeds). For each, the statistic a test bounds:
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.helpers import model_family as mf
+from tests.helpers.golden_models import golden_vae
 
-from tests.helpers import model_family as mf  # noqa: E402
-from tests.helpers.golden_models import golden_vae  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 VAE_SIZES = [dict(), dict(num_res_blocks=1), dict(dim=8), dict(dim=8, num_res_blocks=1), dict(dim=6)]
 DIT_SIZES = [dict(), dict(dim=32, ffn_dim=64, num_heads=2, num_layers=1),

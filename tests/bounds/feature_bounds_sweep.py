@@ -1,7 +1,7 @@
 """The live-feature test bounds measured over a family of random tiny wav2vec2 models; prints JSON.
 
-    PYTHONPATH=. python bench/feature_bounds_sweep.py [--seeds 2] [--random 100] [--quick] [--out sweep.json]
-    PYTHONPATH=. python bench/feature_bounds_sweep.py --live 12      (only the live-paced alignment)
+    python -m tests.bounds.feature_bounds_sweep [--seeds 2] [--random 100] [--quick] [--out sweep.json]
+    python -m tests.bounds.feature_bounds_sweep --live 12      (only the live-paced alignment)
 
 A bound on an approximation must hold for the family of inputs, not only for the one file it was
 tuned on. Models: tests/helpers/w2v_family.py (the golden generator's initialisation and
@@ -34,19 +34,19 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2Model
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from model.audio import load_wav2vec2
+from model.timebase import SAMPLE_RATE
+from streaming.features import FeatureSettings
+from tests.helpers import feature_bounds as fb
+from tests.helpers import feature_measures as fm
+from tests.helpers.golden_init import golden_init_
+from tests.helpers.lite import read_wav_16k
+from tests.helpers.live_alignment import live_alignment_cosines
+from tests.helpers.tiny_infinitetalk import tiny_bundle, tiny_generator
+from tests.helpers.w2v_family import SUITE, Member, W2VShape, build, live_cosines, mean_p5, random_shape
+from tests.helpers.w2v_models import frame_aligned
 
-from model.audio import load_wav2vec2  # noqa: E402
-from streaming.features import FeatureSettings  # noqa: E402
-from tests.helpers import feature_bounds as fb  # noqa: E402
-from tests.helpers import feature_measures as fm  # noqa: E402
-from tests.helpers.golden_init import golden_init_  # noqa: E402
-from tests.helpers.lite import read_wav_16k  # noqa: E402
-from tests.helpers.live_alignment import live_alignment_cosines  # noqa: E402
-from tests.helpers.tiny_infinitetalk import tiny_bundle, tiny_generator  # noqa: E402
-from tests.helpers.w2v_family import SUITE, Member, W2VShape, build, live_cosines, mean_p5, random_shape  # noqa: E402
-from tests.helpers.w2v_models import frame_aligned  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 SPEECH = ("speech_en1", "speech_en2", "speech_de1")
 
@@ -93,7 +93,7 @@ def measure(model: Wav2Vec2Model, clips: list[np.ndarray]) -> dict:
     curve = fm.lookahead_curve(model, clips)
     default = mean_p5(curve[FeatureSettings().lookahead_frames])
     conv_first, conv_last = fm.running_stats_convergence(model, clips[0])
-    silence = fm.leading_silence_errors(model, clips[0][: 3 * 16000])
+    silence = fm.leading_silence_errors(model, clips[0][: 3 * SAMPLE_RATE])
     short = frame_aligned(clips[0], 2.0)
     return {
         "default_mean": _r(default[0]), "default_p5": _r(default[1]),
@@ -298,7 +298,7 @@ def main() -> None:
         return
     if args.live:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = live_rows(args.live, random.Random(args.rng), clips[0][: 3 * 16000], Path(tmp), args.live_family)
+            rows = live_rows(args.live, random.Random(args.rng), clips[0][: 3 * SAMPLE_RATE], Path(tmp), args.live_family)
         _emit({"live_alignment": rows, "bench_seconds": round(time.perf_counter() - t0, 1)}, args.out)
         return
     result: dict = {"speech": list(SPEECH), "settings": FeatureSettings().__dict__, "models": []}

@@ -18,7 +18,8 @@ from server.config import ServerConfig
 from server.context import CONTEXT, ServerContext
 from streaming.engine import Engine
 from streaming.generator import Avatar, Generator
-from tests.streaming.pattern_backend import PatternGenerator, audio_code
+
+from .pattern_backend import PatternGenerator, audio_code
 
 BLOCK = 16
 

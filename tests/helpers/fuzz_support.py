@@ -20,9 +20,9 @@ import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .helpers import live_server
 from .leaks import assert_no_leaks, snapshot
-from .test_bad_input import assert_serves_a_session
+from .server_app import live_server
+from .ws_checks import assert_serves_a_session
 
 TOKEN = "fuzz-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
