@@ -7,6 +7,7 @@ Read from the source with `ast`, so imports inside functions count too.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +126,20 @@ def test_the_timebase_is_defined_once() -> None:
 def test_the_import_reader_sees_lazy_and_relative_imports(source, found) -> None:
     probe = ROOT / "tests" / "server" / "test_probe.py"  # read as if it were this file; never written
     assert [name for name, _ in imports(probe, source)] == found
+
+
+_RUN_AS_MODULE = re.compile(r"""-m["']?,?\s*["']?((?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*)""")
+_OUR_TOPS = (*PRODUCT, "tests", "bench")
+
+
+def test_every_module_run_with_dash_m_exists() -> None:
+    """A helper moved without updating the `python -m` lines that start it fails only when that subprocess starts; catch it here."""
+    sources = [*_files("tests", "bench", "scripts", *PRODUCT), *sorted((ROOT / "docs").glob("*.md")),
+               *sorted((ROOT / "scripts").glob("*.sh")), ROOT / "README.md", ROOT / ".ci" / "run"]
+    missing = []
+    for path in sources:
+        for name in _RUN_AS_MODULE.findall(path.read_text()):
+            if name.split(".")[0] in _OUR_TOPS and not (ROOT / (name.replace(".", "/") + ".py")).is_file() \
+                    and not (ROOT / name.replace(".", "/") / "__main__.py").is_file():
+                missing.append(f"{_rel(path)}: -m {name}")
+    assert not missing, "modules run with -m that do not exist:\n" + "\n".join(missing)

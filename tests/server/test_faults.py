@@ -107,7 +107,7 @@ async def test_a_webrtc_peer_that_vanishes_mid_call_is_freed_within_the_media_ti
     async with live_server(BlockPatternGenerator(delay_s=0.05), rtc_media_timeout_s=1.5) as srv:
         before = snapshot()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.server.rtc_client", srv.url, "--wav", str(speech_dir / "speech_en1.wav"),
+            sys.executable, "-m", "tests.helpers.rtc_client", srv.url, "--wav", str(speech_dir / "speech_en1.wav"),
             "--out", str(tmp_path), "--lead-s", "0.2", "--speech-s", "6", "--tail-s", "30", cwd=REPO,
         )
         try:

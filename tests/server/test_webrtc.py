@@ -39,7 +39,7 @@ async def test_webrtc_peer_gets_25fps_video_and_its_speech_back_at_the_reported_
     # stacks sharing one event loop and one GIL distort the timing being measured.
     async with live_server(BlockPatternGenerator(new_frames=4, delay_s=0.01)) as srv:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.server.rtc_client", srv.url, "--wav", str(speech_dir / "speech_en1.wav"),
+            sys.executable, "-m", "tests.helpers.rtc_client", srv.url, "--wav", str(speech_dir / "speech_en1.wav"),
             "--out", str(tmp_path), "--lead-s", "0.5", "--speech-s", "3.5", cwd=REPO,
         )
         peer = None
