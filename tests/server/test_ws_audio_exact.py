@@ -12,7 +12,7 @@ import numpy as np
 from server.tracks import to_pcm16
 from streaming.audio_input import PcmFormat
 from streaming.avatars import default_avatar
-from streaming.lite import LiteGenerator, LiteSettings
+from streaming.backends.lite import LiteGenerator, LiteSettings
 
 from ..helpers.audio_exact import assert_one_continuous_resampling, one_resampling, to_rate_stereo
 from ..helpers.engine_runs import read_wav
