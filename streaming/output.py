@@ -38,7 +38,14 @@ class OutputFrame:
 
 @dataclass
 class PendingFrame:
-    """A generated frame waiting in the playout queue."""
+    """A generated frame on its way to the pacer: what the model side of a session sends out.
+
+    audio: float32 [samples_per_frame], the mixed input audio it was made from (plays with it).
+    window: the index of the window it belongs to. arrival: see `OutputFrame`.
+    epoch: the session's interrupt count when its window was submitted (older epochs are void).
+    seq: its place in the order the model side sent frames (0, 1, 2, ...), so that either side can
+        name frames of the other's queue (played up to, cut from, to).
+    """
 
     image: np.ndarray
     audio: np.ndarray
@@ -46,10 +53,15 @@ class PendingFrame:
     window: int
     arrival: float | None
     epoch: int
+    seq: int = -1
 
 
 class PlayoutQueue:
-    """Generated frames waiting to be played, in order. Interrupt drops the speech ones."""
+    """Generated frames waiting to be played, in `seq` order. Interrupt drops the speech ones.
+
+    The pacer plays from one; the model side keeps another as its mirror of the first (see
+    `streaming/link.py`), so the operations that name frames by `seq` serve both.
+    """
 
     def __init__(self) -> None:
         self._q: deque[PendingFrame] = deque()
@@ -63,24 +75,50 @@ class PlayoutQueue:
     def pop(self) -> PendingFrame | None:
         return self._q.popleft() if self._q else None
 
-    def drop_speech(self) -> int:
-        """Drop every queued frame of a speech window; returns how many were dropped."""
-        kept = deque(f for f in self._q if not f.speech)
+    def seqs(self) -> list[int]:
+        return [f.seq for f in self._q]
+
+    def drop_speech(self, through_seq: int | None = None) -> int:
+        """Drop every queued frame of a speech window (up to `through_seq` when given); returns how many."""
+        kept = deque(f for f in self._q if not f.speech or (through_seq is not None and f.seq > through_seq))
         dropped = len(self._q) - len(kept)
         self._q = kept
         return dropped
 
-    def cut_idle_tail(self, keep: int, context: int) -> tuple[int, np.ndarray | None]:
+    def drop_through(self, seq: int) -> int:
+        """Drop the frames from the head up to and including `seq` (they were played)."""
+        n = 0
+        while self._q and self._q[0].seq <= seq:
+            self._q.popleft()
+            n += 1
+        return n
+
+    def drop_after(self, seq: int) -> int:
+        """Drop the frames after `seq` from the tail."""
+        n = 0
+        while self._q and self._q[-1].seq > seq:
+            self._q.pop()
+            n += 1
+        return n
+
+    def drop_idle_between(self, after_seq: int, through_seq: int) -> int:
+        """Drop the idle frames with after_seq < seq <= through_seq (an idle cut); returns how many."""
+        kept = deque(f for f in self._q if f.speech or not after_seq < f.seq <= through_seq)
+        dropped = len(self._q) - len(kept)
+        self._q = kept
+        return dropped
+
+    def cut_idle_tail(self, keep: int, context: int) -> tuple[list[PendingFrame], np.ndarray | None]:
         """Drop trailing idle frames beyond the first `keep` (never a speech frame, never below `context`).
 
-        Returns (frames dropped, the `context` frames that are now the last in the queue as uint8
-        [context, H, W, 3]); (0, None) when nothing was dropped.
+        Returns (the frames dropped, oldest first; the `context` frames that are now the last in the
+        queue as uint8 [context, H, W, 3]); ([], None) when nothing was dropped.
         """
         keep = max(keep, context)
-        dropped = 0
+        dropped: list[PendingFrame] = []
         while len(self._q) > keep and not self._q[-1].speech:
-            self._q.pop()
-            dropped += 1
+            dropped.append(self._q.pop())
+        dropped.reverse()
         if not dropped or len(self._q) < context:
             return dropped, None
         tail = [self._q[i].image for i in range(len(self._q) - context, len(self._q))]

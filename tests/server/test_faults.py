@@ -98,7 +98,7 @@ async def test_a_websocket_client_that_resets_its_connection_mid_window_is_freed
 
 
 def _window_running(srv) -> bool:
-    return any(s._in_flight is not None for s in srv.ctx.engine.sessions.values())
+    return any(s.production.window_in_flight for s in srv.ctx.engine.sessions.values())
 
 
 async def test_a_webrtc_peer_that_vanishes_mid_call_is_freed_within_the_media_timeout(speech_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from streaming.audio_fifo import AudioOverflow
 from streaming.engine import Engine
 from streaming.generator import Avatar
 from streaming.planner import PlannerSettings
-from streaming.session import SessionSettings, SessionState
+from streaming.session import SessionError, SessionSettings, SessionState
 
 from ..helpers.engine_runs import feed_realtime, read_wav
 from ..helpers.pattern_backend import PatternGenerator, audio_code
@@ -285,3 +286,28 @@ async def test_windows_say_how_much_of_their_look_ahead_is_real_audio(speech_dir
         assert not np.any(j.audio[:, j.audio.shape[1] - n_look + j.lookahead_samples:])
     # The tail had no look-ahead to wait for: it was flushed with its look-ahead marked missing.
     assert any(j.speech and j.lookahead_samples < n_look for j in gen.jobs)
+
+
+class SlowOpenGenerator(PatternGenerator):
+    """Takes a while to prepare a session (as a real backend encoding the avatar does)."""
+
+    def open_session(self, session_id: str, avatar: Avatar, speakers: int = 1) -> dict:
+        time.sleep(0.3)
+        return super().open_session(session_id, avatar, speakers)
+
+
+async def test_a_session_closed_while_it_starts_releases_the_backend_state_and_makes_no_window():
+    gen = SlowOpenGenerator(new_frames=4)
+    engine = Engine(gen)
+    try:
+        opening = asyncio.create_task(engine.open_session(AVATAR, session_id="early"))
+        await asyncio.sleep(0.05)
+        session = engine.sessions["early"]
+        await session.close("server shutting down")  # e.g. Engine.close_all during a start
+        with pytest.raises(SessionError, match="closed while it started"):
+            await opening
+        await asyncio.sleep(0.2)
+        assert session.closed and gen.closed == ["early"] and not gen.jobs
+        assert "early" not in engine.sessions
+    finally:
+        await engine.shutdown()
