@@ -26,7 +26,7 @@ from streaming.session_state import SessionStateMachine
 from streaming.worker import GeneratorWorker
 
 from ..helpers.engine_runs import feed_realtime, read_wav
-from .pattern_backend import PatternGenerator, audio_code
+from ..helpers.pattern_backend import PatternGenerator, audio_code
 
 AVATAR = Avatar("test", np.zeros((1, 24, 32, 3), np.uint8))
 DELAY_S = 0.02
