@@ -79,6 +79,8 @@ def _render_parser(sub: Any) -> None:
                       help="regenerate only this box of the source (e.g. the head of a --video) and keep the rest")
     mask.add_argument("--mask", type=Path, help="mask image, white where the picture is regenerated")
     r.add_argument("-o", "--output", type=Path, required=True, help="mp4 file to write")
+    r.add_argument("--crf", type=int, default=23, choices=range(52), metavar="0-51",
+                   help="H.264 quality: lower is better and bigger, 0 is lossless (default 23; libx264 only)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(r, "warning")
     add_backend_flags(r)
@@ -281,7 +283,8 @@ async def render(args: argparse.Namespace) -> int:
     why = (" (the default without --weights; --weights DIR renders with InfiniteTalk)"
            if args.backend is None and generator.name == DEFAULT_BACKEND else "")
     print(f"{PROG}: backend {generator.description}{why}", flush=True)
-    result = await render_to_mp4(generator, avatar, speech, args.output, progress=not args.no_progress)
+    result = await render_to_mp4(generator, avatar, speech, args.output, progress=not args.no_progress,
+                                 crf=args.crf)
     print(f"{PROG}: wrote {args.output}: {result.frames} frames ({result.seconds_of_video:.2f} s) "
           f"in {result.wall_seconds:.1f} s ({result.realtime_factor:.2f}x real time)", flush=True)
     return 0

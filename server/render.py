@@ -81,6 +81,7 @@ async def render_to_mp4(
     speech: list[np.ndarray],
     output: Path,
     progress: bool = True,
+    crf: int = 23,
 ) -> RenderResult:
     """Render `speech` (one array per speaker) with `avatar` to `output`; returns counts and timing."""
     speakers = len(speech)
@@ -94,7 +95,7 @@ async def render_to_mp4(
         speakers=speakers, planner=PlannerSettings(realtime=False), max_buffer_s=samples / SAMPLE_RATE + 10
     )
     engine = Engine(generator)
-    writer = Mp4Writer(output, fps=generator.window.fps, audio_rate=SAMPLE_RATE)
+    writer = Mp4Writer(output, fps=generator.window.fps, audio_rate=SAMPLE_RATE, crf=crf)
     t0 = time.perf_counter()
     written = 0
     bar = tqdm(total=frames_wanted, unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True,

@@ -65,10 +65,13 @@ class Mp4Writer:
 
     def __init__(
         self, path: str | Path, fps: int = VIDEO_FPS, audio_rate: int = SAMPLE_RATE, audio_channels: int = 1,
-        video_codec: str | None = None,
+        video_codec: str | None = None, crf: int = 23,
     ) -> None:
         if audio_channels not in (1, 2):
             raise ValueError("audio_channels must be 1 or 2")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be 0 (lossless) to 51, got {crf}")
+        self.crf = crf
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps
@@ -94,7 +97,7 @@ class Mp4Writer:
         v.time_base = Fraction(1, self.fps)
         v.codec_context.time_base = Fraction(1, self.fps)
         if self.video_codec == "libx264":
-            v.options = {"preset": "veryfast", "crf": "23"}
+            v.options = {"preset": "veryfast", "crf": str(self.crf)}
         else:
             v.bit_rate = 2_000_000
         a = self._container.add_stream(AUDIO_CODEC, rate=self.audio_rate)

@@ -79,6 +79,27 @@ def test_mp4_writer_falls_back_to_mpeg4_and_keeps_frame_timing(tmp_path: Path) -
     assert f.audio_s == pytest.approx(1.2, abs=0.07)  # AAC pads to whole 1024-sample frames
 
 
+def test_mp4_writer_crf_0_is_lossless_in_yuv_and_bad_crf_is_refused(tmp_path: Path) -> None:
+    """Grey frames survive RGB -> YUV -> RGB within one step, so crf 0 must give them back within 1;
+    the default crf must not (it quantises the noise away)."""
+    rng = np.random.default_rng(0)
+    grey = [np.repeat(rng.integers(0, 256, (32, 32, 1), dtype=np.uint8), 3, axis=2) for _ in range(5)]
+
+    def worst(crf: int) -> int:
+        out = tmp_path / f"crf{crf}.mp4"
+        w = Mp4Writer(out, crf=crf)
+        for i, image in enumerate(grey):
+            w.video(i, image)
+        w.close()
+        with av.open(str(out)) as c:
+            back = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        return max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(grey, back, strict=True))
+
+    assert worst(0) <= 1 < worst(23)
+    with pytest.raises(ValueError, match="crf"):
+        Mp4Writer(tmp_path / "x.mp4", crf=52)
+
+
 def test_mp4_writer_resamples_stereo_48k_audio_and_writes_nothing_without_frames(tmp_path: Path) -> None:
     out = tmp_path / "s.mp4"
     w = Mp4Writer(out, audio_rate=48_000)

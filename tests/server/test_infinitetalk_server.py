@@ -206,7 +206,7 @@ def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_proces
         w.setparams(r.getparams())
         w.writeframes(r.readframes(24000))
     common = ["-m", "server.cli", "render", "--image", str(_astronaut()), "--audio", str(wav), "--preset",
-              "tiny-random", "--size", "32x32", "--no-progress"]
+              "tiny-random", "--size", "32x32", "--no-progress", "--crf", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     port = str(29500 + os.getpid() % 400)
     sp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
@@ -223,5 +223,10 @@ def test_render_with_the_dit_split_over_two_torchrun_processes_equals_one_proces
 
     split, one = frames(tmp_path / "sp.mp4"), frames(tmp_path / "one.mp4")
     assert split.shape == one.shape and split.shape[0] == 38
-    diff = np.abs(split.astype(int) - one.astype(int)).max()
-    assert diff > 1 if halo == "0" else diff <= 1
+    per_frame = np.abs(split.astype(int) - one.astype(int)).reshape(len(one), -1).max(axis=1)
+    diff = per_frame.max()
+    # Lossless H.264 (yuv420p): the sharded attention's float sums may flip a pixel by one step, which the
+    # RGB -> YUV -> RGB round trip keeps within 2 (at the default crf one flipped pixel can change a whole
+    # macroblock's coding: differences of 30-50 in a 16x16 block were seen).
+    assert diff > 2 if halo == "0" else diff <= 2, f"largest difference per frame: {per_frame.tolist()}"
+
