@@ -107,18 +107,13 @@ class InfiniteTalkDiT(nn.Module):
         """
         cfg = self.cfg
         dtype = self.dtype
-        if x.dim() != 5 or x.shape[1] != cfg.out_dim:
-            raise ValueError(f"x must be [B, {cfg.out_dim}, T, h, w], got {list(x.shape)}")
+        grid = self._token_grid(x)
         b, _, frames, lat_h, lat_w = x.shape
-        pt, ph, pw = cfg.patch_size
-        if frames % pt or lat_h % ph or lat_w % pw:
-            raise ValueError(f"latent size {frames}x{lat_h}x{lat_w} is not divisible by patch_size {cfg.patch_size}")
-        grid = (frames // pt, lat_h // ph, lat_w // pw)
-
-        # video tokens
         y = _batch(y, b, "y")
         if y.shape[1:] != (cfg.in_dim - cfg.out_dim, frames, lat_h, lat_w):
             raise ValueError(f"y must be [B, {cfg.in_dim - cfg.out_dim}, {frames}, {lat_h}, {lat_w}], got {list(y.shape)}")
+
+        # video tokens
         patches = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))  # [B, C, f, hh, ww]
         tokens = patches.flatten(2).transpose(1, 2).contiguous()  # [B, L, C], laid out like every block output
 
@@ -141,24 +136,7 @@ class InfiniteTalkDiT(nn.Module):
             audio_scale=float(audio_scale),
         )
         if speakers > 1:
-            if ref_target_masks is None:
-                raise ValueError(f"{speakers} speakers need ref_target_masks [{speakers + 1}, h, w] (speakers, background)")
-            if ref_target_masks.shape[-2:] != (lat_h, lat_w):
-                raise ValueError(f"ref_target_masks must be at latent size {lat_h}x{lat_w}, got {list(ref_target_masks.shape)}")
-            if ref_target_masks.shape[-3] != speakers + 1:
-                raise ValueError(
-                    f"ref_target_masks has {ref_target_masks.shape[-3]} rows for {speakers} speakers; "
-                    f"pass {speakers + 1} masks (one per speaker, then the background)"
-                )
-            masks = token_masks(ref_target_masks.to(tokens.device), grid[1:], dtype)
-            if masks.shape[0] not in (1, b):
-                raise ValueError(f"ref_target_masks has batch {masks.shape[0]}, expected {b} or none")
-            key_pos = speaker_key_positions(
-                speakers, cfg.context_tokens, cfg.audio_rope_class_range, cfg.audio_rope_class_interval, tokens.device
-            )
-            block_ctx = dataclasses.replace(
-                block_ctx, ref_masks=masks, audio_k_rope=rope_1d_freqs(key_pos, cfg.head_dim)
-            )
+            block_ctx = self._with_speaker_masks(block_ctx, ref_target_masks, b, (lat_h, lat_w), grid, tokens.device)
 
         if capture is not None:
             capture.update(
@@ -168,12 +146,7 @@ class InfiniteTalkDiT(nn.Module):
         if self._sp is not None:
             if capture is not None:
                 raise ValueError("capture is not available under sequence parallelism; disable it to capture")
-            shard = self._sp.shard(tokens.shape[1])
-            # this rank's chunk of tokens and RoPE rows (identity rotations on the padding)
-            rope = torch.view_as_complex(block_ctx.rope)  # padding rows: identity rotations (1 + 0i)
-            rope = torch.view_as_real(shard.scatter(rope, dim=0, fill=1.0))
-            block_ctx = dataclasses.replace(block_ctx, shard=shard, rope=rope)
-            tokens = shard.scatter(tokens)
+            block_ctx, tokens = self._scatter_for_sequence_parallel(block_ctx, tokens)
         e0 = e0.unflatten(1, (6, cfg.dim))
         if residual_cache is not None and residual_cache.reuse:
             tokens = residual_cache.apply(tokens)
@@ -190,6 +163,50 @@ class InfiniteTalkDiT(nn.Module):
         if capture is not None:
             capture["head"] = out
         return self.unpatchify(out, grid)
+
+    def _token_grid(self, x: torch.Tensor) -> tuple[int, int, int]:
+        """Check the latent against the config; the (frames, h, w) grid of patches it makes."""
+        cfg = self.cfg
+        if x.dim() != 5 or x.shape[1] != cfg.out_dim:
+            raise ValueError(f"x must be [B, {cfg.out_dim}, T, h, w], got {list(x.shape)}")
+        _, _, frames, lat_h, lat_w = x.shape
+        pt, ph, pw = cfg.patch_size
+        if frames % pt or lat_h % ph or lat_w % pw:
+            raise ValueError(f"latent size {frames}x{lat_h}x{lat_w} is not divisible by patch_size {cfg.patch_size}")
+        return frames // pt, lat_h // ph, lat_w // pw
+
+    def _with_speaker_masks(
+        self, block_ctx: BlockContext, ref_target_masks: torch.Tensor | None, b: int,
+        latent_hw: tuple[int, int], grid: tuple[int, int, int], device: torch.device,
+    ) -> BlockContext:
+        """Two or more speakers: each speaker's token mask and the audio keys' class positions, checked."""
+        cfg, speakers = self.cfg, block_ctx.num_speakers
+        if ref_target_masks is None:
+            raise ValueError(f"{speakers} speakers need ref_target_masks [{speakers + 1}, h, w] (speakers, background)")
+        if tuple(ref_target_masks.shape[-2:]) != latent_hw:
+            raise ValueError(
+                f"ref_target_masks must be at latent size {latent_hw[0]}x{latent_hw[1]}, got {list(ref_target_masks.shape)}"
+            )
+        if ref_target_masks.shape[-3] != speakers + 1:
+            raise ValueError(
+                f"ref_target_masks has {ref_target_masks.shape[-3]} rows for {speakers} speakers; "
+                f"pass {speakers + 1} masks (one per speaker, then the background)"
+            )
+        masks = token_masks(ref_target_masks.to(device), grid[1:], self.dtype)
+        if masks.shape[0] not in (1, b):
+            raise ValueError(f"ref_target_masks has batch {masks.shape[0]}, expected {b} or none")
+        key_pos = speaker_key_positions(
+            speakers, cfg.context_tokens, cfg.audio_rope_class_range, cfg.audio_rope_class_interval, device
+        )
+        return dataclasses.replace(block_ctx, ref_masks=masks, audio_k_rope=rope_1d_freqs(key_pos, cfg.head_dim))
+
+    def _scatter_for_sequence_parallel(
+        self, block_ctx: BlockContext, tokens: torch.Tensor
+    ) -> tuple[BlockContext, torch.Tensor]:
+        """This rank's chunk of the tokens and of the RoPE rows (identity rotations, 1 + 0i, on the padding)."""
+        shard = self._sp.shard(tokens.shape[1])
+        rope = torch.view_as_real(shard.scatter(torch.view_as_complex(block_ctx.rope), dim=0, fill=1.0))
+        return dataclasses.replace(block_ctx, shard=shard, rope=rope), shard.scatter(tokens)
 
     def time_embeddings(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Timesteps [B] -> (e [B, C], e0 [B, 6C]), float32: the blocks' and head's modulation inputs."""

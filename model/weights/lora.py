@@ -132,8 +132,10 @@ def resolve_module(path: str, modules: set[str], params: set[str], underscore: M
     return None
 
 
-def plan_lora(source: TensorSource, targets: Mapping[str, tuple[int, ...]], spec: LoraSpec) -> LoraPlan:
-    """Match a LoRA file's keys to the model's tensors and check every shape (reads only the alphas)."""
+def _group_keys(
+    source: TensorSource, targets: Mapping[str, tuple[int, ...]]
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """The file's keys grouped by the model tensor they patch ({target: {role: key}}), and those that match none."""
     file = source.name
     modules, underscore = _module_index(targets)
     params = set(targets)
@@ -158,35 +160,46 @@ def plan_lora(source: TensorSource, targets: Mapping[str, tuple[int, ...]], spec
             unmatched.append(key)
             continue
         groups.setdefault(target_mod, {})[role] = key
+    return groups, unmatched
 
+
+def _low_rank_patch(
+    source: TensorSource, spec: LoraSpec, weight: str, want: tuple[int, ...], roles: dict[str, str]
+) -> LoraPatch:
+    """up @ down for one weight, its shapes checked against the weight's, scaled by strength (x alpha / rank)."""
+    file = source.name
+    if "up" not in roles or "down" not in roles:
+        raise WeightLoadError(
+            f"LoRA {file}: {weight} has only {'lora_up' if 'up' in roles else 'lora_down'}; the file is incomplete",
+            files=[file],
+        )
+    up, down = source.info(roles["up"]), source.info(roles["down"])
+    rank = down.shape[0]
+    if prod(up.shape[1:]) != rank or up.shape[0] != want[0] or up.shape[0] * prod(down.shape[1:]) != prod(want):
+        raise WeightLoadError(
+            f"LoRA {file}: {roles['up']} {list(up.shape)} x {roles['down']} {list(down.shape)} does not "
+            f"fit {weight} {list(want)}; is this a LoRA for another model size?",
+            files=[file],
+            mismatched=[weight],
+        )
+    scale = spec.strength
+    if "alpha" in roles and spec.use_alpha:
+        alpha = float(source.read(roles["alpha"]).float().reshape(-1)[0])
+        scale *= alpha / rank
+    return LoraPatch(weight, "lora", (roles["up"], roles["down"]), scale)
+
+
+def plan_lora(source: TensorSource, targets: Mapping[str, tuple[int, ...]], spec: LoraSpec) -> LoraPlan:
+    """Match a LoRA file's keys to the model's tensors and check every shape (reads only the alphas)."""
+    file = source.name
+    groups, unmatched = _group_keys(source, targets)
+    modules, _ = _module_index(targets)
     plan = LoraPlan(spec, source)
     n_keys = len(source.keys())
     for mod, roles in groups.items():
         weight = mod + ".weight" if mod in modules else mod
         if "up" in roles or "down" in roles:
-            if "up" not in roles or "down" not in roles:
-                raise WeightLoadError(
-                    f"LoRA {file}: {mod} has only {'lora_up' if 'up' in roles else 'lora_down'}; the file is "
-                    "incomplete",
-                    files=[file],
-                )
-            up, down = source.info(roles["up"]), source.info(roles["down"])
-            want = targets[weight]
-            rank = down.shape[0]
-            if prod(up.shape[1:]) != rank or up.shape[0] != want[0] or up.shape[0] * prod(down.shape[1:]) != prod(want):
-                raise WeightLoadError(
-                    f"LoRA {file}: {roles['up']} {list(up.shape)} x {roles['down']} {list(down.shape)} does not "
-                    f"fit {weight} {list(want)}; is this a LoRA for another model size?",
-                    files=[file],
-                    mismatched=[weight],
-                )
-            scale = spec.strength
-            if "alpha" in roles and spec.use_alpha:
-                alpha = float(source.read(roles["alpha"]).float().reshape(-1)[0])
-                scale *= alpha / rank
-            plan.patches.setdefault(weight, []).append(
-                LoraPatch(weight, "lora", (roles["up"], roles["down"]), scale)
-            )
+            plan.patches.setdefault(weight, []).append(_low_rank_patch(source, spec, weight, targets[weight], roles))
         for role, tgt in (("diff", weight), ("diff_b", mod + ".bias")):
             if role not in roles:
                 continue
@@ -203,7 +216,13 @@ def plan_lora(source: TensorSource, targets: Mapping[str, tuple[int, ...]], spec
             plan.patches.setdefault(tgt, []).append(LoraPatch(tgt, "diff", (roles[role],), spec.strength))
         if set(roles) == {"alpha"}:
             unmatched.append(roles["alpha"])
+    _refuse_or_warn_unmatched(plan, unmatched, n_keys)
+    return plan
 
+
+def _refuse_or_warn_unmatched(plan: LoraPlan, unmatched: list[str], n_keys: int) -> None:
+    """Nothing matched: refuse. Some keys matched nothing: refuse when strict, else warn with examples."""
+    file, spec = plan.source.name, plan.spec
     if not plan.patches:
         raise WeightLoadError(
             f"LoRA {file}: none of its {n_keys} keys match a weight of the model (e.g. {', '.join(unmatched[:3])}); "
@@ -222,7 +241,6 @@ def plan_lora(source: TensorSource, targets: Mapping[str, tuple[int, ...]], spec
                 msg + "; pass LoraSpec(strict=False) to merge the rest anyway", files=[file], unexpected=unmatched
             )
         logger.warning("%s; merging the %d others", msg, len(plan.patches))
-    return plan
 
 
 def open_lora(spec: LoraSpec | str | Path, targets: Mapping[str, tuple[int, ...]]) -> LoraPlan:
