@@ -1,0 +1,115 @@
+"""The worker: a Ray actor owning one model instance and the model side of its sessions.
+
+Why here (server/) and not in streaming/: the actor is a network endpoint of a distributed runtime
+(Ray carries its calls between machines), and streaming/ has no network code. All it does is hold a
+`streaming.production_host.ProductionHost` (plain engine code, tested without Ray) and answer the
+gateway's calls with plain data. The class is plain Python; `server.cluster.pool` wraps it with
+`ray.remote` when a cluster is used, so importing this module does not import Ray.
+
+Replies are plain values, never exceptions across the wire: `None` from `feed`/`take` means "no such
+session here" (this worker restarted, or the session expired), which the gateway reports as a lost worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from streaming.generator import Avatar
+from streaming.production_host import HostFull, Message, ProductionHost, UnknownSession
+from streaming.session_settings import SessionSettings
+
+log = logging.getLogger(__name__)
+
+EXPIRE_EVERY_S = 1.0
+
+
+class ClusterWorker:
+    """One worker. `backend_args`: the gateway's parsed `serve` options, so every model option of
+    `serve` builds the same backend here (`streaming.backends.flags.backend_from_args`)."""
+
+    def __init__(self, worker_id: int, backend_args: argparse.Namespace, capacity: int,
+                 lease_s: float = 15.0) -> None:
+        from streaming.backends.flags import backend_from_args
+
+        logging.basicConfig(level=getattr(backend_args, "log_level", "info").upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        backend, options = backend_from_args(backend_args)
+        generator = backend.create(options)
+        self.worker_id = worker_id
+        self.host = ProductionHost(generator, capacity, lease_s=lease_s)
+        self._expirer: asyncio.Task | None = None
+
+    async def ready(self) -> dict[str, Any]:
+        """The worker is built; start expiring sessions whose gateway went away. -> `describe()`."""
+        if self._expirer is None:
+            self._expirer = asyncio.create_task(self._expire_loop())
+        return self.describe()
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY_S)
+            try:
+                await self.host.expire()
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad close
+                log.exception("expiring sessions failed")
+
+    def describe(self) -> dict[str, Any]:
+        """What `/api/cluster` shows of this worker, plus its backend (the gateway's sessions need it)."""
+        import ray
+
+        ctx = ray.get_runtime_context()
+        g = self.host.generator
+        return {
+            "id": self.worker_id,
+            "node": ctx.get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "gpus": [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])],
+            "backend": {"name": g.name, "description": g.description, "window": g.window},
+            **self.host.info(),
+        }
+
+    async def info(self) -> dict[str, Any]:
+        return self.describe()
+
+    async def open_session(self, session_id: str, avatar: Avatar, settings: SessionSettings,
+                           peer_now: float) -> dict[str, Any]:
+        """{"size": (w, h)} or {"error": code, "message": ...} (code "worker_full" or the session's)."""
+        from streaming.session_settings import SessionError
+
+        try:
+            return {"size": await self.host.open(session_id, avatar, settings, peer_now)}
+        except HostFull as exc:
+            return {"error": "worker_full", "message": str(exc)}
+        except SessionError as exc:
+            return {"error": exc.code, "message": exc.message}
+        except ValueError as exc:
+            return {"error": "bad_request", "message": str(exc)}
+
+    async def feed(self, session_id: str, messages: list[Message]) -> bool | None:
+        try:
+            self.host.feed(session_id, messages)
+        except UnknownSession:
+            return None
+        return True
+
+    async def take(self, session_id: str, wait_s: float) -> tuple[list[Message], Any] | None:
+        try:
+            return await self.host.take(session_id, wait_s)
+        except UnknownSession:
+            return None
+
+    async def close_session(self, session_id: str) -> bool:
+        return await self.host.close(session_id)
+
+    async def stop(self) -> None:
+        if self._expirer is not None:
+            self._expirer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expirer
+        await self.host.shutdown()
