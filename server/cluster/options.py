@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from dataclasses import dataclass
 
 INSTALL_HINT = "pip install 'infinitetalk-live[cluster]'"
@@ -78,5 +77,7 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
 
 def require_ray() -> None:
     """ClusterUnavailable (one line: what to install) when Ray is not installed."""
-    if importlib.util.find_spec("ray") is None:
-        raise ClusterUnavailable(f"--cluster needs Ray, which is not installed: {INSTALL_HINT}")
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise ClusterUnavailable(f"--cluster needs Ray, which is not installed: {INSTALL_HINT}") from exc

@@ -230,7 +230,11 @@ class WorkerPool:
         raise ClusterFull(cluster_full_message(self))
 
     def forget(self, w: WorkerSlot, session_id: str) -> None:
-        w.sessions.discard(session_id)
+        """The session closed (on the worker too, or the worker is gone): its slot is free now, not at the
+        next health check."""
+        if session_id in w.sessions:
+            w.sessions.discard(session_id)
+            w.info["sessions"] = max(0, int(w.info.get("sessions", 0)) - 1)
 
     def describe(self) -> dict[str, Any]:
         cap = self.options.sessions_per_worker

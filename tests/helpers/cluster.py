@@ -1,0 +1,66 @@
+"""A real local Ray cluster (two simulated nodes on loopback) and a gateway over it, for the cluster tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+from aiohttp import web
+
+from server.avatars import AvatarStore, UploadLimits
+from server.cli import parser
+from server.cluster.gateway import build_cluster_app, start_cluster_engine
+from server.cluster.options import ClusterOptions
+from server.config import ServerConfig
+from server.context import CONTEXT
+
+from .server_app import LiveServer, free_port
+
+# Every test of a module uses these options, so they share the same two workers (named actors).
+WORKERS = 2
+SESSIONS_PER_WORKER = 3
+
+
+@contextlib.contextmanager
+def two_node_ray() -> Iterator[str]:
+    """Head + one more node, one CPU each, every address on 127.0.0.1; this process connected. -> address."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from server.cluster.pool import NAMESPACE
+
+    store = 128 * 1024 * 1024
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "object_store_memory": store, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=store)
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        yield cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def gateway(address: str, **config: object) -> AsyncIterator[LiveServer]:
+    """The cluster gateway (lite workers) on 127.0.0.1:<free port>; its own limits out of the way
+    unless `config` sets them, so the cluster's slots are what refuses."""
+    args = parser().parse_args(["serve", "--backend", "lite", "--log-level", "warning"])
+    options = ClusterOptions(address, WORKERS, sessions_per_worker=SESSIONS_PER_WORKER, rpc_timeout_s=3.0)
+    engine = await start_cluster_engine(options, args, start_timeout_s=60)
+    from streaming.avatars import default_avatar
+
+    store = AvatarStore({"astronaut": default_avatar}, None, "astronaut", UploadLimits())
+    cfg = replace(ServerConfig(port=0, max_sessions=16, max_sessions_per_client=16), **config)
+    app = build_cluster_app(cfg, engine, store, owns_engine=True)
+    runner = web.AppRunner(app, shutdown_timeout=5, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", app[CONTEXT], runner)
+    finally:
+        await runner.cleanup()

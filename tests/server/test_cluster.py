@@ -1,0 +1,168 @@
+"""Cluster mode on a real local Ray cluster: two simulated nodes on loopback, one lite worker on each,
+one gateway (the real app) in front. One cluster for the module; its workers are shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import aiohttp
+import numpy as np
+import pytest
+
+from server.cli import main as cli_main
+
+from ..helpers.cluster import SESSIONS_PER_WORKER, WORKERS, gateway, two_node_ray
+from ..helpers.rtc_client import RtcTestClient, WavMicrophone, resample_to_48k
+from ..helpers.server_app import WsLog, read_wav, ws_receive_all, ws_send_realtime
+from ..helpers.ws_checks import HELLO, eventually, read_until_close
+
+CAPACITY = WORKERS * SESSIONS_PER_WORKER
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    with two_node_ray() as address:
+        yield address
+
+
+async def cluster_json(srv, http: aiohttp.ClientSession) -> dict:
+    async with http.get(srv.url + "/api/cluster") as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def ws_session(srv, http, speech: np.ndarray, started: asyncio.Event | None = None) -> WsLog:
+    """One websocket session: hello, speech in real time, end of speech, a short tail, bye."""
+    async with http.ws_connect(srv.ws_url) as ws:
+        await ws.send_json(HELLO)
+        ready = await asyncio.wait_for(ws.receive_json(), 20)
+        assert ready["type"] == "ready", ready
+        log = WsLog([])
+        receiver = asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time))
+        if started is not None:
+            started.set()
+        await ws_send_realtime(ws, speech)
+        await ws.send_json({"type": "end_of_speech"})
+        spoken = np.count_nonzero(speech)
+        await eventually(lambda: sum(np.count_nonzero(f.pcm) for f in log.frames) >= spoken, 10)
+        await ws.send_json({"type": "bye"})
+        await asyncio.wait_for(receiver, 10)
+    return log
+
+
+def assert_paced_and_exact(log: WsLog, speech: np.ndarray, label: str) -> None:
+    frames = log.frames
+    assert log.close_code == 1000, f"{label}: closed with {log.close_code}"
+    assert [f.index for f in frames] == list(range(len(frames))), f"{label}: frames missing or out of order"
+    times = np.array(log.frame_times[5:])
+    fps = (len(times) - 1) / (times[-1] - times[0])
+    assert abs(fps - 25) < 1.5, f"{label}: {fps:.1f} fps"
+    out = np.concatenate([f.pcm for f in frames])
+    np.testing.assert_array_equal(out[np.flatnonzero(out)], speech[np.flatnonzero(speech)], err_msg=label)
+    assert sum(f.speech for f in frames) >= 40, f"{label}: too few speech frames"
+
+
+async def test_sessions_spread_over_both_workers_at_25fps_with_their_audio_back_sample_exact(ray_address, speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 3]
+    async with gateway(ray_address) as srv, aiohttp.ClientSession() as http:
+        info = await cluster_json(srv, http)
+        workers = info["workers"]
+        assert [w["id"] for w in workers] == [0, 1] and all(w["alive"] for w in workers)
+        assert len({w["node"] for w in workers}) == 2, "both workers on one node"
+        assert all(w["capacity"] == SESSIONS_PER_WORKER and isinstance(w["pid"], int) for w in workers)
+        rtc = RtcTestClient(WavMicrophone(resample_to_48k(speech)))
+        started = [asyncio.Event() for _ in range(4)]
+        tasks = [asyncio.create_task(ws_session(srv, http, speech, e)) for e in started]
+        try:
+            assert (await rtc.connect(srv.url))["status"] == 200
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)
+            during = await cluster_json(srv, http)
+            assert sorted(w["sessions"] for w in during["workers"]) == [2, 3], during
+            logs = await asyncio.gather(*tasks)
+            await rtc.wait_for(lambda: len(rtc.of_type("stats")) >= 2, 5)
+            t = np.array(rtc.video_times[-50:])
+            assert abs((len(t) - 1) / (t[-1] - t[0]) - 25) < 2.5, "WebRTC video not at 25 fps"
+            assert np.abs(rtc.audio()).max() > 0.05, "no speech came back over WebRTC"
+            rtc_worker = rtc.of_type("stats")[-1]["worker"]
+        finally:
+            await rtc.close()
+            for t in tasks:
+                t.cancel()
+        for i, log in enumerate(logs):
+            assert_paced_and_exact(log, speech, f"session {i}")
+        used = {log.json("stats")[-1]["worker"] for log in logs} | {rtc_worker}
+        assert used == {0, 1}, f"sessions' stats name workers {used}"
+        await eventually(lambda: srv.ctx.sessions.active == 0, 10)
+        after = await cluster_json(srv, http)
+        assert [w["sessions"] for w in after["workers"]] == [0, 0], "a slot leaked on a worker"
+
+
+async def test_when_every_slot_is_taken_a_new_session_is_refused_at_once_then_served_after_one_ends(ray_address):
+    async with gateway(ray_address) as srv, aiohttp.ClientSession() as http:
+        held = []
+        for _ in range(CAPACITY):
+            ws = await http.ws_connect(srv.ws_url)
+            await ws.send_json(HELLO)
+            assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
+            held.append(ws)
+        try:
+            assert [w["sessions"] for w in (await cluster_json(srv, http))["workers"]] == [SESSIONS_PER_WORKER] * 2
+            async with http.ws_connect(srv.ws_url) as ws:
+                await ws.send_json(HELLO)
+                error, code = await asyncio.wait_for(read_until_close(ws), 5)
+            assert code == 4503 and error["code"] == "cluster_full", (code, error)
+            async with http.post(srv.url + "/offer", json={"sdp": await an_offer_sdp(), "type": "offer"}) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+                assert (await resp.json())["error"]["code"] == "cluster_full"
+            await held.pop().send_json({"type": "bye"})
+            await eventually(lambda: srv.ctx.sessions.active == CAPACITY - 1, 10)
+            async with http.ws_connect(srv.ws_url) as ws:
+                await ws.send_json(HELLO)
+                assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
+                await ws.send_json({"type": "bye"})
+        finally:
+            for ws in held:
+                await ws.close()
+        await eventually(lambda: srv.ctx.sessions.active == 0, 10)
+
+
+async def an_offer_sdp() -> str:
+    """A valid offer (a refusal must come from the slots, not from a bad SDP)."""
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def test_more_gpus_per_worker_than_any_node_has_is_a_one_line_error(ray_address):
+    from server.cli import parser
+    from server.cluster.gateway import start_cluster_engine
+    from server.cluster.options import ClusterOptions, ClusterUnavailable
+
+    args = parser().parse_args(["serve", "--backend", "lite"])
+    with pytest.raises(ClusterUnavailable) as err:
+        await start_cluster_engine(ClusterOptions(ray_address, 1, gpus_per_worker=2), args, start_timeout_s=10)
+    assert str(err.value) == ("--gpus-per-worker 2: no node of the cluster has that many GPUs "
+                              "(the most on one node is 0)")
+
+
+def test_an_unknown_cluster_address_and_a_missing_ray_are_one_line_errors(tmp_path):
+    unknown = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--cluster", "127.0.0.1:1"],
+                               stderr=subprocess.PIPE, text=True)
+    no_ray = subprocess.Popen([sys.executable, "-c", "import sys; sys.modules['ray'] = None; "
+                               "from server.cli import main; sys.exit(main(['serve', '--cluster', 'local:2']))"],
+                              stderr=subprocess.PIPE, text=True)
+    err_unknown = unknown.communicate(timeout=60)[1].strip().splitlines()
+    err_no_ray = no_ray.communicate(timeout=60)[1].strip().splitlines()
+    assert unknown.returncode == 2 and err_unknown == [
+        "infinitetalk-live: cannot reach a Ray head at 127.0.0.1:1: Connection refused "
+        "(start one with `ray start --head`)"]
+    assert no_ray.returncode == 2 and err_no_ray == [
+        "infinitetalk-live: --cluster needs Ray, which is not installed: pip install 'infinitetalk-live[cluster]'"]
+    assert cli_main(["serve", "--cluster", "local:0"]) == 2
