@@ -45,10 +45,14 @@ class ClusterWorker:
         self._expirer: asyncio.Task | None = None
 
     async def ready(self) -> dict[str, Any]:
-        """The worker is built; start expiring sessions whose gateway went away. -> `describe()`."""
+        """The worker is built. -> `describe()`."""
+        return await self.info()
+
+    def _ensure_expirer(self) -> None:
+        """Expire sessions whose gateway went away; started by the first call (also after a restart,
+        when Ray built this worker again: the gateways' health checks call `info` every second)."""
         if self._expirer is None:
             self._expirer = asyncio.create_task(self._expire_loop())
-        return self.describe()
 
     async def _expire_loop(self) -> None:
         while True:
@@ -75,6 +79,7 @@ class ClusterWorker:
         }
 
     async def info(self) -> dict[str, Any]:
+        self._ensure_expirer()
         return self.describe()
 
     async def open_session(self, session_id: str, avatar: Avatar, settings: SessionSettings,
@@ -82,6 +87,7 @@ class ClusterWorker:
         """{"size": (w, h)} or {"error": code, "message": ...} (code "worker_full" or the session's)."""
         from streaming.session_settings import SessionError
 
+        self._ensure_expirer()
         try:
             return {"size": await self.host.open(session_id, avatar, settings, peer_now)}
         except HostFull as exc:

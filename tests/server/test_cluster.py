@@ -4,6 +4,9 @@ one gateway (the real app) in front. One cluster for the module; its workers are
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -126,6 +129,64 @@ async def test_when_every_slot_is_taken_a_new_session_is_refused_at_once_then_se
             for ws in held:
                 await ws.close()
         await eventually(lambda: srv.ctx.sessions.active == 0, 10)
+
+
+async def test_a_killed_worker_closes_only_its_sessions_then_comes_back_and_serves_again(ray_address):
+    async with gateway(ray_address) as srv, aiohttp.ClientSession() as http:
+        logs = [WsLog([]), WsLog([])]
+        sockets = [await http.ws_connect(srv.ws_url) for _ in logs]
+        receivers = []
+        for ws, log in zip(sockets, logs, strict=True):
+            await ws.send_json(HELLO)
+            assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
+            receivers.append(asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time)))
+        try:
+            await eventually(lambda: all(len(log.json("stats")) >= 1 for log in logs), 5)
+            placed = [log.json("stats")[-1]["worker"] for log in logs]
+            assert sorted(placed) == [0, 1], "two sessions on one worker"
+            victim = placed[0]
+            old_pid = (await cluster_json(srv, http))["workers"][victim]["pid"]
+            killed_at = asyncio.get_running_loop().time()
+            os.kill(old_pid, signal.SIGKILL)
+            await asyncio.wait_for(receivers[0], 5)
+            closed_after = asyncio.get_running_loop().time() - killed_at
+            errors = logs[0].json("error")
+            assert logs[0].close_code == 4500 and errors and errors[-1]["code"] == "worker_lost", (
+                logs[0].close_code, errors)
+            assert closed_after < 5
+            n = len(logs[1].frames)
+            await asyncio.sleep(2)
+            t = np.array(logs[1].frame_times[n:])
+            assert len(t) >= 45 and np.diff(t).max() < 0.3, "the other worker's session stalled"
+            assert not receivers[1].done()
+
+            async def back() -> bool:
+                w = (await cluster_json(srv, http))["workers"][victim]
+                return w["alive"] and w["pid"] != old_pid
+
+            for _ in range(100):
+                if await back():
+                    break
+                await asyncio.sleep(0.2)
+            assert await back(), "the killed worker did not come back"
+            async with http.ws_connect(srv.ws_url) as ws:  # least loaded: the restarted worker
+                await ws.send_json(HELLO)
+                ready = await asyncio.wait_for(ws.receive_json(), 20)
+                assert ready["type"] == "ready"
+                stats = await asyncio.wait_for(_next_of_type(ws, "stats"), 5)
+                assert stats["worker"] == victim
+                await ws.send_json({"type": "bye"})
+        finally:
+            for ws in sockets:
+                await ws.close()
+            await asyncio.gather(*receivers, return_exceptions=True)
+
+
+async def _next_of_type(ws, kind: str) -> dict:
+    while True:
+        msg = await ws.receive()
+        if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["type"] == kind:
+            return json.loads(msg.data)
 
 
 async def an_offer_sdp() -> str:
