@@ -200,8 +200,16 @@ class ProductionHost:
             "batches": w.batches,
             "batched_jobs": w.batched_jobs,
             "expired": self.expired,
-            "window_compute_s": {sid: h.production.compute.seconds for sid, h in self.sessions.items()},
+            "window_s": _mean([h.production.compute.seconds for h in self.sessions.values()]),
+            "realtime_factor": self.realtime_factor(),
         }
+
+    def realtime_factor(self) -> float | None:
+        """Seconds of video made per second the worker was busy (above 1: faster than real time; windows
+        run together in a batch count once in the busy time). None before the first window."""
+        w = self.worker.stats
+        spec = self.generator.window
+        return None if w.busy_seconds <= 0 else w.jobs_done * spec.new_frames / spec.fps / w.busy_seconds
 
     async def shutdown(self) -> None:
         for sid in list(self.sessions):
@@ -213,3 +221,6 @@ class ProductionHost:
                 log.exception("backend %s: close failed", self.generator.name)
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
 
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

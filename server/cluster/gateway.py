@@ -13,6 +13,7 @@ from ..config import ServerConfig
 from ..context import CONTEXT
 from .admission import ClusterSessionManager
 from .engine import ClusterEngine
+from .metrics import WorkerCollector
 from .options import ClusterOptions
 from .pool import WorkerPool
 from .routes import add_cluster_routes
@@ -41,5 +42,6 @@ def build_cluster_app(config: ServerConfig, engine: ClusterEngine, avatars: Avat
                                      config.max_sessions_per_client)
     sessions.pool = engine.pool
     ctx.sessions = sessions
+    ctx.metrics.registry.register(WorkerCollector(engine.pool))
     add_cluster_routes(app)
     return app

@@ -36,6 +36,20 @@ async def cluster_json(srv, http: aiohttp.ClientSession) -> dict:
         return await resp.json()
 
 
+async def worker_metrics(srv, http: aiohttp.ClientSession) -> dict[str, dict[str, float]]:
+    """`infinitetalk_cluster_worker_<series>{worker=...}` from /metrics -> {series: {worker: value}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(srv.url + "/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("infinitetalk_cluster_worker_"):
+            series = family.name.removeprefix("infinitetalk_cluster_worker_")
+            out[series] = {s.labels["worker"]: s.value for s in family.samples}
+    return out
+
+
 async def ws_session(srv, http, speech: np.ndarray, started: asyncio.Event | None = None) -> WsLog:
     """One websocket session: hello, speech in real time, end of speech, a short tail, bye."""
     async with http.ws_connect(srv.ws_url) as ws:
@@ -83,6 +97,9 @@ async def test_sessions_spread_over_both_workers_at_25fps_with_their_audio_back_
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)
             during = await cluster_json(srv, http)
             assert sorted(w["sessions"] for w in during["workers"]) == [2, 3], during
+            metrics = await worker_metrics(srv, http)  # per worker, as /api/cluster just saw them
+            assert sorted(metrics["sessions"].values()) == [2.0, 3.0] and set(metrics["alive"].values()) == {1.0}
+            assert all(v > 1 for v in metrics["realtime_factor"].values()), metrics["realtime_factor"]
             logs = await asyncio.gather(*tasks)
             await rtc.wait_for(lambda: len(rtc.of_type("stats")) >= 2, 5)
             t = np.array(rtc.video_times[-50:])
