@@ -18,7 +18,7 @@ from streaming.generator import Avatar, WindowSpec
 from streaming.session import Session, SessionSettings, SessionState
 
 from .pool import WorkerPool, WorkerSlot
-from .remote_production import RemoteProduction
+from .remote_production import LinkCounters, RemoteProduction
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class ClusterEngine:
                                        b["window"])
         self.worker = _QueueDepth(pool)
         self.sessions: dict[str, Session] = {}
+        self.link = LinkCounters()
 
     async def open_session(self, avatar: Avatar, settings: SessionSettings | None = None,
                            session_id: str | None = None) -> Session:
@@ -81,7 +82,7 @@ class ClusterEngine:
 
         def production(output) -> RemoteProduction:
             return RemoteProduction(slot.handle, slot.index, sid, output, self.pool.options.rpc_timeout_s,
-                                    lambda: self.pool.forget(slot, sid))
+                                    lambda: self.pool.forget(slot, sid), self.link)
 
         session = ClusterSession(backend, None, avatar, settings, sid, production=production)
         session.worker_id = slot.index

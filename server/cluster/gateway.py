@@ -42,6 +42,6 @@ def build_cluster_app(config: ServerConfig, engine: ClusterEngine, avatars: Avat
                                      config.max_sessions_per_client)
     sessions.pool = engine.pool
     ctx.sessions = sessions
-    ctx.metrics.registry.register(WorkerCollector(engine.pool))
+    ctx.metrics.registry.register(WorkerCollector(engine.pool, engine.link))
     add_cluster_routes(app)
     return app

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..metrics import PREFIX
 from .pool import WorkerPool
+from .remote_production import LinkCounters
 
 SERIES = (  # name, help, key in the worker's info
     ("sessions", "Sessions on the worker (from every gateway).", "sessions"),
@@ -20,12 +21,14 @@ SERIES = (  # name, help, key in the worker's info
 
 
 class WorkerCollector(Collector):
-    """`infinitetalk_cluster_worker_*{worker,node}`: alive, capacity, sessions, window time, real-time factor."""
+    """`infinitetalk_cluster_worker_*{worker,node}`: alive, capacity, sessions, window time, real-time factor;
+    `infinitetalk_cluster_link_bytes_total{direction}`."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, link: LinkCounters) -> None:
         self.pool = pool
+        self.link = link
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         labels = ["worker", "node"]
         name = f"{PREFIX}_cluster_worker"
         alive = GaugeMetricFamily(f"{name}_alive", "1 while the worker answers its health checks.", labels=labels)
@@ -41,3 +44,8 @@ class WorkerCollector(Collector):
         yield alive
         yield capacity
         yield from families.values()
+        link = CounterMetricFamily(f"{PREFIX}_cluster_link_bytes", "Payload bytes between this gateway and the "
+                                   "workers (audio to them; frames and their audio from them).", labels=["direction"])
+        link.add_metric(["to_workers"], float(self.link.bytes_to_workers))
+        link.add_metric(["from_workers"], float(self.link.bytes_from_workers))
+        yield link

@@ -36,13 +36,13 @@ TAKE_WAIT_S = 0.25
 
 @dataclasses.dataclass
 class LinkCounters:
-    """What crossed between gateway and worker for one session (bench/cluster.py reports it)."""
+    """What crossed between this gateway and its workers, all sessions together (payload bytes: the
+    arrays' sizes; Ray's framing adds little). `/metrics` exposes them (network sizing, bench/cluster.py)."""
 
-    feeds: int = 0
-    takes: int = 0
+    calls: int = 0
     frames: int = 0
-    frame_bytes: int = 0
-    audio_bytes_in: int = 0
+    bytes_to_workers: int = 0
+    bytes_from_workers: int = 0
 
 
 class RemoteProduction:
@@ -51,11 +51,11 @@ class RemoteProduction:
     quality = None  # adaptive quality runs on the worker; its level comes in the stats
 
     def __init__(self, handle: Any, worker_index: int, session_id: str, output: ProductionOutput,
-                 rpc_timeout_s: float, on_end: Callable[[], None]) -> None:
+                 rpc_timeout_s: float, on_end: Callable[[], None], counters: LinkCounters) -> None:
         self.handle = handle
         self.worker_index = worker_index
         self.session_id = session_id
-        self.counters = LinkCounters()
+        self.counters = counters
         self._output = output
         self._timeout = rpc_timeout_s
         self._on_end = on_end
@@ -79,7 +79,7 @@ class RemoteProduction:
         self._has_input.set()
 
     def push_audio(self, chunk: AudioChunk) -> None:
-        self.counters.audio_bytes_in += chunk.samples.nbytes
+        self.counters.bytes_to_workers += chunk.samples.nbytes
         self._queue("audio", chunk)
 
     def end_input(self, tails: tuple[AudioChunk, ...] = ()) -> None:
@@ -132,7 +132,7 @@ class RemoteProduction:
             except Exception as exc:  # noqa: BLE001 - dead, restarting, or too slow: the session is lost
                 self._lost(_short(exc))
                 return
-            self.counters.feeds += 1
+            self.counters.calls += 1
             if ok is None:
                 self._lost("the worker no longer has this session (it restarted)")
                 return
@@ -151,7 +151,7 @@ class RemoteProduction:
                 self._lost("the worker no longer has this session (it restarted)")
                 return
             messages, self._stats = reply
-            self.counters.takes += 1
+            self.counters.calls += 1
             for kind, payload in messages:
                 self._deliver(kind, payload)
 
@@ -160,7 +160,7 @@ class RemoteProduction:
         if kind == "frame":
             frame: PendingFrame = payload
             self.counters.frames += 1
-            self.counters.frame_bytes += frame.image.nbytes + frame.audio.nbytes
+            self.counters.bytes_from_workers += frame.image.nbytes + frame.audio.nbytes
             out.frame_made(dataclasses.replace(frame, image=np.array(frame.image)))  # out of the object store
         elif kind == "idle_cut":
             out.idle_cut(payload)
