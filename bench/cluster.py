@@ -60,7 +60,7 @@ class Server:
 
     async def __aenter__(self) -> Server:
         args = [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--max-sessions", "32",
-                "--log-level", "warning", "--sessions-per-worker", "8"]
+                "--max-sessions-per-client", "32", "--log-level", "warning", "--sessions-per-worker", "8"]
         if self.cluster:
             args += ["--cluster", self.cluster]
         self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, cwd=REPO)
@@ -124,8 +124,11 @@ async def session(url: str, pcm: np.ndarray, seconds: float) -> dict:
             if done.is_set():
                 break
             await asyncio.sleep(max(0.0, t0 + i / SAMPLE_RATE - time.monotonic()))
-            await ws.send_bytes(HEADER + pcm[i % pcm.size: i % pcm.size + CHUNK].tobytes())
-        if not done.is_set():
+            try:
+                await ws.send_bytes(HEADER + pcm[i % pcm.size: i % pcm.size + CHUNK].tobytes())
+            except ConnectionResetError:  # the server closed it (a killed worker's session)
+                break
+        if not done.is_set() and not ws.closed:
             await ws.send_json({"type": "bye"})
         await asyncio.wait_for(rx, 15)
     t = np.array(times[10:])

@@ -15,7 +15,8 @@ class ClusterUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """address: None = start a local Ray with `local_workers` workers; "auto" or HOST:PORT / ray://... = join.
+    """address: None = start a local Ray with `workers` workers; "auto" or HOST:PORT / ray://... = join.
+    workers: when joining, 0 = as many as the nodes hold, and more as nodes join.
 
     gpus_per_worker: GPUs each worker actor holds (0: CPU backends such as lite).
     cpus_per_worker: CPUs Ray reserves per worker (it places at most one worker per CPU reserved).

@@ -5,7 +5,8 @@ Workers are named detached actors in one Ray namespace, named after the model op
 (several gateways behind a load balancer); each worker enforces its own slots, and a gateway that
 finds one full tries the next. Ray restarts a worker whose process dies (`max_restarts=-1`); its
 sessions are lost (their gateways close them with `worker_lost`) and it rejoins the pool when it
-answers again. Every call to a worker has a timeout.
+answers again. Without a fixed `--workers`, nodes that join add workers while the gateway runs.
+Every call to a worker has a timeout.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "infinitetalk-live"
 HEALTH_EVERY_S = 1.0
+GROW_EVERY_S = 5.0  # without --workers: how often to look for nodes that joined
 OPEN_TIMEOUT_S = 60.0
 
 
@@ -42,6 +44,7 @@ class WorkerSlot:
     info: dict[str, Any] = field(default_factory=dict)
     alive: bool = False
     sessions: set[str] = field(default_factory=set)
+    started: bool = False  # it answered `ready` once (a worker still being placed is not health-checked)
 
     def load(self) -> int:
         """Sessions on the worker: its own count (all gateways), or ours if that is more recent."""
@@ -142,6 +145,9 @@ class WorkerPool:
         self.workers: list[WorkerSlot] = []
         self.backend: dict[str, Any] = {}
         self._health: asyncio.Task | None = None
+        self._starting: set[asyncio.Task] = set()
+        self._digest = ""
+        self._actor_class: Any = None
 
     @property
     def placed(self) -> int:
@@ -153,20 +159,15 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Connect, create (or find) the workers and wait until each answers. ClusterUnavailable otherwise."""
-        await asyncio.to_thread(connect_ray, self.options)
+        connect_ray(self.options)  # on this thread: Ray's driver wants the main thread (signal handlers)
         import ray
 
         count = check_fits(self.options)
-        digest = worker_digest(self.backend_args, self.options)
-        actor_class = ray.remote(_worker_class())
+        self._digest = worker_digest(self.backend_args, self.options)
+        self._actor_class = ray.remote(_worker_class())
         o = self.options
         for i in range(count):
-            handle = actor_class.options(
-                name=f"worker-{digest}-{i}", namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
-                num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker, max_restarts=-1, max_task_retries=0,
-                scheduling_strategy="SPREAD",
-            ).remote(i, self.backend_args, o.sessions_per_worker, self.lease_s)
-            self.workers.append(WorkerSlot(i, handle))
+            self.workers.append(WorkerSlot(i, self._create(i), started=True))
         t0 = time.monotonic()
         for w in self.workers:
             left = self.start_timeout_s - (time.monotonic() - t0)
@@ -184,9 +185,47 @@ class WorkerPool:
                  o.sessions_per_worker)
         self._health = asyncio.create_task(self._health_loop(), name="cluster-health")
 
+    def _create(self, i: int) -> Any:
+        """Worker i's actor: created, or found if a gateway with the same options made it already."""
+        o = self.options
+        return self._actor_class.options(
+            name=f"worker-{self._digest}-{i}", namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+            num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker, max_restarts=-1, max_task_retries=0,
+            scheduling_strategy="SPREAD",
+        ).remote(i, self.backend_args, o.sessions_per_worker, self.lease_s)
+
+    async def grow(self) -> int:
+        """Without a fixed --workers: add the workers that nodes which joined since can hold. A new worker
+        counts once it has started (in the background, within the start timeout). -> workers added."""
+        try:
+            target = await asyncio.to_thread(check_fits, self.options)
+        except ClusterUnavailable:
+            return 0
+        added = 0
+        for i in range(len(self.workers), target):
+            w = WorkerSlot(i, self._create(i))
+            self.workers.append(w)
+            self._starting.add(asyncio.create_task(self._start_later(w), name=f"cluster-worker-{i}-start"))
+            added += 1
+        if added:
+            log.info("cluster: the nodes hold %d worker(s) now: starting %d more", target, added)
+        return added
+
+    async def _start_later(self, w: WorkerSlot) -> None:
+        try:
+            w.info = await asyncio.wait_for(_await(w.handle.ready.remote()), self.start_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - it stays out of the pool; a later grow finds it again
+            log.warning("cluster: new worker %d did not start: %s", w.index, _first_line(exc))
+            self.workers.remove(w)
+            return
+        finally:
+            self._starting.discard(asyncio.current_task())
+        w.started = w.alive = True
+        log.info("cluster: worker %d joined the pool (node %s)", w.index, w.info.get("node"))
+
     async def refresh(self) -> None:
-        """Ask every worker how it is (each with the RPC timeout); no answer = not alive."""
-        await asyncio.gather(*(self._refresh_one(w) for w in self.workers))
+        """Ask every started worker how it is (each with the RPC timeout); no answer = not alive."""
+        await asyncio.gather(*(self._refresh_one(w) for w in self.workers if w.started))
 
     async def _refresh_one(self, w: WorkerSlot) -> None:
         try:
@@ -200,8 +239,12 @@ class WorkerPool:
             w.alive = False
 
     async def _health_loop(self) -> None:
+        last_grow = time.monotonic()
         while True:
             await self.refresh()
+            if not self.options.workers and time.monotonic() - last_grow >= GROW_EVERY_S:
+                last_grow = time.monotonic()
+                await self.grow()
             await asyncio.sleep(HEALTH_EVERY_S)
 
     def candidates(self) -> list[WorkerSlot]:
@@ -242,9 +285,10 @@ class WorkerPool:
 
     async def stop(self) -> None:
         """Stop watching; a local cluster is shut down with its workers, a joined one keeps them."""
-        if self._health is not None:
-            self._health.cancel()
-            await asyncio.gather(self._health, return_exceptions=True)
+        for task in [self._health, *self._starting]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in [self._health, *self._starting] if t is not None), return_exceptions=True)
         import ray
 
         if self.options.local and ray.is_initialized():

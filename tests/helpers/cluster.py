@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 from aiohttp import web
+from ray.cluster_utils import Cluster
 
 from server.avatars import AvatarStore, UploadLimits
 from server.cli import parser
@@ -21,35 +22,40 @@ from .server_app import LiveServer, free_port
 # Every test of a module uses these options, so they share the same two workers (named actors).
 WORKERS = 2
 SESSIONS_PER_WORKER = 3
+NODE_STORE = 128 * 1024 * 1024  # object store per simulated node
 
 
 @contextlib.contextmanager
-def two_node_ray() -> Iterator[str]:
-    """Head + one more node, one CPU each, every address on 127.0.0.1; this process connected. -> address."""
+def two_node_ray() -> Iterator[Cluster]:
+    """Head + one more node, one CPU each, every address on 127.0.0.1; this process connected.
+    `add_node()` adds one more of the same kind."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
-    from ray.cluster_utils import Cluster
 
     from server.cluster.pool import NAMESPACE
 
-    store = 128 * 1024 * 1024
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "object_store_memory": store, "include_dashboard": False})
+        "num_cpus": 1, "object_store_memory": NODE_STORE, "include_dashboard": False})
     try:
-        cluster.add_node(num_cpus=1, object_store_memory=store)
+        add_node(cluster)
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-        yield cluster.address
+        yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
 
 
+def add_node(cluster: Cluster) -> None:
+    cluster.add_node(num_cpus=1, object_store_memory=NODE_STORE)
+
+
 @contextlib.asynccontextmanager
-async def gateway(address: str, **config: object) -> AsyncIterator[LiveServer]:
+async def gateway(address: str, workers: int = WORKERS, **config: object) -> AsyncIterator[LiveServer]:
     """The cluster gateway (lite workers) on 127.0.0.1:<free port>; its own limits out of the way
-    unless `config` sets them, so the cluster's slots are what refuses."""
+    unless `config` sets them, so the cluster's slots are what refuses. workers=0: as many as the
+    nodes hold, growing when nodes join."""
     args = parser().parse_args(["serve", "--backend", "lite", "--log-level", "warning"])
-    options = ClusterOptions(address, WORKERS, sessions_per_worker=SESSIONS_PER_WORKER, rpc_timeout_s=3.0)
+    options = ClusterOptions(address, workers, sessions_per_worker=SESSIONS_PER_WORKER, rpc_timeout_s=3.0)
     engine = await start_cluster_engine(options, args, start_timeout_s=60)
     from streaming.avatars import default_avatar
 

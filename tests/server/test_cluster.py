@@ -16,7 +16,7 @@ import pytest
 
 from server.cli import main as cli_main
 
-from ..helpers.cluster import SESSIONS_PER_WORKER, WORKERS, gateway, two_node_ray
+from ..helpers.cluster import SESSIONS_PER_WORKER, WORKERS, add_node, gateway, two_node_ray
 from ..helpers.rtc_client import RtcTestClient, WavMicrophone, resample_to_48k
 from ..helpers.server_app import WsLog, read_wav, ws_receive_all, ws_send_realtime
 from ..helpers.ws_checks import HELLO, eventually, read_until_close
@@ -25,9 +25,14 @@ CAPACITY = WORKERS * SESSIONS_PER_WORKER
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    with two_node_ray() as address:
-        yield address
+def ray_cluster():
+    with two_node_ray() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def ray_address(ray_cluster) -> str:
+    return ray_cluster.address
 
 
 async def cluster_json(srv, http: aiohttp.ClientSession) -> dict:
@@ -197,6 +202,21 @@ async def test_a_killed_worker_closes_only_its_sessions_then_comes_back_and_serv
             for ws in sockets:
                 await ws.close()
             await asyncio.gather(*receivers, return_exceptions=True)
+
+
+async def test_a_node_that_joins_adds_a_worker_while_the_gateway_runs(ray_cluster):
+    async with gateway(ray_cluster.address, workers=0) as srv, aiohttp.ClientSession() as http:
+        before = (await cluster_json(srv, http))["workers"]
+        assert len(before) == 2  # one per node: each node holds one worker of one CPU
+        await asyncio.to_thread(add_node, ray_cluster)
+        for _ in range(150):
+            workers = (await cluster_json(srv, http))["workers"]
+            if len(workers) == 3 and workers[2]["alive"]:
+                break
+            await asyncio.sleep(0.2)
+        assert len(workers) == 3 and workers[2]["alive"], workers
+        assert workers[2]["node"] not in {w["node"] for w in before}
+        assert srv.ctx.engine.pool.free_slots() == 3 * SESSIONS_PER_WORKER
 
 
 async def _next_of_type(ws, kind: str) -> dict:
