@@ -64,7 +64,8 @@ class RemoteProduction:
         self._stats = ProductionStats(0.0, None)
         self._tasks: list[asyncio.Task] = []
         self._closed = False
-        self._failed = False
+        self._failed = False  # no more messages either way: the worker reported a failure, or is lost
+        self._lost = False  # the worker (or its copy of the session) is gone: nothing to close there
 
     async def start(self) -> None:
         """The worker has already opened the session (`WorkerPool.open`): start both loops."""
@@ -104,7 +105,7 @@ class RemoteProduction:
             if t is not current:
                 t.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
-        if not self._failed:
+        if not self._lost:
             try:
                 await asyncio.wait_for(_await(self.handle.close_session.remote(self.session_id)), self._timeout)
             except Exception as exc:  # noqa: BLE001 - the worker expires the session on its own
@@ -112,10 +113,10 @@ class RemoteProduction:
         self._on_end()
 
     # ------------------------------------------------------------------ the loops
-    def _lost(self, why: str) -> None:
+    def _worker_lost(self, why: str) -> None:
         if self._failed or self._closed:
             return
-        self._failed = True
+        self._failed = self._lost = True
         log.warning("session %s: worker %d lost: %s", self.session_id, self.worker_index, why)
         self._output.production_failed(SessionError(
             "worker_lost", f"the worker running this session (worker {self.worker_index}) was lost: {why}"))
@@ -130,11 +131,11 @@ class RemoteProduction:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - dead, restarting, or too slow: the session is lost
-                self._lost(_short(exc))
+                self._worker_lost(_short(exc))
                 return
             self.counters.calls += 1
             if ok is None:
-                self._lost("the worker no longer has this session (it restarted)")
+                self._worker_lost("the worker no longer has this session (it restarted)")
                 return
 
     async def _take_loop(self) -> None:
@@ -145,10 +146,10 @@ class RemoteProduction:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - see _send_loop
-                self._lost(_short(exc))
+                self._worker_lost(_short(exc))
                 return
             if reply is None:
-                self._lost("the worker no longer has this session (it restarted)")
+                self._worker_lost("the worker no longer has this session (it restarted)")
                 return
             messages, self._stats = reply
             self.counters.calls += 1
