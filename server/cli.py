@@ -150,7 +150,7 @@ async def make_engine(args: argparse.Namespace) -> Engine | ClusterEngine | None
     try:
         options = cluster_options(args)
         assert options is not None
-        require_ray()
+        require_ray(options.local)
         if chosen_backend(args) is None:  # the workers would fail the same way: say it once, here
             return None
         from .cluster.gateway import start_cluster_engine

@@ -288,6 +288,9 @@ class PeerSession(Connection):
             except SessionError as exc:
                 self.report(exc.code, f"could not switch to avatar {name!r}: {exc.message}")
                 return
+            except TooManySessions as exc:  # cluster mode: the new session needs a free worker slot
+                self.report(exc.code, f"could not switch to avatar {name!r}: {exc}")
+                return
             except ConnectionClosed:
                 return
             old, self.session = self.session, new

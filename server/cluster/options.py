@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 INSTALL_HINT = "pip install 'infinitetalk-live[cluster]'"
@@ -76,8 +77,11 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
     return ClusterOptions(spec, args.workers or 0, **common)
 
 
-def require_ray() -> None:
-    """ClusterUnavailable (one line: what to install) when Ray is not installed."""
+def require_ray(local: bool = False) -> None:
+    """ClusterUnavailable (one line: what to install) when Ray is not installed. local: keep every
+    address of the Ray this process starts on 127.0.0.1 (Ray reads the variable when imported)."""
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray  # noqa: F401
     except ImportError as exc:

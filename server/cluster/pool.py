@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import hashlib
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -60,13 +59,12 @@ class WorkerSlot:
 
 def connect_ray(options: ClusterOptions) -> None:
     """Start a local Ray (loopback only) or join one; ClusterUnavailable with one line when it cannot."""
-    require_ray()
+    require_ray(options.local)
     import ray
 
     if ray.is_initialized():
         return
     if options.local:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every Ray address on 127.0.0.1
         ray.init(num_cpus=max(1.0, options.workers * options.cpus_per_worker), namespace=NAMESPACE,
                  object_store_memory=options.object_store_mb * 1024 * 1024, include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)

@@ -8,16 +8,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 from aiohttp import web
-from ray.cluster_utils import Cluster
 
-from server.avatars import AvatarStore, UploadLimits
-from server.cli import parser
-from server.cluster.gateway import build_cluster_app, start_cluster_engine
-from server.cluster.options import ClusterOptions
-from server.config import ServerConfig
-from server.context import CONTEXT
+# Read by Ray when it is imported: with 0, every Ray address (and every node it starts) is 127.0.0.1.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+from ray.cluster_utils import Cluster  # noqa: E402 - after the variable above
 
-from .server_app import LiveServer, free_port
+from server.avatars import AvatarStore, UploadLimits  # noqa: E402
+from server.cli import parser  # noqa: E402
+from server.cluster.gateway import build_cluster_app, start_cluster_engine  # noqa: E402
+from server.cluster.options import ClusterOptions  # noqa: E402
+from server.config import ServerConfig  # noqa: E402
+from server.context import CONTEXT  # noqa: E402
+
+from .server_app import LiveServer, free_port  # noqa: E402
 
 # Every test of a module uses these options, so they share the same two workers (named actors).
 WORKERS = 2
@@ -29,7 +32,6 @@ NODE_STORE = 128 * 1024 * 1024  # object store per simulated node
 def two_node_ray() -> Iterator[Cluster]:
     """Head + one more node, one CPU each, every address on 127.0.0.1; this process connected.
     `add_node()` adds one more of the same kind."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     from server.cluster.pool import NAMESPACE
