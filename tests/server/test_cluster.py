@@ -242,6 +242,57 @@ async def an_offer_sdp() -> str:
     return sdp
 
 
+async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_process_engine_makes(
+        ray_address, speech_dir):
+    from server.cli import make_generator, parser
+    from server.cluster.gateway import start_cluster_engine
+    from server.cluster.options import ClusterOptions
+    from streaming.avatars import default_avatar
+    from streaming.engine import Engine
+    from streaming.planner import PlannerSettings
+    from streaming.session import SessionSettings
+
+    args = parser().parse_args(["serve", "--preset", "tiny-random", "--size", "32x32", "--seed", "3",
+                                "--log-level", "warning"])
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 2].astype(np.float32) / 32768.0
+    settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=10)
+    avatar = default_avatar()
+
+    async def render(engine) -> list:
+        """Offline, as `render` runs it: every frame with its audio, as fast as made."""
+        session = await engine.open_session(avatar, settings)
+        session.push_audio(speech)
+        session.end_input()
+        frames = [(f.image.copy(), f.audio.copy()) async for f in session.frames()]
+        assert session.error is None, session.error
+        await session.close()
+        return frames
+
+    # Ray starts a worker with OMP_NUM_THREADS from its CPUs (1 here): the same thread count here, so
+    # CPU reductions add in the same order (else the odd pixel differs by 1).
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    local_engine = Engine(await asyncio.to_thread(make_generator, args))
+    try:
+        local = await render(local_engine)
+    finally:
+        await local_engine.shutdown()
+        torch.set_num_threads(threads)
+    cluster = await start_cluster_engine(ClusterOptions(ray_address, 1, cpus_per_worker=0, sessions_per_worker=1),
+                                         args, start_timeout_s=120)
+    try:
+        assert cluster.generator.name == "infinitetalk"
+        remote = await render(cluster)
+    finally:
+        await cluster.shutdown()
+    assert len(remote) == len(local) >= 50
+    for i, ((img_r, pcm_r), (img_l, pcm_l)) in enumerate(zip(remote, local, strict=True)):
+        np.testing.assert_array_equal(img_r, img_l, err_msg=f"frame {i}")
+        np.testing.assert_array_equal(pcm_r, pcm_l, err_msg=f"audio of frame {i}")
+
+
 async def test_more_gpus_per_worker_than_any_node_has_is_a_one_line_error(ray_address):
     from server.cli import parser
     from server.cluster.gateway import start_cluster_engine
