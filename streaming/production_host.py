@@ -154,8 +154,9 @@ class ProductionHost:
             else:
                 raise ValueError(f"unknown message kind {kind!r}")
 
-    async def take(self, session_id: str, wait_s: float) -> tuple[list[Message], ProductionStats]:
-        """The messages made since the last take (waiting up to `wait_s` for one), and current stats."""
+    async def take(self, session_id: str, wait_s: float, linger_s: float = 0.0) -> tuple[list[Message], ProductionStats]:
+        """The messages made since the last take (waiting up to `wait_s` for one, then `linger_s` for the
+        rest of a burst: the frames of a window come together, one take for them costs less), and stats."""
         hosted = self._get(session_id)
         hosted.last_take = time.monotonic()
         if not hosted.outbox.messages:
@@ -163,6 +164,9 @@ class ProductionHost:
                 await asyncio.wait_for(hosted.outbox.ready.wait(), wait_s)
             except asyncio.TimeoutError:
                 pass
+            else:
+                if linger_s > 0:
+                    await asyncio.sleep(linger_s)
         hosted.last_take = time.monotonic()
         messages = hosted.outbox.drain()
         if hosted.outbox.overflowed:

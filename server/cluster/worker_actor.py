@@ -104,9 +104,9 @@ class ClusterWorker:
             return None
         return True
 
-    async def take(self, session_id: str, wait_s: float) -> tuple[list[Message], Any] | None:
+    async def take(self, session_id: str, wait_s: float, linger_s: float = 0.0) -> tuple[list[Message], Any] | None:
         try:
-            return await self.host.take(session_id, wait_s)
+            return await self.host.take(session_id, wait_s, linger_s)
         except UnknownSession:
             return None
 
