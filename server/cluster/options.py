@@ -22,6 +22,9 @@ class ClusterOptions:
     gpus_per_worker: GPUs each worker actor holds (0: CPU backends such as lite).
     cpus_per_worker: CPUs Ray reserves per worker (it places at most one worker per CPU reserved).
     sessions_per_worker: session slots per worker (its model side; windows are batched across them).
+    ranks_per_worker: processes per worker: with the backend's --sequence-parallel, one session's model
+        is split over them (torch.distributed; NCCL on GPUs, gloo on CPU), all placed on one node with a
+        Ray placement group; each rank holds gpus_per_worker / ranks_per_worker GPUs.
     object_store_mb: object store of a local Ray (frames cross it).
     rpc_timeout_s: the longest any call to a worker may take before the worker counts as lost.
     """
@@ -31,6 +34,7 @@ class ClusterOptions:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     sessions_per_worker: int = 4
+    ranks_per_worker: int = 1
     object_store_mb: int = 256
     rpc_timeout_s: float = 5.0
 
@@ -49,6 +53,9 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each worker holds (default 0)")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per worker (default 1)")
     g.add_argument("--sessions-per-worker", type=int, default=4, help="session slots per worker (default 4)")
+    g.add_argument("--ranks-per-worker", type=int, default=None,
+                   help="processes per worker for --sequence-parallel (default: --gpus-per-worker; 2+ on CPU "
+                        "runs the group over gloo)")
 
 
 def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
@@ -62,7 +69,7 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
     if args.gpus_per_worker < 0 or args.cpus_per_worker < 0:
         raise ValueError("--gpus-per-worker and --cpus-per-worker must be >= 0")
     common = dict(gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                  sessions_per_worker=args.sessions_per_worker)
+                  sessions_per_worker=args.sessions_per_worker, ranks_per_worker=ranks_per_worker(args))
     if spec.startswith(LOCAL_PREFIX):
         count = spec[len(LOCAL_PREFIX):]
         if not count.isdigit() or not 1 <= int(count) <= 64:
@@ -75,6 +82,24 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be >= 1")
     return ClusterOptions(spec, args.workers or 0, **common)
+
+
+def ranks_per_worker(args: argparse.Namespace) -> int:
+    """Processes per worker: 1, or with --sequence-parallel --ranks-per-worker (default: one per GPU)."""
+    split = bool(getattr(args, "sequence_parallel", False))
+    ranks = args.ranks_per_worker
+    if ranks is not None and ranks > 1 and not split:
+        raise ValueError("--ranks-per-worker splits one session's model over processes: it needs --sequence-parallel")
+    if not split:
+        return 1
+    if ranks is None:
+        ranks = int(args.gpus_per_worker)
+    if ranks < 2:
+        raise ValueError("--sequence-parallel in a cluster needs 2 or more ranks per worker: --gpus-per-worker N "
+                         "(one rank per GPU) or --ranks-per-worker N")
+    if args.gpus_per_worker and args.gpus_per_worker % ranks:
+        raise ValueError(f"--gpus-per-worker {args.gpus_per_worker:g} does not divide over {ranks} ranks")
+    return ranks
 
 
 def require_ray(local: bool = False) -> None:

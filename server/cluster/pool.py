@@ -127,7 +127,8 @@ def worker_digest(backend_args: argparse.Namespace, options: ClusterOptions) -> 
     from streaming.backends.flags import backend_from_args
 
     backend, backend_options = backend_from_args(backend_args)
-    key = f"{backend.name}|{backend_options!r}|{options.sessions_per_worker}|{options.gpus_per_worker}"
+    key = (f"{backend.name}|{backend_options!r}|{options.sessions_per_worker}|{options.gpus_per_worker}|"
+           f"{options.ranks_per_worker}")
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
@@ -146,6 +147,7 @@ class WorkerPool:
         self._starting: set[asyncio.Task] = set()
         self._digest = ""
         self._actor_class: Any = None
+        self._following: list[Any] = []  # the follower ranks' `follow` calls (they end when rank 0 stops)
 
     @property
     def placed(self) -> int:
@@ -164,9 +166,9 @@ class WorkerPool:
         self._digest = worker_digest(self.backend_args, self.options)
         self._actor_class = ray.remote(_worker_class())
         o = self.options
-        for i in range(count):
-            self.workers.append(WorkerSlot(i, self._create(i), started=True))
         t0 = time.monotonic()
+        for i in range(count):
+            self.workers.append(WorkerSlot(i, await self._create(i), started=True))
         for w in self.workers:
             left = self.start_timeout_s - (time.monotonic() - t0)
             try:
@@ -183,14 +185,54 @@ class WorkerPool:
                  o.sessions_per_worker)
         self._health = asyncio.create_task(self._health_loop(), name="cluster-health")
 
-    def _create(self, i: int) -> Any:
+    async def _create(self, i: int) -> Any:
         """Worker i's actor: created, or found if a gateway with the same options made it already."""
         o = self.options
+        if o.ranks_per_worker > 1:
+            return await self._create_group(i)
         return self._actor_class.options(
             name=f"worker-{self._digest}-{i}", namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
             num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker, max_restarts=-1, max_task_retries=0,
             scheduling_strategy="SPREAD",
         ).remote(i, self.backend_args, o.sessions_per_worker, self.lease_s)
+
+    async def _create_group(self, i: int) -> Any:
+        """A sequence-parallel worker: R processes in one placement group (STRICT_PACK: one node), rank 0
+        the `ClusterWorker`, ranks 1.. `RankFollower`s, meeting on 127.0.0.1 of that node as under torchrun.
+        Not restarted on its own (a new rank 0 cannot rejoin the old group's collectives)."""
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from .worker_actor import RankFollower
+
+        o = self.options
+        name = f"worker-{self._digest}-{i}"
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)  # another gateway with these options made it
+        except ValueError:
+            pass
+        r = o.ranks_per_worker
+        cpus, gpus = max(o.cpus_per_worker / r, 0.01), o.gpus_per_worker / r  # a bundle may not be empty
+        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+        group = placement_group([bundle] * r, strategy="STRICT_PACK", name=f"{name}-group", lifetime="detached")
+        try:
+            await asyncio.wait_for(_await(group.ready()), self.start_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise ClusterUnavailable(f"no node has room for worker {i}'s {r} ranks ({bundle} each) within "
+                                     f"{self.start_timeout_s:.0f} s (see `ray status`)") from exc
+
+        def on(k: int) -> dict[str, Any]:
+            return {"num_cpus": cpus, "num_gpus": gpus, "namespace": NAMESPACE, "lifetime": "detached",
+                    "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=k)}
+
+        followers = [ray.remote(RankFollower).options(name=f"{name}-rank{k}", **on(k)).remote() for k in range(1, r)]
+        port = await asyncio.wait_for(_await(followers[0].free_port.remote()), self.start_timeout_s)
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(r), "LOCAL_RANK": "0"}
+        for k, follower in enumerate(followers, start=1):  # each serves until rank 0 stops
+            self._following.append(follower.follow.remote(self.backend_args, {**env, "RANK": str(k)}))
+        return self._actor_class.options(name=name, max_restarts=0, max_task_retries=0, **on(0)).remote(
+            i, self.backend_args, o.sessions_per_worker, self.lease_s, {**env, "RANK": "0"})
 
     async def grow(self) -> int:
         """Without a fixed --workers: add the workers that nodes which joined since can hold. A new worker
@@ -201,7 +243,7 @@ class WorkerPool:
             return 0
         added = 0
         for i in range(len(self.workers), target):
-            w = WorkerSlot(i, self._create(i))
+            w = WorkerSlot(i, await self._create(i))
             self.workers.append(w)
             self._starting.add(asyncio.create_task(self._start_later(w), name=f"cluster-worker-{i}-start"))
             added += 1
@@ -242,7 +284,10 @@ class WorkerPool:
             await self.refresh()
             if not self.options.workers and time.monotonic() - last_grow >= GROW_EVERY_S:
                 last_grow = time.monotonic()
-                await self.grow()
+                try:
+                    await self.grow()
+                except Exception as exc:  # noqa: BLE001 - the pool goes on with the workers it has
+                    log.warning("cluster: could not add workers: %s", _first_line(exc))
             await asyncio.sleep(HEALTH_EVERY_S)
 
     def candidates(self) -> list[WorkerSlot]:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from typing import Any
 
 from streaming.generator import Avatar
@@ -33,9 +34,13 @@ class ClusterWorker:
     `serve` builds the same backend here (`streaming.backends.flags.backend_from_args`)."""
 
     def __init__(self, worker_id: int, backend_args: argparse.Namespace, capacity: int,
-                 lease_s: float = 15.0) -> None:
+                 lease_s: float = 15.0, rank_env: dict[str, str] | None = None) -> None:
+        """rank_env: rank 0 of a sequence-parallel group (`RankFollower`s are the other ranks): the
+        torch.distributed rendezvous (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), set before the model
+        is built, as torchrun would."""
         from streaming.backends.flags import backend_from_args
 
+        os.environ.update(rank_env or {})
         logging.basicConfig(level=getattr(backend_args, "log_level", "info").upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         backend, options = backend_from_args(backend_args)
@@ -74,6 +79,7 @@ class ClusterWorker:
             "node_ip": ray.util.get_node_ip_address(),
             "pid": os.getpid(),
             "gpus": [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])],
+            "world_size": _world_size(),
             "backend": {"name": g.name, "description": g.description, "window": g.window},
             **self.host.info(),
         }
@@ -119,3 +125,32 @@ class ClusterWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expirer
         await self.host.shutdown()
+
+
+class RankFollower:
+    """Rank k > 0 of a worker's sequence-parallel group: loads its part of the model and serves rank 0's
+    calls (`Backend.follow`, as under torchrun) until rank 0 stops. Placed on rank 0's node."""
+
+    def free_port(self) -> int:
+        """A free TCP port on this node, for the group's rendezvous on 127.0.0.1."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def follow(self, backend_args: argparse.Namespace, rank_env: dict[str, str]) -> int:
+        from streaming.backends.flags import backend_from_args
+
+        os.environ.update(rank_env)
+        backend, options = backend_from_args(backend_args)
+        if backend.follow is None:
+            raise ValueError(f"backend {backend.name} has no sequence parallelism")
+        served = backend.follow(options)
+        log.info("rank %s served %s model calls", rank_env.get("RANK"), served)
+        return int(served or 0)
+
+
+def _world_size() -> int:
+    """Processes in this worker's model group (1 without sequence parallelism)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

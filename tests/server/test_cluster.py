@@ -242,8 +242,14 @@ async def an_offer_sdp() -> str:
     return sdp
 
 
+TINY = ["serve", "--preset", "tiny-random", "--size", "32x32", "--seed", "3", "--log-level", "warning"]
+
+
+@pytest.mark.parametrize("ranks", [1, 2], ids=["one-process", "sequence-parallel-gloo"])
 async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_process_engine_makes(
-        ray_address, speech_dir):
+        ray_address, speech_dir, ranks):
+    """ranks=2: the worker is a 2-process sequence-parallel group (gloo) in a placement group; as under
+    torchrun (tests/server/test_infinitetalk_server.py) its frames equal one process's within 1."""
     from server.cli import make_generator, parser
     from server.cluster.gateway import start_cluster_engine
     from server.cluster.options import ClusterOptions
@@ -252,8 +258,8 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
     from streaming.planner import PlannerSettings
     from streaming.session import SessionSettings
 
-    args = parser().parse_args(["serve", "--preset", "tiny-random", "--size", "32x32", "--seed", "3",
-                                "--log-level", "warning"])
+    args = parser().parse_args(TINY)
+    remote_args = parser().parse_args(TINY + ["--sequence-parallel"] * (ranks > 1))
     speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 2].astype(np.float32) / 32768.0
     settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=10)
     avatar = default_avatar()
@@ -280,16 +286,20 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
     finally:
         await local_engine.shutdown()
         torch.set_num_threads(threads)
-    cluster = await start_cluster_engine(ClusterOptions(ray_address, 1, cpus_per_worker=0, sessions_per_worker=1),
-                                         args, start_timeout_s=120)
+    options = ClusterOptions(ray_address, 1, cpus_per_worker=0, sessions_per_worker=1, ranks_per_worker=ranks)
+    cluster = await start_cluster_engine(options, remote_args, start_timeout_s=120)
     try:
         assert cluster.generator.name == "infinitetalk"
+        assert cluster.pool.workers[0].info["world_size"] == ranks
         remote = await render(cluster)
     finally:
         await cluster.shutdown()
     assert len(remote) == len(local) >= 50
     for i, ((img_r, pcm_r), (img_l, pcm_l)) in enumerate(zip(remote, local, strict=True)):
-        np.testing.assert_array_equal(img_r, img_l, err_msg=f"frame {i}")
+        if ranks == 1:
+            np.testing.assert_array_equal(img_r, img_l, err_msg=f"frame {i}")
+        else:
+            assert np.abs(img_r.astype(int) - img_l.astype(int)).max() <= 1, f"frame {i}"
         np.testing.assert_array_equal(pcm_r, pcm_l, err_msg=f"audio of frame {i}")
 
 
