@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "infinitetalk-live"
 HEALTH_EVERY_S = 1.0
 GROW_EVERY_S = 5.0  # without --workers: how often to look for nodes that joined
-OPEN_TIMEOUT_S = 60.0
+OPEN_TIMEOUT_S = 30.0  # a worker preparing an avatar (image encoders on the GPU) answers well within it
 
 
 @dataclass
@@ -202,7 +202,10 @@ class WorkerPool:
         Not restarted on its own (a new rank 0 cannot rejoin the old group's collectives)."""
         import ray
         from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        from ray.util.scheduling_strategies import (
+            NodeAffinitySchedulingStrategy,
+            PlacementGroupSchedulingStrategy,
+        )
 
         from .worker_actor import RankFollower
 
@@ -213,18 +216,28 @@ class WorkerPool:
         except ValueError:
             pass
         r = o.ranks_per_worker
-        cpus, gpus = max(o.cpus_per_worker / r, 0.01), o.gpus_per_worker / r  # a bundle may not be empty
-        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-        group = placement_group([bundle] * r, strategy="STRICT_PACK", name=f"{name}-group", lifetime="detached")
-        try:
-            await asyncio.wait_for(_await(group.ready()), self.start_timeout_s)
-        except asyncio.TimeoutError as exc:
-            raise ClusterUnavailable(f"no node has room for worker {i}'s {r} ranks ({bundle} each) within "
-                                     f"{self.start_timeout_s:.0f} s (see `ray status`)") from exc
+        cpus, gpus = o.cpus_per_worker / r, o.gpus_per_worker / r
+        if cpus or gpus:  # reserve every rank's share on one node at once
+            bundle = {"CPU": cpus, "GPU": gpus}
+            group = placement_group([{k: v for k, v in bundle.items() if v}] * r, strategy="STRICT_PACK",
+                                    name=f"{name}-group", lifetime="detached")
+            try:
+                await asyncio.wait_for(_await(group.ready()), self.start_timeout_s)
+            except asyncio.TimeoutError as exc:
+                raise ClusterUnavailable(f"no node has room for worker {i}'s {r} ranks ({bundle} each) within "
+                                         f"{self.start_timeout_s:.0f} s (see `ray status`)") from exc
+
+            def place(k: int) -> Any:
+                return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=k)
+        else:  # nothing to reserve (trying the code path on CPU): every rank on this gateway's node
+            node = ray.get_runtime_context().get_node_id()
+
+            def place(k: int) -> Any:
+                return NodeAffinitySchedulingStrategy(node, soft=False)
 
         def on(k: int) -> dict[str, Any]:
             return {"num_cpus": cpus, "num_gpus": gpus, "namespace": NAMESPACE, "lifetime": "detached",
-                    "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=k)}
+                    "scheduling_strategy": place(k)}
 
         followers = [ray.remote(RankFollower).options(name=f"{name}-rank{k}", **on(k)).remote() for k in range(1, r)]
         port = await asyncio.wait_for(_await(followers[0].free_port.remote()), self.start_timeout_s)

@@ -130,13 +130,14 @@ async def test_sessions_spread_over_both_workers_at_25fps_with_their_audio_back_
 
 async def test_when_every_slot_is_taken_a_new_session_is_refused_at_once_then_served_after_one_ends(ray_address):
     async with gateway(ray_address) as srv, aiohttp.ClientSession() as http:
-        held = []
-        for _ in range(CAPACITY):
-            ws = await http.ws_connect(srv.ws_url)
-            await ws.send_json(HELLO)
-            assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
-            held.append(ws)
+        held, readers = [], []
         try:
+            for _ in range(CAPACITY):  # each read to the end, so no session is closed as a stalled client
+                ws = await http.ws_connect(srv.ws_url)
+                await ws.send_json(HELLO)
+                assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
+                held.append(ws)
+                readers.append(asyncio.create_task(ws_receive_all(ws, WsLog([]), asyncio.get_running_loop().time)))
             assert [w["sessions"] for w in (await cluster_json(srv, http))["workers"]] == [SESSIONS_PER_WORKER] * 2
             async with http.ws_connect(srv.ws_url) as ws:
                 await ws.send_json(HELLO)
@@ -145,15 +146,16 @@ async def test_when_every_slot_is_taken_a_new_session_is_refused_at_once_then_se
             async with http.post(srv.url + "/offer", json={"sdp": await an_offer_sdp(), "type": "offer"}) as resp:
                 assert resp.status == 503 and resp.headers["Retry-After"] == "5"
                 assert (await resp.json())["error"]["code"] == "cluster_full"
-            await held.pop().send_json({"type": "bye"})
+            await held[0].send_json({"type": "bye"})
             await eventually(lambda: srv.ctx.sessions.active == CAPACITY - 1, 10)
             async with http.ws_connect(srv.ws_url) as ws:
                 await ws.send_json(HELLO)
                 assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
                 await ws.send_json({"type": "bye"})
         finally:
-            for ws in held:
-                await ws.close()
+            for ws in held[1:]:
+                await ws.send_json({"type": "bye"})
+            await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 20)
         await eventually(lambda: srv.ctx.sessions.active == 0, 10)
 
 
@@ -247,8 +249,9 @@ TINY = ["serve", "--preset", "tiny-random", "--size", "32x32", "--seed", "3", "-
 
 @pytest.mark.parametrize("ranks", [1, 2], ids=["one-process", "sequence-parallel-gloo"])
 async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_process_engine_makes(
-        ray_address, speech_dir, ranks):
-    """ranks=2: the worker is a 2-process sequence-parallel group (gloo) in a placement group; as under
+        ray_cluster, speech_dir, ranks):
+    """ranks=2: the worker is a 2-process sequence-parallel group (gloo) in a placement group on a node
+    that joins for it (half a CPU per rank: the other nodes' CPUs are the lite workers'); as under
     torchrun (tests/server/test_infinitetalk_server.py) its frames equal one process's within 1."""
     from server.cli import make_generator, parser
     from server.cluster.gateway import start_cluster_engine
@@ -286,7 +289,10 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
     finally:
         await local_engine.shutdown()
         torch.set_num_threads(threads)
-    options = ClusterOptions(ray_address, 1, cpus_per_worker=0, sessions_per_worker=1, ranks_per_worker=ranks)
+    if ranks > 1:
+        add_node(ray_cluster)
+    options = ClusterOptions(ray_cluster.address, 1, cpus_per_worker=ranks - 1, sessions_per_worker=1,
+                             ranks_per_worker=ranks)
     cluster = await start_cluster_engine(options, remote_args, start_timeout_s=120)
     try:
         assert cluster.generator.name == "infinitetalk"
