@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 
 async def start_cluster_engine(options: ClusterOptions, backend_args: argparse.Namespace,
-                               start_timeout_s: float = 300.0) -> ClusterEngine:
-    """Start or join Ray and bring the workers up. ClusterUnavailable (one line) when it cannot."""
-    pool = WorkerPool(options, backend_args, start_timeout_s)
+                               start_timeout_s: float = 300.0, lease_s: float = 15.0) -> ClusterEngine:
+    """Start or join Ray and bring the workers up. ClusterUnavailable (one line) when it cannot.
+    lease_s: workers this gateway creates close a session nobody took frames from for this long."""
+    pool = WorkerPool(options, backend_args, start_timeout_s, lease_s)
     try:
         await pool.start()
     except BaseException:

@@ -26,6 +26,7 @@ from .server_app import LiveServer, free_port  # noqa: E402
 WORKERS = 2
 SESSIONS_PER_WORKER = 3
 NODE_STORE = 128 * 1024 * 1024  # object store per simulated node
+LEASE_S = 5.0  # the workers close a session whose gateway took nothing for this long (default 15 s)
 
 
 @contextlib.contextmanager
@@ -58,7 +59,7 @@ async def gateway(address: str, workers: int = WORKERS, **config: object) -> Asy
     nodes hold, growing when nodes join."""
     args = parser().parse_args(["serve", "--backend", "lite", "--log-level", "warning"])
     options = ClusterOptions(address, workers, sessions_per_worker=SESSIONS_PER_WORKER, rpc_timeout_s=3.0)
-    engine = await start_cluster_engine(options, args, start_timeout_s=60)
+    engine = await start_cluster_engine(options, args, start_timeout_s=60, lease_s=LEASE_S)
     from streaming.avatars import default_avatar
 
     store = AvatarStore({"astronaut": default_avatar}, None, "astronaut", UploadLimits())

@@ -16,7 +16,7 @@ import pytest
 
 from server.cli import main as cli_main
 
-from ..helpers.cluster import SESSIONS_PER_WORKER, WORKERS, add_node, gateway, two_node_ray
+from ..helpers.cluster import LEASE_S, SESSIONS_PER_WORKER, WORKERS, add_node, gateway, two_node_ray
 from ..helpers.rtc_client import RtcTestClient, WavMicrophone, resample_to_48k
 from ..helpers.server_app import WsLog, read_wav, ws_receive_all, ws_send_realtime
 from ..helpers.ws_checks import HELLO, eventually, read_until_close
@@ -223,6 +223,38 @@ async def test_a_node_that_joins_adds_a_worker_while_the_gateway_runs(ray_cluste
         assert len(workers) == 3 and workers[2]["alive"], workers
         assert workers[2]["node"] not in {w["node"] for w in before}
         assert srv.ctx.engine.pool.free_slots() == 3 * SESSIONS_PER_WORKER
+
+
+async def test_a_gateway_that_dies_leaves_no_session_behind_on_the_workers(ray_address):
+    async with gateway(ray_address) as watcher, aiohttp.ClientSession() as http:  # a second gateway, watching
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", "serve", "--backend", "lite", "--port", "0", "--cluster",
+            ray_address, "--workers", str(WORKERS), "--sessions-per-worker", str(SESSIONS_PER_WORKER),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env)
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 90)).decode()
+            url = line.split("open ", 1)[1].split()[0].rstrip("/")
+            ws = await http.ws_connect(url.replace("http", "ws") + "/ws")
+            await ws.send_json(HELLO)
+            assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
+
+            async def on_workers() -> int:
+                return sum(w["sessions"] for w in (await cluster_json(watcher, http))["workers"])
+
+            assert await on_workers() == 1  # the other gateway's session, on the shared workers
+            proc.kill()  # the gateway dies without a word to the workers
+            await proc.wait()
+            for _ in range(int(4 * LEASE_S) + 20):
+                if await on_workers() == 0:
+                    break
+                await asyncio.sleep(0.5)
+            assert await on_workers() == 0, "the dead gateway's session still holds a worker slot"
+            await ws.close()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
 
 async def _next_of_type(ws, kind: str) -> dict:
