@@ -143,6 +143,12 @@ async def make_engine(args: argparse.Namespace) -> Engine | ClusterEngine | None
     if args.cluster is None:
         from streaming.engine import Engine
 
+        from .cluster.options import cluster_only_flags
+
+        if given := cluster_only_flags(args):
+            print(f"{PROG}: {', '.join(given)} apply only with --cluster (docs/cluster.md)", file=sys.stderr)
+            return None
+
         generator = await asyncio.to_thread(make_generator, args)
         return None if generator is None else Engine(generator)
     from .cluster.options import ClusterUnavailable, cluster_options, require_ray

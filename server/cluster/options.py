@@ -58,6 +58,16 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
                         "runs the group over gloo)")
 
 
+CLUSTER_DEFAULTS = {"workers": None, "gpus_per_worker": 0.0, "cpus_per_worker": 1.0, "sessions_per_worker": 4,
+                    "ranks_per_worker": None}
+
+
+def cluster_only_flags(args: argparse.Namespace) -> list[str]:
+    """The cluster flags given (not at their defaults), for refusing them without --cluster."""
+    return [f"--{name.replace('_', '-')}" for name, default in CLUSTER_DEFAULTS.items()
+            if getattr(args, name, default) != default]
+
+
 def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
     """The options for `args` (None without --cluster); ValueError with a one-line reason when malformed."""
     spec = getattr(args, "cluster", None)

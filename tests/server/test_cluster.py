@@ -353,7 +353,7 @@ async def test_more_gpus_per_worker_than_any_node_has_is_a_one_line_error(ray_ad
                               "(the most on one node is 0)")
 
 
-def test_an_unknown_cluster_address_and_a_missing_ray_are_one_line_errors(tmp_path):
+def test_an_unknown_cluster_address_and_a_missing_ray_are_one_line_errors(capsys):
     unknown = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--cluster", "127.0.0.1:1"],
                                stderr=subprocess.PIPE, text=True)
     no_ray = subprocess.Popen([sys.executable, "-c", "import sys; sys.modules['ray'] = None; "
@@ -367,3 +367,9 @@ def test_an_unknown_cluster_address_and_a_missing_ray_are_one_line_errors(tmp_pa
     assert no_ray.returncode == 2 and err_no_ray == [
         "infinitetalk-live: --cluster needs Ray, which is not installed: pip install 'infinitetalk-live[cluster]'"]
     assert cli_main(["serve", "--cluster", "local:0"]) == 2
+    assert "N in local:N must be a number of workers from 1 to 64" in capsys.readouterr().err
+    assert cli_main(["serve", "--sessions-per-worker", "2", "--port", "0"]) == 2  # a cluster flag, no cluster
+    assert capsys.readouterr().err.strip() == ("infinitetalk-live: --sessions-per-worker apply only with --cluster "
+                                               "(docs/cluster.md)")
+    assert cli_main(["serve", "--cluster", "local:2", "--preset", "tiny-random", "--sequence-parallel"]) == 2
+    assert "needs 2 or more ranks per worker" in capsys.readouterr().err
