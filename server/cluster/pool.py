@@ -52,7 +52,8 @@ class WorkerSlot:
     def public(self, capacity: int) -> dict[str, Any]:
         """The `/api/cluster` entry."""
         i = self.info
-        return {"id": self.index, "node": i.get("node"), "pid": i.get("pid"), "gpus": i.get("gpus", []),
+        return {"id": self.index, "node": i.get("node"), "node_ip": i.get("node_ip"), "pid": i.get("pid"),
+                "gpus": i.get("gpus", []),
                 "sessions": i.get("sessions", len(self.sessions)), "capacity": capacity, "alive": self.alive,
                 "queue_depth": i.get("queue_depth", 0), "busy_seconds": i.get("busy_seconds", 0.0)}
 
