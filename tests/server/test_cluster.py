@@ -128,6 +128,35 @@ async def test_sessions_spread_over_both_workers_at_25fps_with_their_audio_back_
         assert [w["sessions"] for w in after["workers"]] == [0, 0], "a slot leaked on a worker"
 
 
+async def test_an_interrupt_crosses_to_the_worker_and_speech_stops_within_a_window(ray_address, speech_dir):
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 4]
+    async with gateway(ray_address) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.send_json(HELLO)
+            assert (await asyncio.wait_for(ws.receive_json(), 20))["type"] == "ready"
+            log = WsLog([])
+            receiver = asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time))
+            header = bytes([0x41, 1, 0, 0])
+            for i in range(0, speech.size, 16000):  # 4 s at once: far more than plays soon
+                await ws.send_bytes(header + speech[i : i + 16000].tobytes())
+            await eventually(lambda: any(f.speech for f in log.frames), 10)
+            await ws.send_json({"type": "interrupt"})
+            await asyncio.sleep(1.0)
+            await ws.send_json({"type": "stats"})
+            await asyncio.sleep(0.1)
+            await ws.send_json({"type": "bye"})
+            await asyncio.wait_for(receiver, 10)
+    states = [m["state"] for m in log.json("state")]
+    assert "interrupted" in states and states[-1] == "idle", states
+    at = next(k for k, item in enumerate(log.items) if item[0] == "json" and item[1].get("state") == "interrupted")
+    after = [item[1] for item in log.items[at:] if item[0] == "frame"]
+    assert len(after) >= 20
+    # the pacer drops its speech frames at once; those still on their way from the worker die on landing
+    assert not any(f.speech for f in after[4:]), "speech went on more than a window after the interrupt"
+    assert [f.index for f in log.frames] == list(range(len(log.frames)))
+    assert log.json("stats")[-1]["buffered_speech_s"] == 0
+
+
 async def test_when_every_slot_is_taken_a_new_session_is_refused_at_once_then_served_after_one_ends(ray_address):
     async with gateway(ray_address) as srv, aiohttp.ClientSession() as http:
         held, readers = [], []
