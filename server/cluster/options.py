@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 INSTALL_HINT = "pip install 'infinitetalk-live[cluster]'"
 LOCAL_PREFIX = "local:"
+NAMESPACE = "infinitetalk-live"  # the Ray namespace of the workers (named actors, shared by gateways)
 
 
 class ClusterUnavailable(RuntimeError):

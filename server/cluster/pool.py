@@ -24,11 +24,11 @@ from streaming.generator import Avatar
 from streaming.session_settings import SessionError, SessionSettings
 
 from .admission import ClusterFull, cluster_full_message
-from .options import ClusterOptions, ClusterUnavailable, require_ray
+from .groups import create_group, remove_group
+from .options import NAMESPACE, ClusterOptions, ClusterUnavailable, require_ray
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "infinitetalk-live"
 HEALTH_EVERY_S = 1.0
 GROW_EVERY_S = 5.0  # without --workers: how often to look for nodes that joined
 OPEN_TIMEOUT_S = 30.0  # a worker preparing an avatar (image encoders on the GPU) answers well within it
@@ -149,6 +149,7 @@ class WorkerPool:
         self._digest = ""
         self._actor_class: Any = None
         self._following: list[Any] = []  # the follower ranks' `follow` calls (they end when rank 0 stops)
+        self._rebuilding: dict[int, asyncio.Task] = {}  # sequence-parallel workers being made again
 
     @property
     def placed(self) -> int:
@@ -190,63 +191,13 @@ class WorkerPool:
         """Worker i's actor: created, or found if a gateway with the same options made it already."""
         o = self.options
         if o.ranks_per_worker > 1:
-            return await self._create_group(i)
+            return await create_group(self._actor_class, f"worker-{self._digest}-{i}", i, o, self.backend_args,
+                                      self.lease_s, self.start_timeout_s, self._following)
         return self._actor_class.options(
             name=f"worker-{self._digest}-{i}", namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
             num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker, max_restarts=-1, max_task_retries=0,
             scheduling_strategy="SPREAD",
         ).remote(i, self.backend_args, o.sessions_per_worker, self.lease_s)
-
-    async def _create_group(self, i: int) -> Any:
-        """A sequence-parallel worker: R processes in one placement group (STRICT_PACK: one node), rank 0
-        the `ClusterWorker`, ranks 1.. `RankFollower`s, meeting on 127.0.0.1 of that node as under torchrun.
-        Not restarted on its own (a new rank 0 cannot rejoin the old group's collectives)."""
-        import ray
-        from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import (
-            NodeAffinitySchedulingStrategy,
-            PlacementGroupSchedulingStrategy,
-        )
-
-        from .worker_actor import RankFollower
-
-        o = self.options
-        name = f"worker-{self._digest}-{i}"
-        try:
-            return ray.get_actor(name, namespace=NAMESPACE)  # another gateway with these options made it
-        except ValueError:
-            pass
-        r = o.ranks_per_worker
-        cpus, gpus = o.cpus_per_worker / r, o.gpus_per_worker / r
-        if cpus or gpus:  # reserve every rank's share on one node at once
-            bundle = {"CPU": cpus, "GPU": gpus}
-            group = placement_group([{k: v for k, v in bundle.items() if v}] * r, strategy="STRICT_PACK",
-                                    name=f"{name}-group", lifetime="detached")
-            try:
-                await asyncio.wait_for(_await(group.ready()), self.start_timeout_s)
-            except asyncio.TimeoutError as exc:
-                raise ClusterUnavailable(f"no node has room for worker {i}'s {r} ranks ({bundle} each) within "
-                                         f"{self.start_timeout_s:.0f} s (see `ray status`)") from exc
-
-            def place(k: int) -> Any:
-                return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=k)
-        else:  # nothing to reserve (trying the code path on CPU): every rank on this gateway's node
-            node = ray.get_runtime_context().get_node_id()
-
-            def place(k: int) -> Any:
-                return NodeAffinitySchedulingStrategy(node, soft=False)
-
-        def on(k: int) -> dict[str, Any]:
-            return {"num_cpus": cpus, "num_gpus": gpus, "namespace": NAMESPACE, "lifetime": "detached",
-                    "scheduling_strategy": place(k)}
-
-        followers = [ray.remote(RankFollower).options(name=f"{name}-rank{k}", **on(k)).remote() for k in range(1, r)]
-        port = await asyncio.wait_for(_await(followers[0].free_port.remote()), self.start_timeout_s)
-        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(r), "LOCAL_RANK": "0"}
-        for k, follower in enumerate(followers, start=1):  # each serves until rank 0 stops
-            self._following.append(follower.follow.remote(self.backend_args, {**env, "RANK": str(k)}))
-        return self._actor_class.options(name=name, max_restarts=0, max_task_retries=0, **on(0)).remote(
-            i, self.backend_args, o.sessions_per_worker, self.lease_s, {**env, "RANK": "0"})
 
     async def grow(self) -> int:
         """Without a fixed --workers: add the workers that nodes which joined since can hold. A new worker
@@ -282,6 +233,8 @@ class WorkerPool:
         await asyncio.gather(*(self._refresh_one(w) for w in self.workers if w.started))
 
     async def _refresh_one(self, w: WorkerSlot) -> None:
+        if w.index in self._rebuilding:
+            return
         try:
             w.info = await asyncio.wait_for(_await(w.handle.info.remote()), self.options.rpc_timeout_s)
             if not w.alive:
@@ -291,6 +244,25 @@ class WorkerPool:
             if w.alive:
                 log.warning("cluster: worker %d is not answering: %s", w.index, _first_line(exc))
             w.alive = False
+            if self.options.ranks_per_worker > 1 and _died(exc):  # Ray does not restart a group: we do
+                self._rebuilding[w.index] = asyncio.create_task(self._rebuild(w), name=f"cluster-rebuild-{w.index}")
+
+    async def _rebuild(self, w: WorkerSlot) -> None:
+        """A sequence-parallel worker lost a process: remove the whole group, make it again, wait for it."""
+        name = f"worker-{self._digest}-{w.index}"
+        try:
+            log.warning("cluster: worker %d (a %d-rank group) died: making the group again", w.index,
+                        self.options.ranks_per_worker)
+            await remove_group(name, self.options.ranks_per_worker)
+            w.handle = await create_group(self._actor_class, name, w.index, self.options, self.backend_args,
+                                          self.lease_s, self.start_timeout_s, self._following)
+            w.info = await asyncio.wait_for(_await(w.handle.ready.remote()), self.start_timeout_s)
+            w.alive = True
+            log.warning("cluster: worker %d is back (pid %s)", w.index, w.info.get("pid"))
+        except Exception as exc:  # noqa: BLE001 - tried again at the next health check
+            log.warning("cluster: worker %d could not be made again: %s", w.index, _first_line(exc))
+        finally:
+            self._rebuilding.pop(w.index, None)
 
     async def _health_loop(self) -> None:
         last_grow = time.monotonic()
@@ -342,10 +314,10 @@ class WorkerPool:
 
     async def stop(self) -> None:
         """Stop watching; a local cluster is shut down with its workers, a joined one keeps them."""
-        for task in [self._health, *self._starting]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._health, *self._starting] if t is not None), return_exceptions=True)
+        tasks = [t for t in [self._health, *self._starting, *self._rebuilding.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         import ray
 
         if self.options.local and ray.is_initialized():
@@ -360,6 +332,13 @@ class WorkerPool:
 async def _await(ref: Any) -> Any:
     """An ObjectRef as a coroutine (asyncio.wait_for wants one)."""
     return await ref
+
+
+def _died(exc: BaseException) -> bool:
+    """The actor is dead for good (not restarting, not merely slow)."""
+    from ray.exceptions import ActorDiedError
+
+    return isinstance(exc, ActorDiedError)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -313,7 +313,8 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
         ray_cluster, speech_dir, ranks):
     """ranks=2: the worker is a 2-process sequence-parallel group (gloo) in a placement group on a node
     that joins for it (half a CPU per rank: the other nodes' CPUs are the lite workers'); as under
-    torchrun (tests/server/test_infinitetalk_server.py) its frames equal one process's within 1."""
+    torchrun (tests/server/test_infinitetalk_server.py) its frames equal one process's within 1. Then
+    its rank 0 is killed: the group is made again and makes the same frames."""
     from server.cli import make_generator, parser
     from server.cluster.gateway import start_cluster_engine
     from server.cluster.options import ClusterOptions
@@ -355,19 +356,31 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
     options = ClusterOptions(ray_cluster.address, 1, cpus_per_worker=ranks - 1, sessions_per_worker=1,
                              ranks_per_worker=ranks)
     cluster = await start_cluster_engine(options, remote_args, start_timeout_s=120)
+    renders = []
     try:
         assert cluster.generator.name == "infinitetalk"
         assert cluster.pool.workers[0].info["world_size"] == ranks
-        remote = await render(cluster)
+        renders.append(await render(cluster))
+        if ranks > 1:  # rank 0 dies: the pool removes the whole group and makes it again
+            worker = cluster.pool.workers[0]
+            old_pid = worker.info["pid"]
+            os.kill(old_pid, signal.SIGKILL)
+            for _ in range(300):
+                if worker.alive and worker.info.get("pid") != old_pid:
+                    break
+                await asyncio.sleep(0.2)
+            assert worker.alive and worker.info["pid"] != old_pid and worker.info["world_size"] == 2
+            renders.append(await render(cluster))
     finally:
         await cluster.shutdown()
-    assert len(remote) == len(local) >= 50
-    for i, ((img_r, pcm_r), (img_l, pcm_l)) in enumerate(zip(remote, local, strict=True)):
-        if ranks == 1:
-            np.testing.assert_array_equal(img_r, img_l, err_msg=f"frame {i}")
-        else:
-            assert np.abs(img_r.astype(int) - img_l.astype(int)).max() <= 1, f"frame {i}"
-        np.testing.assert_array_equal(pcm_r, pcm_l, err_msg=f"audio of frame {i}")
+    for remote in renders:
+        assert len(remote) == len(local) >= 50
+        for i, ((img_r, pcm_r), (img_l, pcm_l)) in enumerate(zip(remote, local, strict=True)):
+            if ranks == 1:
+                np.testing.assert_array_equal(img_r, img_l, err_msg=f"frame {i}")
+            else:
+                assert np.abs(img_r.astype(int) - img_l.astype(int)).max() <= 1, f"frame {i}"
+            np.testing.assert_array_equal(pcm_r, pcm_l, err_msg=f"audio of frame {i}")
 
 
 async def test_more_gpus_per_worker_than_any_node_has_is_a_one_line_error(ray_address):
