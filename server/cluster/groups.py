@@ -12,15 +12,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from .options import NAMESPACE, ClusterOptions, ClusterUnavailable
 
 
+@dataclass
+class Followers:
+    """The follower ranks of a group this gateway made: their pids, and their `follow` calls, which end
+    only when rank 0 stops (or a follower dies)."""
+
+    pids: list[int] = field(default_factory=list)
+    calls: list[Any] = field(default_factory=list)
+
+    def ended(self) -> bool:
+        """A follower has stopped serving (died, or its rank 0 stopped)."""
+        import ray
+
+        done, _ = ray.wait(self.calls, num_returns=len(self.calls), timeout=0) if self.calls else ([], [])
+        return bool(done)
+
+
 async def create_group(actor_class: Any, name: str, index: int, o: ClusterOptions, backend_args: argparse.Namespace,
-                       lease_s: float, timeout_s: float, following: list[Any]) -> Any:
-    """Rank 0's actor handle (found, if a gateway with the same options made the group already).
-    `following` collects the followers' `follow` calls (each ends when rank 0 stops)."""
+                       lease_s: float, timeout_s: float, followers_out: Followers) -> Any:
+    """Rank 0's actor handle (found, if a gateway with the same options made the group already: then
+    `followers_out` stays empty); `followers_out` gets the followers this call made."""
     import ray
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import (
@@ -58,9 +75,10 @@ async def create_group(actor_class: Any, name: str, index: int, o: ClusterOption
 
     followers = [ray.remote(RankFollower).options(name=f"{name}-rank{k}", **on(k)).remote() for k in range(1, r)]
     port = await asyncio.wait_for(_await(followers[0].free_port.remote()), timeout_s)
+    followers_out.pids = [await asyncio.wait_for(_await(f.pid.remote()), timeout_s) for f in followers]
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(r), "LOCAL_RANK": "0"}
-    for k, follower in enumerate(followers, start=1):
-        following.append(follower.follow.remote(backend_args, {**env, "RANK": str(k)}))
+    followers_out.calls = [f.follow.remote(backend_args, {**env, "RANK": str(k)})
+                           for k, f in enumerate(followers, start=1)]
     return actor_class.options(name=name, max_restarts=0, max_task_retries=0, **on(0)).remote(
         index, backend_args, o.sessions_per_worker, lease_s, {**env, "RANK": "0"})
 

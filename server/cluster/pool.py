@@ -24,7 +24,7 @@ from streaming.generator import Avatar
 from streaming.session_settings import SessionError, SessionSettings
 
 from .admission import ClusterFull, cluster_full_message
-from .groups import create_group, remove_group
+from .groups import Followers, create_group, remove_group
 from .options import NAMESPACE, ClusterOptions, ClusterUnavailable, require_ray
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class WorkerSlot:
     alive: bool = False
     sessions: set[str] = field(default_factory=set)
     started: bool = False  # it answered `ready` once (a worker still being placed is not health-checked)
+    followers: Followers = field(default_factory=Followers)  # a sequence-parallel group's other ranks
 
     def load(self) -> int:
         """Sessions on the worker: its own count (all gateways), or ours if that is more recent."""
@@ -52,7 +53,8 @@ class WorkerSlot:
     def public(self, capacity: int) -> dict[str, Any]:
         """The `/api/cluster` entry."""
         i = self.info
-        return {"id": self.index, "node": i.get("node"), "node_ip": i.get("node_ip"), "pid": i.get("pid"),
+        ranks = {"rank_pids": [i.get("pid"), *self.followers.pids]} if self.followers.pids else {}
+        return {**ranks, "id": self.index, "node": i.get("node"), "node_ip": i.get("node_ip"), "pid": i.get("pid"),
                 "gpus": i.get("gpus", []),
                 "sessions": i.get("sessions", len(self.sessions)), "capacity": capacity, "alive": self.alive,
                 "queue_depth": i.get("queue_depth", 0), "busy_seconds": i.get("busy_seconds", 0.0)}
@@ -148,7 +150,6 @@ class WorkerPool:
         self._starting: set[asyncio.Task] = set()
         self._digest = ""
         self._actor_class: Any = None
-        self._following: list[Any] = []  # the follower ranks' `follow` calls (they end when rank 0 stops)
         self._rebuilding: dict[int, asyncio.Task] = {}  # sequence-parallel workers being made again
 
     @property
@@ -170,7 +171,8 @@ class WorkerPool:
         o = self.options
         t0 = time.monotonic()
         for i in range(count):
-            self.workers.append(WorkerSlot(i, await self._create(i), started=True))
+            followers = Followers()
+            self.workers.append(WorkerSlot(i, await self._create(i, followers), started=True, followers=followers))
         for w in self.workers:
             left = self.start_timeout_s - (time.monotonic() - t0)
             try:
@@ -187,12 +189,13 @@ class WorkerPool:
                  o.sessions_per_worker)
         self._health = asyncio.create_task(self._health_loop(), name="cluster-health")
 
-    async def _create(self, i: int) -> Any:
-        """Worker i's actor: created, or found if a gateway with the same options made it already."""
+    async def _create(self, i: int, followers: Followers | None = None) -> Any:
+        """Worker i's actor: created, or found if a gateway with the same options made it already.
+        followers: gets a sequence-parallel group's other ranks."""
         o = self.options
         if o.ranks_per_worker > 1:
             return await create_group(self._actor_class, f"worker-{self._digest}-{i}", i, o, self.backend_args,
-                                      self.lease_s, self.start_timeout_s, self._following)
+                                      self.lease_s, self.start_timeout_s, followers or Followers())
         return self._actor_class.options(
             name=f"worker-{self._digest}-{i}", namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
             num_cpus=o.cpus_per_worker, num_gpus=o.gpus_per_worker, max_restarts=-1, max_task_retries=0,
@@ -208,7 +211,8 @@ class WorkerPool:
             return 0
         added = 0
         for i in range(len(self.workers), target):
-            w = WorkerSlot(i, await self._create(i))
+            followers = Followers()
+            w = WorkerSlot(i, await self._create(i, followers), followers=followers)
             self.workers.append(w)
             self._starting.add(asyncio.create_task(self._start_later(w), name=f"cluster-worker-{i}-start"))
             added += 1
@@ -237,6 +241,8 @@ class WorkerPool:
             return
         try:
             w.info = await asyncio.wait_for(_await(w.handle.info.remote()), self.options.rpc_timeout_s)
+            if w.followers.ended():  # a follower died: rank 0 waits in a collective that never completes
+                raise FollowerLost(f"a follower rank of worker {w.index} stopped")
             if not w.alive:
                 log.warning("cluster: worker %d is back (pid %s)", w.index, w.info.get("pid"))
             w.alive = True
@@ -244,7 +250,8 @@ class WorkerPool:
             if w.alive:
                 log.warning("cluster: worker %d is not answering: %s", w.index, _first_line(exc))
             w.alive = False
-            if self.options.ranks_per_worker > 1 and _died(exc):  # Ray does not restart a group: we do
+            # Ray does not restart a sequence-parallel group: the pool makes it again
+            if self.options.ranks_per_worker > 1 and (_died(exc) or isinstance(exc, FollowerLost)):
                 self._rebuilding[w.index] = asyncio.create_task(self._rebuild(w), name=f"cluster-rebuild-{w.index}")
 
     async def _rebuild(self, w: WorkerSlot) -> None:
@@ -254,8 +261,9 @@ class WorkerPool:
             log.warning("cluster: worker %d (a %d-rank group) died: making the group again", w.index,
                         self.options.ranks_per_worker)
             await remove_group(name, self.options.ranks_per_worker)
+            w.followers = Followers()
             w.handle = await create_group(self._actor_class, name, w.index, self.options, self.backend_args,
-                                          self.lease_s, self.start_timeout_s, self._following)
+                                          self.lease_s, self.start_timeout_s, w.followers)
             w.info = await asyncio.wait_for(_await(w.handle.ready.remote()), self.start_timeout_s)
             w.alive = True
             log.warning("cluster: worker %d is back (pid %s)", w.index, w.info.get("pid"))
@@ -332,6 +340,10 @@ class WorkerPool:
 async def _await(ref: Any) -> Any:
     """An ObjectRef as a coroutine (asyncio.wait_for wants one)."""
     return await ref
+
+
+class FollowerLost(RuntimeError):
+    """A sequence-parallel worker's follower rank stopped while its rank 0 still answers."""
 
 
 def _died(exc: BaseException) -> bool:

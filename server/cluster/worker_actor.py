@@ -131,6 +131,9 @@ class RankFollower:
     """Rank k > 0 of a worker's sequence-parallel group: loads its part of the model and serves rank 0's
     calls (`Backend.follow`, as under torchrun) until rank 0 stops. Placed on rank 0's node."""
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def free_port(self) -> int:
         """A free TCP port on this node, for the group's rendezvous on 127.0.0.1."""
         with socket.socket() as s:

@@ -314,7 +314,7 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
     """ranks=2: the worker is a 2-process sequence-parallel group (gloo) in a placement group on a node
     that joins for it (half a CPU per rank: the other nodes' CPUs are the lite workers'); as under
     torchrun (tests/server/test_infinitetalk_server.py) its frames equal one process's within 1. Then
-    its rank 0 is killed: the group is made again and makes the same frames."""
+    its rank 0 is killed, later its follower: each time the group is made again and makes the same frames."""
     from server.cli import make_generator, parser
     from server.cluster.gateway import start_cluster_engine
     from server.cluster.options import ClusterOptions
@@ -361,15 +361,18 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
         assert cluster.generator.name == "infinitetalk"
         assert cluster.pool.workers[0].info["world_size"] == ranks
         renders.append(await render(cluster))
-        if ranks > 1:  # rank 0 dies: the pool removes the whole group and makes it again
-            worker = cluster.pool.workers[0]
-            old_pid = worker.info["pid"]
-            os.kill(old_pid, signal.SIGKILL)
+        worker = cluster.pool.workers[0]
+        # rank 0 dies, then a follower: each time the pool removes the whole group and makes it again
+        victims = [] if ranks == 1 else [lambda: worker.info["pid"], lambda: worker.followers.pids[0]]
+        for victim in victims:
+            old_pid, pid = worker.info["pid"], victim()
+            os.kill(pid, signal.SIGKILL)
             for _ in range(300):
                 if worker.alive and worker.info.get("pid") != old_pid:
                     break
                 await asyncio.sleep(0.2)
             assert worker.alive and worker.info["pid"] != old_pid and worker.info["world_size"] == 2
+            assert pid not in worker.followers.pids
             renders.append(await render(cluster))
     finally:
         await cluster.shutdown()
