@@ -30,9 +30,11 @@ from .cli_security import (
 )
 
 if TYPE_CHECKING:
+    from streaming.engine import Engine
     from streaming.generator import Avatar, Generator
 
     from .avatars import AvatarStore
+    from .cluster.engine import ClusterEngine
 
 log = logging.getLogger("infinitetalk-live")
 
@@ -98,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     _add_common(s, "info")
     add_security_options(s)
     add_backend_flags(s)
+    from .cluster.options import add_cluster_flags
+
+    add_cluster_flags(s)
     _render_parser(sub)
     b = sub.add_parser("bench", help="measure speed (stages, real-time factor, latency, sessions, memory) as JSON",
                        description="Benchmark the infinitetalk backend with random weights: tiny on CPU "
@@ -134,6 +139,36 @@ def make_generator(args: argparse.Namespace) -> Generator | None:
     return None
 
 
+async def make_engine(args: argparse.Namespace) -> Engine | ClusterEngine | None:
+    """The engine `serve` runs: one in this process, or the workers of a Ray cluster (`--cluster`,
+    docs/cluster.md); None after printing why not."""
+    if args.cluster is None:
+        from streaming.engine import Engine
+
+        from .cluster.options import cluster_only_flags
+
+        if given := cluster_only_flags(args):
+            print(f"{PROG}: {', '.join(given)} apply only with --cluster (docs/cluster.md)", file=sys.stderr)
+            return None
+
+        generator = await asyncio.to_thread(make_generator, args)
+        return None if generator is None else Engine(generator)
+    from .cluster.options import ClusterUnavailable, cluster_options, require_ray
+
+    try:
+        options = cluster_options(args)
+        assert options is not None
+        require_ray(options.local)
+        if chosen_backend(args) is None:  # the workers would fail the same way: say it once, here
+            return None
+        from .cluster.gateway import start_cluster_engine
+
+        return await start_cluster_engine(options, args)
+    except (ValueError, ClusterUnavailable) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return None
+
+
 def avatar_store(avatar_dir: Path | None, name: str | None, max_upload_mb: float = 10.0) -> AvatarStore:
     """Built-in avatars plus the images in `avatar_dir` (None: the default folder), with `name` (None: the
     built-in default) as the default avatar. ValueError when `name` is neither."""
@@ -168,8 +203,6 @@ async def serve(args: argparse.Namespace) -> int:
     # Imported here so `--help`, `render` and `bench` answer without loading the media stack.
     from aiohttp import web
 
-    from streaming.engine import Engine
-
     from .app import build_app
     from .avatars import AvatarError
     from .config import ServerConfig
@@ -180,20 +213,26 @@ async def serve(args: argparse.Namespace) -> int:
     except OptionError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
-    generator = await asyncio.to_thread(make_generator, args)
-    if generator is None:
+    engine = await make_engine(args)
+    if engine is None:
         return 2
+    generator = engine.generator
     try:
         store = avatar_store(args.avatar_dir, args.avatar, args.max_upload_mb)
         await asyncio.to_thread(store.get, store.default)
     except (AvatarError, ValueError) as exc:
         name = args.avatar or builtin_avatars()[1]
         print(f"{PROG}: cannot use avatar {name!r}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        await engine.shutdown()
         return 2
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           max_upload_bytes=store.limits.max_bytes, **network)
-    engine = Engine(generator)
-    app = build_app(config, engine, store, owns_engine=True)
+    if args.cluster is None:
+        app = build_app(config, engine, store, owns_engine=True)
+    else:
+        from .cluster.gateway import build_cluster_app
+
+        app = build_cluster_app(config, engine, store, owns_engine=True)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
     await runner.setup()
     try:

@@ -55,6 +55,7 @@ def stats(session: Session, frames: int, dropped_extra: int = 0) -> dict[str, An
         "buffered_speech_s": _num(s["buffered_speech_s"]),
         "backend": s["backend"],
         "quality": s.get("quality"),  # adaptive quality {steps, size, reason, ...}; None when fixed
+        **({"worker": s["worker"]} if "worker" in s else {}),  # cluster mode: the worker running the session
     }
 
 

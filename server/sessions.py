@@ -16,12 +16,18 @@ from streaming.generator import Avatar
 from streaming.session import Session, SessionSettings
 
 from .metrics import Metrics
+from .ws_protocol import CLOSE_TOO_MANY
 
 log = logging.getLogger(__name__)
 
 
 class TooManySessions(RuntimeError):
-    """Every session slot is taken; the client should retry later."""
+    """Every session slot is taken; the client should retry later. How each transport refuses:"""
+
+    http_status = 429
+    close_code = CLOSE_TOO_MANY
+    code = "too_many_sessions"
+    retry_after_s: int | None = None
 
 
 class SessionManager:

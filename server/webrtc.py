@@ -88,6 +88,12 @@ async def _read_offer(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _refused(exc: TooManySessions) -> ApiError:
+    """429 for the limits, 503 + Retry-After when a cluster has no free worker slot."""
+    headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+    return ApiError(exc.http_status, exc.code, str(exc), headers)
+
+
 async def handle_offer(request: web.Request) -> web.Response:
     """POST /offer {sdp, type, avatar?, speakers?} -> {sdp, type: answer, session_id}."""
     ctx = context_of(request)
@@ -105,7 +111,7 @@ async def handle_offer(request: web.Request) -> web.Response:
     try:
         peer.admit()
     except TooManySessions as exc:
-        raise ApiError(429, "too_many_sessions", str(exc)) from exc
+        raise _refused(exc) from exc
     peer.register()
     try:
         answer = await peer.negotiate(body["sdp"], desc, avatar)
@@ -113,6 +119,8 @@ async def handle_offer(request: web.Request) -> web.Response:
         await peer.close(Goodbye("negotiation failed"))
         if isinstance(exc, ConnectionClosed):
             raise ApiError(503, "stopping", "the server is shutting down") from exc
+        if isinstance(exc, TooManySessions):  # cluster mode: the last free worker slot went meanwhile
+            raise _refused(exc) from exc
         raise
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": peer.id})
 
@@ -279,6 +287,9 @@ class PeerSession(Connection):
                 new = await self.open_session(avatar, self.speakers)
             except SessionError as exc:
                 self.report(exc.code, f"could not switch to avatar {name!r}: {exc.message}")
+                return
+            except TooManySessions as exc:  # cluster mode: the new session needs a free worker slot
+                self.report(exc.code, f"could not switch to avatar {name!r}: {exc}")
                 return
             except ConnectionClosed:
                 return

@@ -38,7 +38,6 @@ from .ws_protocol import (
     CLOSE_PROTOCOL,
     CLOSE_SESSION_FAILED,
     CLOSE_TIMEOUT,
-    CLOSE_TOO_MANY,
     CLOSE_UNKNOWN_AVATAR,
     Hello,
     ProtocolError,
@@ -176,10 +175,9 @@ class WsConnection(Connection):
         avatar = await self._avatar(hello.avatar)
         try:
             self.admit()
-        except TooManySessions as exc:
-            raise _Close(Goodbye.with_error("too_many_sessions", str(exc), CLOSE_TOO_MANY)) from exc
-        try:
             await self.start_session(avatar, hello.speakers, f", {hello.pcm}")
+        except TooManySessions as exc:  # the limits; in cluster mode also no free worker (4503)
+            raise _Close(Goodbye.with_error(exc.code, str(exc), exc.close_code)) from exc
         except SessionError as exc:
             raise _Close(Goodbye.with_error(exc.code, exc.message, CLOSE_SESSION_FAILED)) from exc
         self.send_ready()

@@ -32,7 +32,7 @@ from .audio_input import PcmFormat
 from .audio_intake import AudioIntake
 from .generator import SAMPLE_RATE, Avatar, Generator
 from .latency import LatencyTracker
-from .link import AudioChunk, IdleCut, PlayoutReport
+from .link import AudioChunk, IdleCut, PlayoutReport, ProductionInput, ProductionOutput
 from .output import OutputFrame, PendingFrame
 from .pacer import Pacer
 from .planner import WindowPlanner
@@ -58,7 +58,10 @@ class Session:
         settings: SessionSettings | None = None,
         session_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        production: Callable[[ProductionOutput], ProductionInput] | None = None,
     ) -> None:
+        """production: builds the model side elsewhere (a cluster worker; `worker` is then unused);
+        default: a `WindowProduction` in this process on `worker`."""
         self.id = session_id or uuid.uuid4().hex[:12]
         self.generator = generator
         self.avatar = avatar
@@ -74,8 +77,10 @@ class Session:
         capacity = speech_capacity(s.max_buffer_s, WindowPlanner(self.spec, s.planner).samples_needed)
         self._intake = AudioIntake(s.speakers, capacity, self._to_model, lambda: self._machine.live, clock)
         # model side
-        self.production = WindowProduction(self.id, generator, worker, avatar, s, self.output_size,
-                                           _InProcessOutput(self._pacer, self._intake, self._fail), clock)
+        output = _InProcessOutput(self._pacer, self._intake, self._fail)
+        self.production = (
+            production(output) if production is not None
+            else WindowProduction(self.id, generator, worker, avatar, s, self.output_size, output, clock))
 
     # ------------------------------------------------------------------ parts' figures
     @property
@@ -89,7 +94,7 @@ class Session:
     @property
     def quality(self) -> QualityController | None:
         """The adaptive quality controller (model side; None when quality is fixed)."""
-        return self.production.quality
+        return getattr(self.production, "quality", None)
 
     @property
     def counters(self) -> SessionCounters:
