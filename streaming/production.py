@@ -207,6 +207,7 @@ class WindowProduction:
             input_ended=self.buffers.input_ended,
             can_cut_idle=self._can_cut_idle,
             input_idle_s=self.buffers.input_idle(now),
+            generated=self.settings.generated_speech,
         )
 
     async def _schedule_loop(self) -> None:
@@ -272,11 +273,14 @@ class WindowProduction:
 
     def _cut_idle(self, job: WindowJob) -> None:
         """Audio after idle windows: drop the queued idle frames that would play after this window could
-        be ready (all but compute + 2 margins' worth), and have it continue from the last ones kept."""
+        be ready (all but compute + 2 margins' worth, 1 for generated speech), and have it continue
+        from the last ones kept."""
         if not self._can_cut_idle:
             return
         fps = self.spec.fps
-        keep = math.ceil((self.compute.seconds + 2 * self.settings.planner.margin_s) * fps)
+        # Live, two margins: the window's audio may still be arriving. Generated speech is all here.
+        margins = 1 if self.settings.generated_speech else 2
+        keep = math.ceil((self.compute.seconds + margins * self.settings.planner.margin_s) * fps)
         cut, shown = self.mirror.cut_idle_tail(keep, self._continue_frames)
         if cut is None:
             return
@@ -308,7 +312,7 @@ class WindowProduction:
             self.counters.dropped_frames += 1
             return
         frame = PendingFrame(image, built.frame_audio(i, self.spec.samples_per_frame), built.job.speech,
-                             built.job.index, built.arrivals[i], epoch, self._seq)
+                             built.job.index, built.arrivals[i], epoch, self._seq, built.positions[i])
         self._seq += 1
         self.mirror.sent(frame)
         self._output.frame_made(frame)
