@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install into .venv (with dev extras), install Debian's chromium for the browser test if missing,
+# Install into .venv (with the dev and agents extras), install Debian's chromium for the browser test if missing,
 # and run the whole test suite. Extra arguments go to pytest.
 source "$(dirname "$0")/_venv.sh"
-"$VPY" -m pip install --quiet -e '.[dev]'
+"$VPY" -m pip install --quiet -e '.[dev,agents]'
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null) \
