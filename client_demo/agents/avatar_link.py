@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from client_demo.protocol import AudioFormat, audio_header, build_hello, parse_frame_message
+from model.timebase import SAMPLE_RATE
 
 
 class AvatarLinkError(RuntimeError):
@@ -47,7 +48,7 @@ class AvatarLink:
     `interrupt` while iterating `receive()`; `end()` plays out what is buffered and closes, `close()`
     closes at once."""
 
-    def __init__(self, url: str, avatar: str | None = None, token: str | None = None, sample_rate: int = 16000,
+    def __init__(self, url: str, avatar: str | None = None, token: str | None = None, sample_rate: int = SAMPLE_RATE,
                  jpeg_quality: int = 80) -> None:
         self.url = url  # ws://host:port/ws
         self.avatar = avatar
