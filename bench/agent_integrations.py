@@ -28,11 +28,9 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from agent_latency import read_speech  # the same utterance as bench/agent_latency.py (this script's folder)
 
 from model.timebase import SAMPLE_RATE
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agent_latency import read_speech  # noqa: E402  (the same utterance as bench/agent_latency.py)
 
 LOUD = 200  # a frame "carries the speech" when its audio gets this loud (the utterance starts loud)
 
