@@ -4,7 +4,8 @@ Put it after the TTS service: it takes the TTS audio (`TTSAudioRawFrame`, consum
 audio replaces it), sends it to the server as generated speech (one segment per TTS utterance,
 ended at `TTSStoppedFrame`), and pushes downstream, for every frame the server makes (25 fps), an
 `OutputImageRawFrame` synchronised with audio followed by the `OutputAudioRawFrame` of that frame's
-exact audio (16 kHz; the transport resamples), so a transport with video out shows the avatar
+exact audio (16 kHz; the transport resamples; TTS audio at other rates is resampled to 16 kHz here,
+one continuous resampling per utterance, flushed at its end), so a transport with video out shows the avatar
 speaking in sync. Between utterances the avatar idles (its frames carry silence, which pipecat's
 bot-speech detection ignores). `InterruptionFrame` and `UserStartedSpeakingFrame` interrupt the
 server (the rest of the utterance is dropped there) and frames of the old utterance still on the
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pipecat.audio.utils import create_stream_resampler
+import numpy as np
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -36,6 +37,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.ai_service import AIService
 
 from model.timebase import SAMPLE_RATE
+from streaming.audio_input import AudioConverter, PcmFormat
 
 from .avatar_link import AvatarFrame, AvatarLink, AvatarLinkError
 
@@ -49,7 +51,8 @@ class InfiniteTalkVideoService(AIService):
                  jpeg_quality: int = 80, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._link = AvatarLink(url, avatar, token, SAMPLE_RATE, jpeg_quality)
-        self._resampler = create_stream_resampler()
+        self._converter = AudioConverter()  # TTS audio at other rates -> 16 kHz, one stream per utterance
+        self._converting = False
         self._receiver: asyncio.Task | None = None
         self._discarding = False  # after an interrupt, until the server says where playback stopped
         self._speaking = False  # a segment is open (TTS audio sent, no TTSStoppedFrame yet)
@@ -105,6 +108,7 @@ class InfiniteTalkVideoService(AIService):
         if isinstance(frame, TTSStoppedFrame):
             if self._speaking:
                 self._speaking = False
+                await self._link.send_audio(self._flush_converter())
                 await self._link.end_segment()
         elif isinstance(frame, (InterruptionFrame, UserStartedSpeakingFrame)):
             await self._interrupt()
@@ -116,7 +120,8 @@ class InfiniteTalkVideoService(AIService):
             await self.push_error(error_msg=f"TTS audio must be mono, got {frame.num_channels} channels")
             return
         if frame.sample_rate != SAMPLE_RATE:
-            audio = await self._resampler.resample(audio, frame.sample_rate, SAMPLE_RATE)
+            self._converting = True
+            audio = to_pcm16(self._converter.convert_pcm(audio, PcmFormat(frame.sample_rate, 1, "s16")))
         self._speaking = True
         self._discarding = False
         await self._link.send_audio(audio)
@@ -126,7 +131,15 @@ class InfiniteTalkVideoService(AIService):
             return
         self._speaking = False
         self._discarding = True
+        self._flush_converter()  # the rest of the utterance is dropped, its resampler tail too
         await self._link.interrupt()
+
+    def _flush_converter(self) -> bytes:
+        """End of an utterance: the resampler's last samples (PCM16), and a fresh stream for the next one."""
+        if not self._converting:
+            return b""
+        self._converting = False
+        return to_pcm16(self._converter.flush())
 
     # ------------------------------------------------------------------ avatar frames out
     async def _receive(self) -> None:
@@ -150,3 +163,8 @@ class InfiniteTalkVideoService(AIService):
         await self.push_frame(image)
         await self.push_frame(OutputAudioRawFrame(audio=frame.pcm.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1))
         self.frames_out += 1
+
+
+def to_pcm16(samples: np.ndarray) -> bytes:
+    """float32 [-1, 1] -> PCM16 bytes (as the server rounds: `round(x * 32768)`, clipped)."""
+    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16).tobytes()

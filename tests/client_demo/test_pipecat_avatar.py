@@ -2,18 +2,22 @@
 avatar video at 25 fps with its exact audio out; an interruption drops the rest of the utterance."""
 
 import numpy as np
+import pytest
 from pipecat.frames.frames import (
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputImageRawFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
+    UserStartedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.tests.utils import SleepFrame, run_test
 
-from client_demo.agents.pipecat_avatar import InfiniteTalkVideoService
+from client_demo.agents.pipecat_avatar import InfiniteTalkVideoService, to_pcm16
+from streaming.audio_input import PcmFormat
 
+from ..helpers.audio_exact import assert_one_continuous_resampling, one_resampling, to_rate_stereo
 from ..helpers.generated_speech import find_input, small_lite, speech_of
 from ..helpers.pipecat_pipeline import TimedSink, tts_frames
 from ..helpers.server_app import live_server
@@ -50,14 +54,15 @@ async def test_tts_audio_becomes_avatar_video_at_25_fps_with_the_same_audio(spee
     assert kinds == [("playback_started", None), ("playback_finished", False)]
 
 
-async def test_an_interruption_mid_utterance_clears_the_rest(speech_dir):
+@pytest.mark.parametrize("barge_in", [InterruptionFrame, UserStartedSpeakingFrame])
+async def test_an_interruption_mid_utterance_clears_the_rest(speech_dir, barge_in):
     speech = speech_of(speech_dir, 8.0)
     async with live_server(small_lite()) as srv:
         service = InfiniteTalkVideoService(url=srv.ws_url)
         sink = TimedSink()
-        frames = [*tts_frames(speech)[:-1], SleepFrame(2.5), InterruptionFrame(), SleepFrame(1.0)]
+        frames = [*tts_frames(speech)[:-1], SleepFrame(2.5), barge_in(), SleepFrame(1.0)]
         await run_test(Pipeline([service, sink]), frames_to_send=frames, start_timeout=5.0)
-    assert sink.of_type(InterruptionFrame), "the interruption must go on downstream (the transport clears too)"
+    assert sink.of_type(barge_in), "the interruption must go on downstream (the transport clears too)"
     _, out = _avatar_output(sink)
     start = find_input(out, speech)
     heard = out[start:]
@@ -67,3 +72,18 @@ async def test_an_interruption_mid_utterance_clears_the_rest(speech_dir):
     (finished,) = [e for e in service.playback_events if e["type"] == "playback_finished"]
     assert finished["interrupted"] is True
     assert 0 <= finished["position_samples"] - n <= 3 * 640  # what the server played, less what was on the wire
+
+
+async def test_tts_audio_at_24_khz_comes_back_as_one_continuous_resampling_per_utterance(speech_dir):
+    speech = speech_of(speech_dir, 2.0)
+    pcm24 = (to_rate_stereo(speech / 32768.0, 24000).reshape(-1, 2)[:, 0]).copy()
+    expected = np.frombuffer(to_pcm16(one_resampling(pcm24, PcmFormat(24000, 1, "s16"))), np.int16)
+    async with live_server(small_lite()) as srv:
+        service = InfiniteTalkVideoService(url=srv.ws_url)
+        sink = TimedSink()
+        step = 2400  # 100 ms at 24 kHz
+        frames = [TTSAudioRawFrame(audio=pcm24[i : i + step].tobytes(), sample_rate=24000, num_channels=1)
+                  for i in range(0, pcm24.size, step)]
+        await run_test(Pipeline([service, sink]), frames_to_send=[*frames, TTSStoppedFrame()], start_timeout=5.0)
+    _, out = _avatar_output(sink)
+    assert_one_continuous_resampling(out, expected, "24 kHz TTS")  # the tail too: flushed at TTSStoppedFrame
