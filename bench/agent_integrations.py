@@ -19,16 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import sys
 import time
-from pathlib import Path
 
-import aiohttp
 import numpy as np
-from agent_latency import read_speech  # the same utterance as bench/agent_latency.py (this script's folder)
+from agent_latency import read_speech, server  # the same utterance and server (this script's folder)
 
 from model.timebase import SAMPLE_RATE
 
@@ -38,27 +33,6 @@ LOUD = 200  # a frame "carries the speech" when its audio gets this loud (the ut
 def loud(pcm: bytes | np.ndarray) -> bool:
     x = np.frombuffer(pcm, np.int16) if isinstance(pcm, (bytes, memoryview)) else pcm
     return bool(np.abs(x.astype(np.int32)).max() > LOUD)
-
-
-async def start_server() -> tuple[asyncio.subprocess.Process, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning",
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        stdout=asyncio.subprocess.DEVNULL)
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                    if r.status == 200:
-                        return proc, f"ws://127.0.0.1:{port}/ws"
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
 
 
 class Trial:
@@ -179,18 +153,14 @@ def summary(trials: list[dict]) -> dict:
 
 async def run(n: int) -> dict:
     speech = read_speech(2.0)
-    proc, url = await start_server()
     results: dict[str, list[dict]] = {"websocket": [], "pipecat": [], "livekit": []}
     clients = {"websocket": plain, "pipecat": pipecat, "livekit": livekit}
-    try:
+    async with server([]) as url:
         for client in clients.values():  # warm-up: imports, first sessions
             await client(url, speech)
         for _ in range(n):
             for name, client in clients.items():
                 results[name].append(await client(url, speech))
-    finally:
-        proc.terminate()
-        await proc.wait()
     med = {name: summary(r) for name, r in results.items()}
     base = med["websocket"]["first_ms"]
     return {

@@ -1,13 +1,13 @@
 """Benchmark: the avatar's first frame after the first TTS bytes, generated-speech input vs live input.
 
-A server in this process (lite backend, the built-in avatar, the real websocket protocol on
-loopback) and one client per trial. Live: the utterance is sent in real time, 20 ms per message,
+A server subprocess (`infinitetalk-live serve`, lite backend and the built-in avatar unless
+`--serve` says otherwise; the real websocket protocol on loopback) and one client per trial. Live: the utterance is sent in real time, 20 ms per message,
 like a microphone. Generated: the whole utterance at once, as a TTS engine produces it, with
 `input: "generated"` and a `segment_end`. Measured per trial: from the first audio byte sent to the
 first frame whose audio carries the utterance's first samples. Trials alternate between the modes
 in one run; medians and the ratio are printed as one JSON object.
 
-    PYTHONPATH=. python bench/agent_latency.py [--trials 5] [--seconds 2]
+    PYTHONPATH=. python bench/agent_latency.py [--trials 5] [--seconds 2] [--serve "--preset tiny-random"]
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import platform
+import socket
 import statistics
+import sys
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,29 +44,32 @@ def read_speech(seconds: float) -> np.ndarray:
 
 
 @contextlib.asynccontextmanager
-async def lite_server() -> AsyncIterator[str]:
-    """The real app with the lite backend on 127.0.0.1; yields the websocket URL."""
-    from aiohttp import web
-
-    from server.app import build_app
-    from server.avatars import AvatarStore
-    from server.config import ServerConfig
-    from streaming.avatars import default_avatar
-    from streaming.backends import create_generator
-    from streaming.engine import Engine
-
-    store = AvatarStore({"astronaut": default_avatar}, None, "astronaut")
-    app = build_app(ServerConfig(port=0, rate_limit_burst=1000), Engine(create_generator("lite")), store,
-                    owns_engine=True)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+async def server(serve_args: list[str]) -> AsyncIterator[str]:
+    """`infinitetalk-live serve ARGS` in a subprocess on 127.0.0.1 (so this process's CPU time is the
+    client's); yields the websocket URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning",
+        "--rate-burst", "1000", *serve_args, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.DEVNULL)
     try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        if r.status == 200:
+                            break
+                if proc.returncode is not None:
+                    raise RuntimeError(f"the server exited ({proc.returncode})")
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the server did not start")
         yield f"ws://127.0.0.1:{port}/ws"
     finally:
-        await runner.cleanup()
+        proc.terminate()
+        await proc.wait()
 
 
 async def first_frame_s(ws_url: str, speech: np.ndarray, generated: bool) -> float:
@@ -105,11 +111,11 @@ async def first_frame_s(ws_url: str, speech: np.ndarray, generated: bool) -> flo
             await ws.send_json({"type": "bye"})
 
 
-async def run(trials: int, seconds: float) -> dict:
+async def run(trials: int, seconds: float, serve_args: list[str]) -> dict:
     speech = read_speech(seconds)
     live: list[float] = []
     gen: list[float] = []
-    async with lite_server() as url:
+    async with server(serve_args) as url:
         await first_frame_s(url, speech, True)  # warm-up (first session: imports, caches)
         for _ in range(trials):
             live.append(await first_frame_s(url, speech, False))
@@ -117,7 +123,8 @@ async def run(trials: int, seconds: float) -> dict:
     ms = [round(x * 1000, 1) for x in live], [round(x * 1000, 1) for x in gen]
     return {
         "bench": "agent_latency",
-        "what": "first avatar frame after the first TTS byte, websocket, lite backend 512x512, loopback",
+        "what": "first avatar frame after the first TTS byte, websocket, loopback",
+        "server": ["serve", *serve_args],
         "trials": trials,
         "utterance_s": seconds,
         "live_ms": ms[0],
@@ -133,8 +140,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0, help="length of the utterance")
+    p.add_argument("--serve", default="", help='arguments for the server, e.g. "--preset tiny-random" (default: lite)')
     args = p.parse_args()
-    print(json.dumps(asyncio.run(run(args.trials, args.seconds)), indent=2))
+    print(json.dumps(asyncio.run(run(args.trials, args.seconds, args.serve.split())), indent=2))
 
 
 if __name__ == "__main__":
