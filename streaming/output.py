@@ -130,7 +130,7 @@ class PlayoutQueue:
         while len(self._q) > keep and not self._q[-1].speech:
             dropped.append(self._q.pop())
         dropped.reverse()
-        if not dropped or len(self._q) < context:
+        if not dropped or context == 0 or len(self._q) < context:
             return dropped, None
         tail = [self._q[i].image for i in range(len(self._q) - context, len(self._q))]
         return dropped, np.stack(tail)

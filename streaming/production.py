@@ -106,7 +106,11 @@ class WindowProduction:
         self._output = output
         self._clock = clock
         self._continue_frames = generator.continue_frames if isinstance(generator, ContinuingGenerator) else 0
-        self._can_cut_idle = bool(self._continue_frames and settings.cut_idle and settings.planner.realtime)
+        # Generated speech cuts idle frames with any backend: its first frame should cost one window's
+        # compute, not the idle video queued before it; a backend that cannot continue from the frames
+        # shown then jumps at that moment from its idle motion to the speech (lite: a slight pose change).
+        continuing = bool(self._continue_frames) or settings.generated_speech
+        self._can_cut_idle = bool(continuing and settings.cut_idle and settings.planner.realtime)
         self._epoch = 0
         self._seq = 0
         self._previous_took_speech = False
@@ -286,6 +290,8 @@ class WindowProduction:
             return
         self._output.idle_cut(cut)
         if shown is None:
+            if not self._continue_frames:  # generated speech with a backend that starts afresh
+                self.counters.idle_frames_cut += cut.frames
             return
         job.extras[CONTINUE_FROM] = shown
         job.extras[FRAMES_CUT] = cut.frames

@@ -38,7 +38,8 @@ class SessionSettings:
     bursting frames to catch up.
     cut_idle: when speech starts, drop the queued idle frames nobody has seen yet (keeping those that
     play while the speech window is made), so speech is not delayed behind them; only with backends
-    that can continue from the frames shown (`ContinuingGenerator`), and only in real time.
+    that can continue from the frames shown (`ContinuingGenerator`) or with generated speech (any
+    backend), and only in real time.
     generated_speech: the input is generated speech (a TTS engine: audio faster than real time, in
     segments with end markers, docs/agents.md) rather than a live microphone: `max_buffer_s` is then
     minutes, a window short of speech is padded only at a segment's end or when the video would
