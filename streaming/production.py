@@ -251,8 +251,8 @@ class WindowProduction:
         self._output.audio_consumed(self.buffers.consumed())
         if self.quality is not None:
             built.job.extras.update(self.quality.job_extras())
-        if not self._previous_took_speech:
-            self._cut_idle(built.job)
+        if not self._previous_took_speech and (self._continue_frames or decision is not Decision.IDLE):
+            self._cut_idle(built.job)  # a backend that starts afresh is cut only for speech (generated)
         self._previous_took_speech = decision is not Decision.IDLE
         if decision is Decision.SPEECH:
             self.counters.windows_speech += 1

@@ -1,8 +1,20 @@
-"""Segments of generated speech: playback events from played input positions; the planner's rule for them."""
+"""Segments of generated speech: playback events from played input positions; the planner's rule for them;
+the idle cut at speech onset."""
 
-from streaming.generator import WindowSpec
+import asyncio
+
+import numpy as np
+
+from streaming.engine import Engine
+from streaming.generator import Avatar, WindowSpec
 from streaming.planner import Decision, PlannerInput, WindowPlanner
 from streaming.segments import SegmentTracker
+from streaming.session import SessionSettings
+
+from ..helpers.engine_runs import read_wav
+from ..helpers.pattern_backend import PatternGenerator
+
+AVATAR = Avatar("test", np.zeros((1, 24, 32, 3), np.uint8))
 
 
 def _kinds(events):
@@ -54,3 +66,42 @@ def test_a_pause_in_generated_speech_is_not_its_end_but_a_spent_margin_still_pad
     assert planner.wait_s(_input(generated=True)) > 0
     assert planner.decide(_input(generated=True, ahead_s=0.04)) is Decision.FLUSH  # else the video stalls
     assert planner.decide(_input(generated=True, input_ended=True)) is Decision.FLUSH  # the segment ended
+
+
+async def _onset(generated: bool, speech_dir) -> tuple[int, list]:
+    """A session idles 0.6 s, then 1 s of speech arrives at once: (idle frames cut, frames played)."""
+    gen = PatternGenerator(new_frames=8, delay_s=0.02)  # cannot continue from the frames shown; ~0.16 s a window
+    engine = Engine(gen)
+    frames: list = []
+    try:
+        settings = SessionSettings(generated_speech=generated, max_buffer_s=60.0) if generated else SessionSettings()
+        session = await engine.open_session(AVATAR, settings)
+
+        async def play():
+            async for f in session.frames():
+                frames.append(f)
+
+        player = asyncio.create_task(play())
+        await asyncio.sleep(0.6)
+        session.push_audio(read_wav(speech_dir / "speech_en1.wav")[:16000])
+        if generated:
+            assert session.end_segment()
+        await asyncio.sleep(1.6)
+        cut = session.counters.idle_frames_cut
+        player.cancel()
+        await asyncio.gather(player, return_exceptions=True)
+        await session.close()
+    finally:
+        await engine.shutdown()
+    return cut, frames
+
+
+async def test_generated_speech_cuts_the_idle_video_queued_before_it_with_any_backend(speech_dir):
+    cut, frames = await _onset(True, speech_dir)
+    assert cut > 0
+    events = [e for f in frames for e in f.events]
+    assert [e["type"] for e in events] == ["playback_started", "playback_finished"]
+    assert events[1]["position_samples"] == 16000 and not events[1]["interrupted"]
+    live_cut, live_frames = await _onset(False, speech_dir)
+    assert live_cut == 0  # a live session keeps today's behaviour with this backend
+    assert all(f.events == () for f in live_frames)
