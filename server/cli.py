@@ -97,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--avatar", default=None, help="default avatar name (a built-in or an image in --avatar-dir)")
     s.add_argument("--max-sessions", type=int, default=8, help="live sessions over all clients (default 8)")
     s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest avatar upload in MB (default 10)")
+    s.add_argument("--generated-buffer-s", type=float, default=300.0,
+                   help="speech a generated-speech (TTS) session may buffer, in seconds (default 300)")
     _add_common(s, "info")
     add_security_options(s)
     add_backend_flags(s)
@@ -226,7 +228,8 @@ async def serve(args: argparse.Namespace) -> int:
         await engine.shutdown()
         return 2
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
-                          max_upload_bytes=store.limits.max_bytes, **network)
+                          max_upload_bytes=store.limits.max_bytes, generated_buffer_s=args.generated_buffer_s,
+                          **network)
     if args.cluster is None:
         app = build_app(config, engine, store, owns_engine=True)
     else:
@@ -358,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench(args)
     if args.max_sessions < 1:
         print(f"{PROG}: --max-sessions must be >= 1", file=sys.stderr)
+        return 2
+    if not args.generated_buffer_s > 0:
+        print(f"{PROG}: --generated-buffer-s must be > 0", file=sys.stderr)
         return 2
     return asyncio.run(serve(args))
 

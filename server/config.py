@@ -72,6 +72,8 @@ class ServerConfig:
     ice_servers: STUN/TURN servers for the server's peer and the browser page.
     turn_secret: coturn's static-auth-secret; TURN servers then get per-client credentials.
     turn_ttl_s: lifetime of those credentials.
+    generated_buffer_s: sessions of generated speech (a TTS engine's, `input: "generated"`) buffer this
+        much speech before audio is refused with `buffer_full` (live sessions: 10 s).
     """
 
     host: str = "127.0.0.1"
@@ -89,6 +91,7 @@ class ServerConfig:
     ice_connect_timeout_s: float = 30.0
     ice_disconnect_grace_s: float = 10.0
     jpeg_quality: int = 80
+    generated_buffer_s: float = 300.0
     static_dir: Path | None = None
     """Browser demo folder; None -> the installed `client_demo/static`."""
     token: str | None = field(default=None, repr=False)

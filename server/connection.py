@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .context import ServerContext
 
 OVERFLOW_WARNING_INTERVAL_S = 1.0
+BUFFER_REPORT_INTERVAL_S = 0.1  # generated speech: at most this often a `buffer` message while audio comes
 ControlHandler = Callable[[dict[str, Any]], None]
 
 
@@ -89,6 +90,8 @@ class Connection(ABC):
         self._registered = False
         self._slot_held = False
         self._overflow_reported = -math.inf
+        self.generated_speech = False  # the client declared generated speech (`input: "generated"`)
+        self._buffer_reported = -math.inf
 
     # ------------------------------------------------------------------ the transport's part
     @abstractmethod
@@ -112,7 +115,10 @@ class Connection(ABC):
 
     def control_handlers(self) -> dict[str, ControlHandler]:
         """Control messages by `type`; a transport adds its own (docs/protocol.md lists each one's)."""
-        return {"interrupt": self._interrupt, "ping": self._ping, "stats": lambda msg: self.send_stats()}
+        handlers = {"interrupt": self._interrupt, "ping": self._ping, "stats": lambda msg: self.send_stats()}
+        if self.generated_speech:
+            handlers["segment_end"] = self._segment_end
+        return handlers
 
     # ------------------------------------------------------------------ 1-3: admission and the session
     def register(self) -> None:
@@ -142,7 +148,9 @@ class Connection(ABC):
         after its opener was cancelled, is finished at once: never leaked in the engine."""
         if self.closing:
             raise ConnectionClosed
-        opening = asyncio.ensure_future(self.ctx.sessions.open(avatar, speakers, self.transport.name, session_id))
+        buffer_s = self.ctx.config.generated_buffer_s if self.generated_speech else None
+        opening = asyncio.ensure_future(self.ctx.sessions.open(avatar, speakers, self.transport.name, session_id,
+                                                               buffer_s))
         try:
             session = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -184,6 +192,15 @@ class Connection(ABC):
         if self.session is not None:
             self.session.interrupt()
 
+    def _segment_end(self, msg: dict[str, Any]) -> None:
+        """Generated speech: the segment being sent is complete. `{"type": "segment_end"}`, no other field."""
+        extra = sorted(set(msg) - {"type"})
+        if extra:
+            raise ProtocolError("bad_message", f"segment_end takes no fields, got {', '.join(extra)[:80]}")
+        if self.session is not None:
+            self.session.end_segment()
+            self.send_buffer(force=True)
+
     def _ping(self, msg: dict[str, Any]) -> None:
         self.send({"type": "pong", "t": msg.get("t")})
 
@@ -199,6 +216,8 @@ class Connection(ABC):
                 self.session.push_pcm(data, fmt, speaker)
             except AudioOverflow:
                 self._audio_overflow()
+            else:
+                self.send_buffer()
 
     def push_av_frame(self, frame: av.AudioFrame, speaker: int = 0) -> None:
         """A decoded audio frame into the session (`AudioFormatError`, `ValueError`: the transport's)."""
@@ -210,6 +229,13 @@ class Connection(ABC):
 
     def _audio_overflow(self) -> None:
         self.ctx.metrics.audio_overflows.inc()
+        if self.generated_speech:  # a bound of minutes: not a real-time sender's jitter but a client error
+            s = self.session
+            held = 0.0 if s is None else s.buffered_seconds()
+            self.report("buffer_full", f"generated speech buffer full ({held:.1f} s held, limit "
+                        f"{self.ctx.config.generated_buffer_s:g} s): the refused audio was dropped; wait for "
+                        "`buffer` messages showing room before sending more")
+            return
         now = time.monotonic()
         if now - self._overflow_reported > OVERFLOW_WARNING_INTERVAL_S:
             self._overflow_reported = now
@@ -218,6 +244,20 @@ class Connection(ABC):
     def count_frame(self, frame: OutputFrame) -> None:
         """A frame went to the client (metrics)."""
         self.ctx.metrics.frame(self.transport.name, frame)
+
+    def send_events(self, frame: OutputFrame) -> None:
+        """The playback events due with `frame` (generated speech), right after the frame itself."""
+        for event in frame.events:
+            self.send(event)
+
+    def send_buffer(self, force: bool = False) -> None:
+        """Generated speech's flow control: how much speech is buffered (rate-limited unless `force`)."""
+        if not self.generated_speech or self.session is None:
+            return
+        now = time.monotonic()
+        if force or now - self._buffer_reported >= BUFFER_REPORT_INTERVAL_S:
+            self._buffer_reported = now
+            self.send(messages.buffer(self.session))
 
     def send_stats(self) -> None:
         if self.session is not None:

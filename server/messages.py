@@ -33,7 +33,10 @@ def ready(session: Session, transport: Transport) -> dict[str, Any]:
         "height": h,
         "window_frames": g.window.new_frames,
         "avatar": session.avatar.name,
+        "input": "generated" if session.settings.generated_speech else "live",
     })
+    if session.settings.generated_speech:
+        msg["max_buffer_s"] = _num(session.max_buffer_seconds)
     if transport.frames_in_band:
         msg["sample_rate"] = SAMPLE_RATE
         msg["samples_per_frame"] = g.window.samples_per_frame
@@ -57,6 +60,12 @@ def stats(session: Session, frames: int, dropped_extra: int = 0) -> dict[str, An
         "quality": s.get("quality"),  # adaptive quality {steps, size, reason, ...}; None when fixed
         **({"worker": s["worker"]} if "worker" in s else {}),  # cluster mode: the worker running the session
     }
+
+
+def buffer(session: Session) -> dict[str, Any]:
+    """Generated speech's flow control: speech buffered (not yet made into video) and the bound."""
+    return {"type": "buffer", "buffered_s": _num(session.buffered_seconds()),
+            "max_buffer_s": _num(session.max_buffer_seconds), "segments": session.unfinished_segments}
 
 
 def state(value: str) -> dict[str, Any]:

@@ -78,9 +78,13 @@ class SessionManager:
         self._by_transport[transport] = max(0, self._by_transport.get(transport, 0) - 1)
         self.metrics.sessions.labels(transport).set(self._by_transport[transport])
 
-    async def open(self, avatar: Avatar, speakers: int, transport: str, session_id: str | None = None) -> Session:
-        """Start an engine session inside an already reserved slot."""
-        session = await self.engine.open_session(avatar, SessionSettings(speakers=speakers), session_id)
+    async def open(self, avatar: Avatar, speakers: int, transport: str, session_id: str | None = None,
+                   generated_buffer_s: float | None = None) -> Session:
+        """Start an engine session inside an already reserved slot; `generated_buffer_s`: a session of
+        generated speech with that bound on its buffer (None: live speech)."""
+        settings = SessionSettings(speakers=speakers) if generated_buffer_s is None else SessionSettings(
+            speakers=speakers, generated_speech=True, max_buffer_s=generated_buffer_s)
+        session = await self.engine.open_session(avatar, settings, session_id)
         self.metrics.sessions_opened.labels(transport).inc()
         return session
 

@@ -23,6 +23,7 @@ from aiortc.sdp import SessionDescription
 
 from streaming.audio_input import AudioFormatError
 from streaming.generator import Avatar
+from streaming.output import OutputFrame
 from streaming.session import MAX_SPEAKERS, SessionError, SessionState
 
 from . import client_json, messages
@@ -35,7 +36,7 @@ from .ice import rtc_configuration
 from .sessions import TooManySessions
 from .tracks import AvatarVideoTrack, FramePump, SpeechAudioTrack
 from .transports import Transport
-from .ws_protocol import ProtocolError, parse_json_message
+from .ws_protocol import ProtocolError, parse_input_mode, parse_json_message
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ async def _read_offer(request: web.Request) -> dict[str, Any]:
     speakers = body.get("speakers", 1)
     if not isinstance(speakers, int) or isinstance(speakers, bool) or not 1 <= speakers <= MAX_SPEAKERS:
         raise ApiError(400, "bad_request", f'"speakers" must be an integer 1..{MAX_SPEAKERS}, got {speakers!r}')
+    try:
+        body["generated"] = parse_input_mode(body.get("input", "live"), speakers)
+    except ProtocolError as exc:
+        raise ApiError(400, "bad_request", exc.message) from exc
     return body
 
 
@@ -108,6 +113,7 @@ async def handle_offer(request: web.Request) -> web.Response:
     except AvatarError as exc:
         raise ApiError(404 if exc.code == "unknown_avatar" else 400, exc.code, exc.message) from exc
     peer = PeerSession(ctx, body.get("speakers", 1), ctx.security.owner(request))
+    peer.generated_speech = body["generated"]
     try:
         peer.admit()
     except TooManySessions as exc:
@@ -190,7 +196,7 @@ class PeerSession(Connection):
         self.audio = SpeechAudioTrack(session.spec.samples_per_frame)
         self._attach_outputs(desc)
         await pc.setLocalDescription(await pc.createAnswer())
-        self.pump = FramePump(session, self.video, self.audio, self.count_frame, self.session_ended)
+        self.pump = FramePump(session, self.video, self.audio, self._frame_out, self.session_ended)
         self.pump.start()
         for speaker, track in enumerate(self._mic_tracks[: self.speakers]):
             self.spawn(self._consume_mic(track, speaker), f"mic-{speaker}")
@@ -302,6 +308,10 @@ class PeerSession(Connection):
             self.send_ready()
 
     # ------------------------------------------------------------------ output
+    def _frame_out(self, frame: OutputFrame) -> None:
+        self.count_frame(frame)
+        self.send_events(frame)
+
     def send(self, msg: dict[str, Any]) -> None:
         ch = self.channel
         if ch is None or ch.readyState != "open":

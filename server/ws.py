@@ -98,6 +98,13 @@ class OutQueue:
         self._ready.set()
         return True
 
+    async def drained(self, timeout: float) -> None:
+        """Until everything queued was handed to the socket (or `timeout` passed)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        while self._items and loop.time() < until:
+            await asyncio.sleep(0.01)
+
     async def get(self) -> bytes | str:
         while not self._items:
             self._ready.clear()
@@ -144,6 +151,7 @@ class WsConnection(Connection):
         self._close_requested = asyncio.Event()
         self._done = asyncio.Event()
         self._reading = False
+        self._ending = False  # generated speech: the client sent `end_session`
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -172,6 +180,7 @@ class WsConnection(Connection):
     async def _open(self) -> None:
         """hello -> avatar -> slot -> session -> ready; then the sender and the frame loop run."""
         self.hello = hello = await self._receive_hello()
+        self.generated_speech = hello.generated
         avatar = await self._avatar(hello.avatar)
         try:
             self.admit()
@@ -264,17 +273,37 @@ class WsConnection(Connection):
     def _on_audio(self, data: bytes) -> None:
         assert self.hello is not None
         speaker, pcm = parse_audio(data, self.hello.speakers, self.ctx.config.ws_max_message_bytes)
+        if self._ending:
+            raise ProtocolError("audio_after_end", "audio after end_session: the session is playing out its "
+                                "last segments and closing; open a new connection to speak again")
         try:
             self.push_pcm(pcm, self.hello.pcm, speaker)
         except AudioFormatError as exc:
             raise ProtocolError("bad_audio_format", str(exc)) from exc
 
     def control_handlers(self) -> dict[str, ControlHandler]:
-        return {**super().control_handlers(), "end_of_speech": self._end_of_speech, "bye": self._bye}
+        handlers = {**super().control_handlers(), "end_of_speech": self._end_of_speech, "bye": self._bye}
+        if self.generated_speech:
+            handlers["end_session"] = self._end_session
+        return handlers
 
     def _end_of_speech(self, msg: dict[str, Any]) -> None:
         if self.session is not None:
             self.session.end_input()
+
+    def _end_session(self, msg: dict[str, Any]) -> None:
+        """Generated speech: play what is buffered (the open segment ends here), then close with 1000."""
+        if self._ending or self.session is None:
+            return
+        self._ending = True
+        self.session.end_segment()
+        if self.session.unfinished_segments == 0:
+            self.spawn(self._end_when_sent(), "end")
+
+    async def _end_when_sent(self) -> None:
+        """After `end_session`, once the last `playback_finished` is out: close normally."""
+        await self.out.drained(2.0)
+        self.end(Goodbye("the client ended the session"))
 
     def _bye(self, msg: dict[str, Any]) -> None:
         raise _Close(Goodbye("bye"))
@@ -289,7 +318,12 @@ class WsConnection(Connection):
         quality = self.hello.jpeg_quality
         async for frame in session.frames():
             jpeg = await self.ctx.encoder.encode(frame.image, quality)
-            if self.out.put_frame(pack_frame(frame, jpeg)):
+            sent = self.out.put_frame(pack_frame(frame, jpeg))
+            if frame.events:
+                self.send_events(frame)
+                if self._ending and session.unfinished_segments == 0:
+                    self.spawn(self._end_when_sent(), "end")
+            if sent:
                 self.frames_sent += 1
                 self.count_frame(frame)
                 continue

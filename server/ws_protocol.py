@@ -26,7 +26,8 @@ AUDIO_HEADER = struct.Struct("<BBBB")
 FRAME_HEADER = struct.Struct("<BBBBIfI")
 FLAG_SPEECH = 1
 FLAG_FILLER = 2
-CONTROL_TYPES = ("interrupt", "end_of_speech", "ping", "stats", "bye")
+CONTROL_TYPES = ("interrupt", "end_of_speech", "segment_end", "end_session", "ping", "stats", "bye")
+INPUT_MODES = ("live", "generated")
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -59,6 +60,7 @@ class Hello:
     avatar: str | None
     speakers: int
     jpeg_quality: int
+    generated: bool = False  # `input: "generated"`: speech from a TTS engine (docs/agents.md)
 
 
 def _int_field(value: Any, name: str, lo: int, hi: int, code: str = "bad_hello") -> int:
@@ -124,7 +126,17 @@ def parse_hello(text: str, default_quality: int = 80) -> Hello:
     if not isinstance(video, dict) or video.get("format", "jpeg") != "jpeg":
         raise ProtocolError("bad_hello", "'video' must be an object with format 'jpeg' (the only one supported)")
     quality = _int_field(video.get("quality", default_quality), "video.quality", 1, 100)
-    return Hello(PROTOCOL_VERSION, pcm, avatar, speakers, quality)
+    generated = parse_input_mode(msg.get("input", "live"), speakers)
+    return Hello(PROTOCOL_VERSION, pcm, avatar, speakers, quality, generated)
+
+
+def parse_input_mode(mode: Any, speakers: int) -> bool:
+    """`input` of `hello` (and of a WebRTC offer): True for generated speech."""
+    if mode not in INPUT_MODES:
+        raise ProtocolError("bad_hello", f"'input' must be \"live\" or \"generated\", got {str(mode)[:40]!r}")
+    if mode == "generated" and speakers != 1:
+        raise ProtocolError("bad_hello", f"generated speech has one speaker; hello declared {speakers}")
+    return mode == "generated"
 
 
 def parse_audio(data: bytes, speakers: int, max_bytes: int) -> tuple[int, memoryview]:

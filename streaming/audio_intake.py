@@ -47,6 +47,10 @@ class AudioIntake:
         if not 0 <= speaker < self.speakers:
             raise ValueError(f"speaker {speaker} out of range: this session has {self.speakers} speaker(s)")
 
+    def position(self, speaker: int = 0) -> int:
+        """Samples of `speaker` sent to the model side so far: where the next audio will start."""
+        return self._sent[speaker]
+
     def buffered(self, speaker: int) -> int:
         """Samples of `speaker` sent and not yet consumed (at least what the model side holds)."""
         return self._sent[speaker] - self._consumed[speaker]

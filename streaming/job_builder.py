@@ -6,7 +6,9 @@ speech buffers (a flushed window is padded with silence; an idle one is all sile
 look-ahead is peeked, not taken: it comes again as the start of the next window. An idle window's
 successor is not known yet, so its look-ahead is left unknown (zeros, `lookahead_samples == 0`)
 rather than guessed. Each new frame keeps the arrival of its last input sample (the latest over
-speakers), which is what its latency is measured from. Model side of a session.
+speakers), which is what its latency is measured from, and the input position it plays through
+(speaker 0's samples taken so far, counted like the intake counts them), which is how the transport
+side knows which segment of generated speech a frame belongs to. Model side of a session.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class BuiltWindow:
     decision: Decision
     mixed: np.ndarray  # float32 [window_samples], the speakers summed and clipped
     arrivals: list[float | None]  # per new frame: when its last input sample arrived (None: no input)
+    positions: list[int]  # per new frame: speaker 0's input samples played once it has played
+
 
     def frame_audio(self, i: int, samples_per_frame: int) -> np.ndarray:
         return self.mixed[i * samples_per_frame : (i + 1) * samples_per_frame]
@@ -47,7 +51,11 @@ class JobBuilder:
     def build(self, decision: Decision, fifos: Sequence[SpeechFifo]) -> BuiltWindow:
         """Take the window's audio out of `fifos` (none for an IDLE decision) and lay out the job."""
         spec = self.spec
+        before = fifos[0].consumed
         window, look, look_real, arrivals = self._take(decision, fifos)
+        taken = fifos[0].consumed - before
+        spf = spec.samples_per_frame
+        positions = [before + min((f + 1) * spf, taken) for f in range(spec.new_frames)]
         audio = np.concatenate([self._history, window, look], axis=1)
         if self._history.shape[1]:
             self._history = np.concatenate([self._history, window], axis=1)[:, -self._history.shape[1] :]
@@ -55,7 +63,7 @@ class JobBuilder:
         index = self.window_index
         self.window_index += 1
         job = WindowJob(self.session_id, index, index * spec.new_frames, audio, speech, lookahead_samples=look_real)
-        return BuiltWindow(job, decision, np.clip(window.sum(axis=0), -1.0, 1.0), arrivals)
+        return BuiltWindow(job, decision, np.clip(window.sum(axis=0), -1.0, 1.0), arrivals, positions)
 
     def _take(self, decision: Decision, fifos: Sequence[SpeechFifo]
               ) -> tuple[np.ndarray, np.ndarray, int, list[float | None]]:

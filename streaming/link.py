@@ -61,10 +61,13 @@ class PlayoutReport:
 class Interrupt:
     """The client interrupted: speech buffered on the model side is dropped and frames of earlier
     epochs are void. `received_through`: the last `seq` the pacer had received when it dropped its
-    queued speech frames (-1: none); later frames were in flight and are dropped when they land."""
+    queued speech frames (-1: none); later frames were in flight and are dropped when they land.
+    with_input: the frames dropped were those carrying any input audio, not only speech windows'
+    (generated speech: the rest of the segment goes, its pauses too)."""
 
     epoch: int
     received_through: int
+    with_input: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ class OutputFrame:
         input (the end of a flushed utterance); None when it carries no input audio.
     latency: emitted_at - arrival (None when arrival is None).
     filler: the playout buffer ran dry and this frame repeats the last image with silence.
+    input_pos: speaker 0's input samples played once this frame has played (-1: a filler).
+    events: playback events of generated speech due with this frame (`streaming/segments.py`), for
+        the transport to send right after it.
     """
 
     index: int
@@ -34,6 +37,8 @@ class OutputFrame:
     latency: float | None = None
     filler: bool = False
     epoch: int = 0
+    input_pos: int = -1
+    events: tuple[dict, ...] = ()
 
 
 @dataclass
@@ -45,6 +50,7 @@ class PendingFrame:
     epoch: the session's interrupt count when its window was submitted (older epochs are void).
     seq: its place in the order the model side sent frames (0, 1, 2, ...), so that either side can
         name frames of the other's queue (played up to, cut from, to).
+    input_pos: see `OutputFrame`.
     """
 
     image: np.ndarray
@@ -54,6 +60,7 @@ class PendingFrame:
     arrival: float | None
     epoch: int
     seq: int = -1
+    input_pos: int = -1
 
 
 class PlayoutQueue:
@@ -78,9 +85,13 @@ class PlayoutQueue:
     def seqs(self) -> list[int]:
         return [f.seq for f in self._q]
 
-    def drop_speech(self, through_seq: int | None = None) -> int:
-        """Drop every queued frame of a speech window (up to `through_seq` when given); returns how many."""
-        kept = deque(f for f in self._q if not f.speech or (through_seq is not None and f.seq > through_seq))
+    def drop_speech(self, through_seq: int | None = None, with_input: bool = False) -> int:
+        """Drop every queued frame of a speech window (up to `through_seq` when given); returns how many.
+        with_input: also the frames that carry any input audio (the quiet ones of an utterance)."""
+        def dropped(f: PendingFrame) -> bool:
+            return (f.speech or (with_input and f.arrival is not None)) and (through_seq is None or f.seq <= through_seq)
+
+        kept = deque(f for f in self._q if not dropped(f))
         dropped = len(self._q) - len(kept)
         self._q = kept
         return dropped
@@ -119,7 +130,7 @@ class PlayoutQueue:
         while len(self._q) > keep and not self._q[-1].speech:
             dropped.append(self._q.pop())
         dropped.reverse()
-        if not dropped or len(self._q) < context:
+        if not dropped or context == 0 or len(self._q) < context:
             return dropped, None
         tail = [self._q[i].image for i in range(len(self._q) - context, len(self._q))]
         return dropped, np.stack(tail)

@@ -43,12 +43,14 @@ class Pacer:
         *,
         realtime: bool = True,
         slip_reset_s: float = 0.5,
+        drop_input_on_interrupt: bool = False,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.spec = spec
         self.realtime = realtime
         self.slip_reset_s = slip_reset_s
+        self.drop_input_on_interrupt = drop_input_on_interrupt  # generated speech: a segment's pauses too
         self.queue = PlayoutQueue()
         self.latency = LatencyTracker()
         self.counters = PacerCounters()
@@ -90,10 +92,11 @@ class Pacer:
     def interrupt(self) -> tuple[Interrupt, int]:
         """Drop the queued speech frames and void those still in flight; returns the message for the
         model side and the number of frames dropped."""
-        dropped = self.queue.drop_speech()
+        with_input = self.drop_input_on_interrupt
+        dropped = self.queue.drop_speech(with_input=with_input)
         self.counters.dropped_frames += dropped
         self.epoch += 1
-        return Interrupt(self.epoch, self._received_through), dropped
+        return Interrupt(self.epoch, self._received_through, with_input), dropped
 
     def wake(self) -> None:
         """Let a waiting consumer look at the session's state again."""
@@ -157,7 +160,7 @@ class Pacer:
         else:
             latency = now - pending.arrival if pending.arrival is not None else None
             out = OutputFrame(k, pending.image, pending.audio, pending.speech, pending.window,
-                              pending.arrival, now, latency, False, pending.epoch)
+                              pending.arrival, now, latency, False, pending.epoch, pending.input_pos)
             if latency is not None:
                 self.latency.record_latency(latency)
             self._machine.frame_played(pending.speech)

@@ -17,6 +17,9 @@ ready before the playout buffer runs dry. The rules, in order:
      samples short: issue 13). A whole window with part of its look-ahead is not padding.
    - otherwise -> IDLE: a silent window. Speech that just started waits for a full window, so an
      utterance is never cut by padding at its start; this costs at most one window of latency.
+   Generated speech (a TTS engine sends faster than real time, in bursts, and marks each segment's
+   end) never counts as stopped because nothing came for a while: mid-segment, a short window is
+   padded only when the margin is spent; the segment's end marker flushes its tail.
    When the session can cut queued idle frames at speech onset (`can_cut_idle`: the backend can
    continue from the frames shown), speech after idle is not flushed early: it waits for its full
    window and look-ahead (rule 2), and the idle video queued meanwhile is cut, so the onset latency
@@ -74,6 +77,7 @@ class PlannerInput:
     can_cut_idle: speech after idle may cut the queued idle frames (see the module docstring).
     input_idle_s: how long since audio last arrived (inf: never); at least `margin_s` means the
         client stopped sending, so a short window may be padded with silence (rule 3).
+    generated: generated speech (see the module docstring): a pause in the input is not its end.
     """
 
     fill_samples: int
@@ -84,6 +88,7 @@ class PlannerInput:
     input_ended: bool = False
     can_cut_idle: bool = False
     input_idle_s: float = math.inf
+    generated: bool = False
 
 
 class WindowPlanner:
@@ -107,7 +112,8 @@ class WindowPlanner:
 
     def may_pad(self, p: PlannerInput) -> bool:
         """Rule 3: silence may complete a window only once the client stopped or the margin is spent."""
-        return p.input_idle_s >= self.settings.margin_s or p.ahead_s <= p.compute_s
+        stopped = p.input_idle_s >= self.settings.margin_s and not p.generated
+        return stopped or p.ahead_s <= p.compute_s
 
     def wait_s(self, p: PlannerInput) -> float:
         """How long a WAIT may last unless audio arrives or a frame is played (both wake the planner)."""
@@ -116,6 +122,8 @@ class WindowPlanner:
             return soft
         # Past the deadline, waiting for the rest of a window: until the client counts as stopped
         # or the margin is spent.
+        if p.generated:
+            return max(0.0, p.ahead_s - p.compute_s)
         return max(0.0, min(self.settings.margin_s - p.input_idle_s, p.ahead_s - p.compute_s))
 
     def stall_s(self, p: PlannerInput) -> float:

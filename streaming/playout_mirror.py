@@ -40,7 +40,7 @@ class PlayoutMirror:
 
     def interrupted(self, msg: Interrupt) -> None:
         """The pacer dropped its speech frames up to `received_through`; later ones die on arrival."""
-        self._queue.drop_speech(through_seq=msg.received_through)
+        self._queue.drop_speech(through_seq=msg.received_through, with_input=msg.with_input)
         self._queue.drop_after(msg.received_through)
 
     def cut_idle_tail(self, keep: int, context: int) -> tuple[IdleCut | None, np.ndarray | None]:

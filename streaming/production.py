@@ -106,7 +106,11 @@ class WindowProduction:
         self._output = output
         self._clock = clock
         self._continue_frames = generator.continue_frames if isinstance(generator, ContinuingGenerator) else 0
-        self._can_cut_idle = bool(self._continue_frames and settings.cut_idle and settings.planner.realtime)
+        # Generated speech cuts idle frames with any backend: its first frame should cost one window's
+        # compute, not the idle video queued before it; a backend that cannot continue from the frames
+        # shown then jumps at that moment from its idle motion to the speech (lite: a slight pose change).
+        continuing = bool(self._continue_frames) or settings.generated_speech
+        self._can_cut_idle = bool(continuing and settings.cut_idle and settings.planner.realtime)
         self._epoch = 0
         self._seq = 0
         self._previous_took_speech = False
@@ -207,6 +211,7 @@ class WindowProduction:
             input_ended=self.buffers.input_ended,
             can_cut_idle=self._can_cut_idle,
             input_idle_s=self.buffers.input_idle(now),
+            generated=self.settings.generated_speech,
         )
 
     async def _schedule_loop(self) -> None:
@@ -246,8 +251,8 @@ class WindowProduction:
         self._output.audio_consumed(self.buffers.consumed())
         if self.quality is not None:
             built.job.extras.update(self.quality.job_extras())
-        if not self._previous_took_speech:
-            self._cut_idle(built.job)
+        if not self._previous_took_speech and (self._continue_frames or decision is not Decision.IDLE):
+            self._cut_idle(built.job)  # a backend that starts afresh is cut only for speech (generated)
         self._previous_took_speech = decision is not Decision.IDLE
         if decision is Decision.SPEECH:
             self.counters.windows_speech += 1
@@ -272,16 +277,21 @@ class WindowProduction:
 
     def _cut_idle(self, job: WindowJob) -> None:
         """Audio after idle windows: drop the queued idle frames that would play after this window could
-        be ready (all but compute + 2 margins' worth), and have it continue from the last ones kept."""
+        be ready (all but compute + 2 margins' worth, 1 for generated speech), and have it continue
+        from the last ones kept."""
         if not self._can_cut_idle:
             return
         fps = self.spec.fps
-        keep = math.ceil((self.compute.seconds + 2 * self.settings.planner.margin_s) * fps)
+        # Live, two margins: the window's audio may still be arriving. Generated speech is all here.
+        margins = 1 if self.settings.generated_speech else 2
+        keep = math.ceil((self.compute.seconds + margins * self.settings.planner.margin_s) * fps)
         cut, shown = self.mirror.cut_idle_tail(keep, self._continue_frames)
         if cut is None:
             return
         self._output.idle_cut(cut)
         if shown is None:
+            if not self._continue_frames:  # generated speech with a backend that starts afresh
+                self.counters.idle_frames_cut += cut.frames
             return
         job.extras[CONTINUE_FROM] = shown
         job.extras[FRAMES_CUT] = cut.frames
@@ -308,7 +318,7 @@ class WindowProduction:
             self.counters.dropped_frames += 1
             return
         frame = PendingFrame(image, built.frame_audio(i, self.spec.samples_per_frame), built.job.speech,
-                             built.job.index, built.arrivals[i], epoch, self._seq)
+                             built.job.index, built.arrivals[i], epoch, self._seq, built.positions[i])
         self._seq += 1
         self.mirror.sent(frame)
         self._output.frame_made(frame)

@@ -38,6 +38,7 @@ from .pacer import Pacer
 from .planner import WindowPlanner
 from .production import WindowProduction
 from .quality import QualityController
+from .segments import Event, SegmentTracker
 from .session_settings import MAX_SPEAKERS, SessionCounters, SessionError, SessionSettings, SessionState
 from .session_state import SessionStateMachine
 from .worker import GeneratorWorker
@@ -73,9 +74,10 @@ class Session:
         self._machine = SessionStateMachine(self.id)
         # transport side
         self._pacer = Pacer(self.spec, self._machine, self._played, realtime=s.planner.realtime,
-                            slip_reset_s=s.slip_reset_s, clock=clock)
+                            slip_reset_s=s.slip_reset_s, drop_input_on_interrupt=s.generated_speech, clock=clock)
         capacity = speech_capacity(s.max_buffer_s, WindowPlanner(self.spec, s.planner).samples_needed)
         self._intake = AudioIntake(s.speakers, capacity, self._to_model, lambda: self._machine.live, clock)
+        self._segments = SegmentTracker() if s.generated_speech else None
         # model side
         output = _InProcessOutput(self._pacer, self._intake, self._fail)
         self.production = (
@@ -154,7 +156,13 @@ class Session:
     # ------------------------------------------------------------------ audio in, control
     def push_audio(self, samples: np.ndarray, speaker: int = 0, arrival: float | None = None) -> None:
         """Queue 16 kHz mono float32 speech. Raises AudioOverflow when the client sends too fast."""
+        if self._segments is None:
+            self._intake.push_audio(samples, speaker, arrival)
+            return
+        position = self._intake.position()
         self._intake.push_audio(samples, speaker, arrival)
+        if self._intake.position() > position:
+            self._segments.audio(position)
 
     def push_pcm(self, data: bytes, fmt: PcmFormat, speaker: int = 0) -> None:
         """Queue raw interleaved PCM (any supported rate/channels/format)."""
@@ -168,6 +176,19 @@ class Session:
         """No more audio for now: the buffered tail is played without waiting for a full window."""
         self.production.end_input(self._intake.end_input())
 
+    def end_segment(self) -> bool:
+        """Generated speech: the segment being sent is complete (its tail plays without waiting for a
+        full window). False when no segment was open (nothing sent since the last end marker)."""
+        if self._segments is None:
+            raise ValueError("segments are for generated speech: declare it when the session starts")
+        self.end_input()
+        return self._segments.end(self._intake.position())
+
+    @property
+    def unfinished_segments(self) -> int:
+        """Generated speech: segments whose `playback_finished` has not been reported yet (0 when live)."""
+        return 0 if self._segments is None else self._segments.unfinished
+
     def interrupt(self) -> int:
         """Drop queued speech and the unplayed frames of speech windows; back to idle within a window.
 
@@ -178,6 +199,8 @@ class Session:
         msg, dropped = self._pacer.interrupt()
         self._intake.interrupted()
         self.production.interrupt(msg)
+        if self._segments is not None:
+            self._segments.interrupted()
         self._machine.interrupted()
         log.info("session %s interrupted: %d queued frames dropped", self.id, dropped)
         return dropped
@@ -190,12 +213,26 @@ class Session:
 
     # ------------------------------------------------------------------ frames out, reporting
     def frames(self) -> AsyncIterator[OutputFrame]:
-        """Paced output: one frame per 1/fps seconds (as fast as made when offline). Single consumer."""
-        return self._pacer.frames()
+        """Paced output: one frame per 1/fps seconds (as fast as made when offline). Single consumer.
+        With generated speech each frame carries the playback events due with it (`events`)."""
+        if self._segments is None:
+            return self._pacer.frames()
+        return self._frames_with_events(self._segments)
+
+    async def _frames_with_events(self, segments: SegmentTracker) -> AsyncIterator[OutputFrame]:
+        async for frame in self._pacer.frames():
+            events: tuple[Event, ...] = segments.played(frame.input_pos)
+            frame.events = events
+            yield frame
 
     def buffered_seconds(self) -> float:
         """Speech waiting to be turned into video (the fullest speaker's buffer)."""
         return self._intake.buffered_samples() / SAMPLE_RATE
+
+    @property
+    def max_buffer_seconds(self) -> float:
+        """The bound on buffered speech (per speaker): audio past it is refused (`AudioOverflow`)."""
+        return self._intake.capacity / SAMPLE_RATE
 
     def stats(self) -> dict[str, Any]:
         lat = self.latency.summary()
@@ -209,6 +246,8 @@ class Session:
             "latency_p95_s": lat.p95_s,
             "fps": self.latency.fps(),
             "buffered_speech_s": self.buffered_seconds(),
+            "max_buffer_s": self.max_buffer_seconds,
+            "unfinished_segments": self.unfinished_segments,
             "queued_frames": len(self._pacer.queue),
             "window_compute_s": made.window_compute_s,
             "window_frames": self.spec.new_frames,

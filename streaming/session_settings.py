@@ -38,7 +38,13 @@ class SessionSettings:
     bursting frames to catch up.
     cut_idle: when speech starts, drop the queued idle frames nobody has seen yet (keeping those that
     play while the speech window is made), so speech is not delayed behind them; only with backends
-    that can continue from the frames shown (`ContinuingGenerator`), and only in real time.
+    that can continue from the frames shown (`ContinuingGenerator`) or with generated speech (any
+    backend), and only in real time.
+    generated_speech: the input is generated speech (a TTS engine: audio faster than real time, in
+    segments with end markers, docs/agents.md) rather than a live microphone: `max_buffer_s` is then
+    minutes, a window short of speech is padded only at a segment's end or when the video would
+    stall, and the transport side reports each segment's playback (`streaming/segments.py`). One
+    speaker only (an agent has one voice).
     """
 
     speakers: int = 1
@@ -49,12 +55,15 @@ class SessionSettings:
     slip_reset_s: float = 0.5
     cut_idle: bool = True
     quality: QualitySettings = field(default_factory=QualitySettings)
+    generated_speech: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.speakers <= MAX_SPEAKERS:
             raise ValueError(f"speakers must be 1..{MAX_SPEAKERS}, got {self.speakers}")
         if self.max_buffer_s <= 0:
             raise ValueError("max_buffer_s must be > 0")
+        if self.generated_speech and self.speakers != 1:
+            raise ValueError("generated speech has one speaker")
 
 
 @dataclass
