@@ -17,6 +17,7 @@ import pytest
 from server.cli import main as cli_main
 
 from ..helpers.cluster import LEASE_S, SESSIONS_PER_WORKER, WORKERS, add_node, gateway, two_node_ray
+from ..helpers.generated_speech import GENERATED_HELLO, find_input, send_fast, speech_of
 from ..helpers.rtc_client import RtcTestClient, WavMicrophone, resample_to_48k
 from ..helpers.server_app import WsLog, read_wav, ws_receive_all, ws_send_realtime
 from ..helpers.ws_checks import HELLO, eventually, read_until_close
@@ -155,6 +156,41 @@ async def test_an_interrupt_crosses_to_the_worker_and_speech_stops_within_a_wind
     assert not any(f.speech for f in after[4:]), "speech went on more than a window after the interrupt"
     assert [f.index for f in log.frames] == list(range(len(log.frames)))
     assert log.json("stats")[-1]["buffered_speech_s"] == 0
+
+
+async def test_generated_speech_through_the_cluster_plays_sample_exact_with_its_playback_events(ray_address,
+                                                                                               speech_dir):
+    """A voice agent's TTS (issue 17) on a cluster worker: 8 s sent at once, played at 25 fps, every sample
+    back in order, then playback_finished with the whole segment's position."""
+    speech = speech_of(speech_dir, 8.0)
+    async with gateway(ray_address) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.send_json(GENERATED_HELLO)
+            ready = await asyncio.wait_for(ws.receive_json(), 20)
+            assert ready["type"] == "ready" and ready["input"] == "generated", ready
+            log = WsLog([])
+            receiver = asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time))
+            took = await send_fast(ws, speech)
+            await ws.send_json({"type": "segment_end"})
+            assert took < 1.0, f"sending 8 s took {took:.2f} s"
+            await eventually(lambda: bool(log.json("playback_finished")), 30)
+            await ws.send_json({"type": "stats"})
+            await eventually(lambda: bool(log.json("stats")), 5)
+            await ws.send_json({"type": "end_session"})
+            await asyncio.wait_for(receiver, 10)
+    assert log.close_code == 1000 and not log.json("error"), log.json("error")
+    frames = log.frames
+    assert [f.index for f in frames] == list(range(len(frames)))
+    out = np.concatenate([f.pcm for f in frames])
+    start = find_input(out, speech)
+    np.testing.assert_array_equal(out[start : start + speech.size], speech)
+    first, last = start // 640, (start + speech.size - 1) // 640
+    assert not any(f.filler for f in frames[first : last + 1]), "the playout ran dry mid-segment"
+    times = np.array(log.frame_times[first : last + 1])
+    assert abs((len(times) - 1) / (times[-1] - times[0]) - 25.0) < 1.0
+    (finished,) = log.json("playback_finished")
+    assert finished["position_samples"] == speech.size and not finished["interrupted"], finished
+    assert log.json("stats")[-1]["worker"] in (0, 1)
 
 
 async def test_when_every_slot_is_taken_a_new_session_is_refused_at_once_then_served_after_one_ends(ray_address):
