@@ -25,6 +25,14 @@ def golden_root() -> Path:
     return _first_existing(REPO_ROOT.parent / "shared" / "golden", Path("/work/shared/golden"))
 
 
+def flashhead_golden_root() -> Path:
+    """Folder of SoulX-FlashHead parity vectors: $FLASHHEAD_GOLDEN, else ../shared/golden_flashhead."""
+    env = os.environ.get("FLASHHEAD_GOLDEN")
+    if env:
+        return Path(env)
+    return _first_existing(REPO_ROOT.parent / "shared" / "golden_flashhead", Path("/work/shared/golden_flashhead"))
+
+
 def audio_root() -> Path:
     """Folder of real test speech (16 kHz mono WAV): $INFINITETALK_TEST_AUDIO, else ../shared/audio."""
     env = os.environ.get("INFINITETALK_TEST_AUDIO")
@@ -38,6 +46,14 @@ def golden_dir() -> Path:
     d = golden_root()
     if not d.is_dir():
         pytest.fail(f"golden vectors not found at {d}; set INFINITETALK_GOLDEN")
+    return d
+
+
+@pytest.fixture(scope="session")
+def flashhead_golden_dir() -> Path:
+    d = flashhead_golden_root()
+    if not d.is_dir():
+        pytest.fail(f"FlashHead parity vectors not found at {d}; set FLASHHEAD_GOLDEN")
     return d
 
 
