@@ -1,0 +1,92 @@
+"""The FlashHead presets on live speech: rolling 8 s wav2vec2 features -> 33-frame chunks, endlessly.
+
+SoulX-FlashHead's streaming mode (reference `generate_video.py --audio_encode_mode stream`): every
+chunk appends its 28 (Pro) new frames' audio to a rolling 8 s buffer that starts as silence,
+re-encodes the whole buffer with wav2vec2-base-960h (no loudness normalisation: the reference has it
+commented out), takes the last 33 frames' +-2 windows clamped at the newest frame, samples one chunk
+and shows its frames after the motion frames. So a chunk runs as soon as its own audio is in (no
+look-ahead), and frame f of a window plays with audio frame f exactly.
+
+One session at a time per call (no cross-session batching yet). The reference's optional mediapipe
+face crop is not done: the avatar is scaled to cover 512x512 and centre-cropped, as the reference
+does without the crop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.flashhead.assemble import FlashHeadModel
+from model.flashhead.loop import FlashHeadChunker
+from model.infinitetalk.long_video import u8_to_unit
+from model.infinitetalk.sizing import resize_and_crop
+from model.timebase import VIDEO_FPS
+from streaming.features.rolling import RollingClipFeatures
+from streaming.generator import Avatar, WindowJob, WindowSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _FlashHeadSession:
+    chunker: FlashHeadChunker
+    features: RollingClipFeatures
+    pushed_until: int = 0  # session sample index up to which audio entered the rolling buffer
+
+
+def unit_to_u8(video: torch.Tensor) -> np.ndarray:
+    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3], truncated like the reference's `run_pipeline`."""
+    return (((video + 1) / 2).clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+class FlashHeadGenerator:
+    """`Generator` for the flashhead-pro / flashhead-lite presets (built by the infinitetalk backend)."""
+
+    name = "flashhead"
+
+    def __init__(self, model: FlashHeadModel, seed: int = 0) -> None:
+        self.model = model
+        self.seed = seed
+        self.window = WindowSpec(new_frames=model.new_frames, fps=VIDEO_FPS)
+        c = model.chunk
+        self.description = (
+            f"flashhead: {model.description}; chunks of {c.frame_num} frames ({model.motion_frames} motion), "
+            f"{c.sampler.steps} steps, rolling {model.rolling_seconds:g} s speech features, no look-ahead"
+        )
+        log.info("%s", self.description)
+
+    def output_size(self, avatar: Avatar) -> tuple[int, int]:
+        h, w = self.model.size
+        return w, h
+
+    def open_session(self, session_id: str, avatar: Avatar, speakers: int = 1) -> _FlashHeadSession:
+        if speakers != 1:
+            raise ValueError(f"FlashHead animates one speaker; this session has {speakers}")
+        m = self.model
+        ref = u8_to_unit(torch.from_numpy(resize_and_crop(avatar.frames[0], m.size).copy()))  # [3, H, W]
+        chunker = FlashHeadChunker(m.dit, m.vae, ref.to(m.vae.device), m.chunk, self.seed)
+        return _FlashHeadSession(chunker, RollingClipFeatures(m.wav2vec2, m.rolling_seconds, loudness=False))
+
+    def close_session(self, state: _FlashHeadSession) -> None:
+        state.features = None  # type: ignore[assignment]
+
+    def _push_audio(self, state: _FlashHeadSession, job: WindowJob) -> None:
+        """The window's own audio into the rolling buffer (a gap left by a cancelled window as silence)."""
+        spf = self.window.samples_per_frame
+        start = job.first_frame * spf
+        if start > state.pushed_until:
+            state.features.push(np.zeros(start - state.pushed_until, np.float32))
+        skip = max(0, state.pushed_until - start)  # already in (a window re-run after an interrupt)
+        state.features.push(job.audio[0, skip:self.window.window_samples])
+        state.pushed_until = start + self.window.window_samples
+
+    def generate(self, state: _FlashHeadSession, job: WindowJob) -> Iterator[np.ndarray]:
+        self._push_audio(state, job)
+        rows = state.features.window(self.model.chunk.frame_num)  # [F, 5, layers, width]
+        video = state.chunker.chunk(rows)
+        yield from unit_to_u8(video[:, self.model.motion_frames:])

@@ -1,0 +1,59 @@
+"""The FlashHead generator on a tiny random release: window size, audio alignment, causality, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.families import ModelOptions
+from model.flashhead.tiny import write_tiny_flashhead
+from streaming.backends import create_generator
+from streaming.backends.infinitetalk import InfiniteTalkOptions
+from streaming.generator import Avatar, WindowJob
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    torch.set_num_threads(1)
+    return write_tiny_flashhead(tmp_path_factory.mktemp("fh") / "SoulX-FlashHead-1_3B")
+
+
+def _generator(root):
+    return create_generator("infinitetalk", InfiniteTalkOptions(ModelOptions(weights=root, size=(32, 32), seed=4)))
+
+
+def _avatar() -> Avatar:
+    return Avatar("a", np.random.default_rng(0).integers(0, 255, (1, 48, 40, 3), dtype=np.uint8))
+
+
+def _run(gen, audios: list[np.ndarray]) -> list[list[np.ndarray]]:
+    state = gen.open_session("s", _avatar())
+    out = []
+    for i, audio in enumerate(audios):
+        job = WindowJob("s", i, i * gen.window.new_frames, audio[None], True)
+        out.append(list(gen.generate(state, job)))
+        # the rolling buffer ends exactly at the window's last frame: the chunk's last frame is its newest audio
+        assert state.pushed_until == (i + 1) * gen.window.window_samples
+        np.testing.assert_array_equal(state.features._buffer[-audio.size:], audio)
+    return out
+
+
+def test_windows_are_28_frames_causal_and_deterministic(root):
+    gen = _generator(root)
+    assert gen.window.new_frames == 28 and gen.window.lookahead_frames == 0 and gen.output_size(_avatar()) == (32, 32)
+    rng = np.random.default_rng(1)
+    audios = [(0.1 * rng.standard_normal(gen.window.job_samples)).astype(np.float32) for _ in range(2)]
+    first = _run(gen, audios)
+    assert [len(w) for w in first] == [28, 28]
+    assert all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for w in first for f in w)
+    again = _run(_generator(root), audios)
+    assert all(np.array_equal(a, b) for wa, wb in zip(first, again, strict=True) for a, b in zip(wa, wb, strict=True))
+    changed = _run(gen, [audios[0], audios[1][::-1].copy()])
+    assert all(np.array_equal(a, b) for a, b in zip(first[0], changed[0], strict=True))  # no look-ahead leak
+    assert any(not np.array_equal(a, b) for a, b in zip(first[1], changed[1], strict=True))  # its own audio drives it
+
+
+def test_more_than_one_speaker_is_refused(root):
+    with pytest.raises(ValueError, match="one speaker"):
+        _generator(root).open_session("s", _avatar(), speakers=2)
