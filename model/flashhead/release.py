@@ -5,7 +5,8 @@
       Model_Lite/  the same for the Lite model
       VAE_Wan/     Wan2.1_VAE.pth (Pro)
       VAE_LTX/     config.json, diffusion_pytorch_model*.safetensors (Lite: LTX-Video causal VAE)
-    wav2vec2-base-960h/                   (transformers folder) inside the weights folder or next to it
+    wav2vec2-base-960h/                   (transformers folder) inside the weights folder or next to it,
+                                          or one wav2vec2*.safetensors file there (ComfyUI style, no config)
 
 Tiny test models add a `vae_config.json` beside the Wan VAE (its sizes); the real VAE needs none.
 """
@@ -75,6 +76,10 @@ def _model_missing(folder: Path) -> list[str]:
 
 def _wav2vec2(root: Path) -> tuple[Path, list[str]]:
     candidates = [root / WAV2VEC_DIR, root.parent / WAV2VEC_DIR]
+    if not any(c.is_dir() for c in candidates):  # ComfyUI style: one wav2vec2*.safetensors file, no config
+        single = sorted(root.glob("wav2vec2*.safetensors")) or sorted(root.parent.glob("wav2vec2*.safetensors"))
+        if single:
+            return single[0], []
     folder = next((c for c in candidates if c.is_dir()), candidates[0])
     missing = [str(folder / f) for f in (CONFIG_FILE, PREPROCESSOR_FILE) if not (folder / f).is_file()]
     if not any((folder / f).is_file() for f in WEIGHT_FILES):

@@ -24,12 +24,16 @@ from .release import MODEL_DIRS, PRO, VAE_DIRS, WAN_VAE_NAMES, WAV2VEC_DIR
 
 log = logging.getLogger(__name__)
 
+TINY_WAV2VEC2_64 = dict(TINY_WAV2VEC2, hidden_size=64, num_attention_heads=1, intermediate_size=64)
+"""The tiny wav2vec2 with one 64-wide head, the width every released wav2vec2 uses (so a single-file copy
+of it loads with its architecture read from the weights)."""
+
 TINY_CONFIG = {
     "_class_name": "WanModelAudioProject", "_diffusers_version": "0.33.1",
     "_note": "tiny random SoulX-FlashHead for tests; its video is noise",
     "dim": 32, "in_dim": 32, "ffn_dim": 64, "out_dim": 16, "text_dim": 16, "freq_dim": 32, "eps": 1e-6,
     "vae_stride": [4, 8, 8], "patch_size": [1, 2, 2], "num_heads": 2, "num_layers": 2, "has_image_input": False,
-    "audio": {"blocks": TINY_WAV2VEC2["num_hidden_layers"], "channels": TINY_WAV2VEC2["hidden_size"],
+    "audio": {"blocks": TINY_WAV2VEC2_64["num_hidden_layers"], "channels": TINY_WAV2VEC2_64["hidden_size"],
               "intermediate_dim": 16, "context_tokens": 4},
 }
 _UNUSED_AUDIO_EMB_IN = 768  # the reference's `audio_emb = MLP(768, dim)`, never called
@@ -62,6 +66,6 @@ def write_tiny_flashhead(root: str | Path, seed: int = 0) -> Path:
     save_file(sd, model_dir / "diffusion_pytorch_model.safetensors")
     (model_dir / "config.json").write_text(json.dumps(TINY_CONFIG, indent=1))
     write_tiny_wan_vae(vae_dir / WAN_VAE_NAMES[0], seed + 1)
-    write_tiny_wav2vec2(root / WAV2VEC_DIR)
+    write_tiny_wav2vec2(root / WAV2VEC_DIR, TINY_WAV2VEC2_64)
     log.info("wrote a tiny random SoulX-FlashHead Pro to %s", root)
     return root

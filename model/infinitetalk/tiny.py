@@ -107,9 +107,10 @@ def write_tiny_wan_vae(path: Path, seed: int) -> None:
     (path.parent / VAE_CONFIG).write_text(json.dumps(vae_kwargs))
 
 
-def write_tiny_wav2vec2(wav_dir: Path) -> None:
-    """A random tiny wav2vec2 (transformers folder with its preprocessor_config.json) in `wav_dir`."""
-    wav = Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2))
+def write_tiny_wav2vec2(wav_dir: Path, sizes: dict | None = None) -> None:
+    """A random tiny wav2vec2 (transformers folder with its preprocessor_config.json) in `wav_dir`;
+    sizes: Wav2Vec2Config fields (default `TINY_WAV2VEC2`)."""
+    wav = Wav2Vec2Model(Wav2Vec2Config(**(sizes or TINY_WAV2VEC2)))
     transformers_logging.disable_progress_bar()
     wav.save_pretrained(wav_dir, safe_serialization=True)
     (wav_dir / "preprocessor_config.json").write_text(json.dumps({

@@ -15,8 +15,8 @@ from model.families import ModelOptions
 from model.families.registry import build_model, families, family_for
 from model.flashhead.assemble import FlashHeadModel
 from model.flashhead.release import FlashHeadFilesError, detect_flashhead_kind
-from model.flashhead.tiny import write_tiny_flashhead
-from model.infinitetalk.tiny import TINY_WAV2VEC2, write_tiny_weights
+from model.flashhead.tiny import TINY_WAV2VEC2_64, write_tiny_flashhead
+from model.infinitetalk.tiny import write_tiny_weights
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +69,9 @@ def test_a_pro_model_with_the_lite_vae_is_one_clear_error(root, tmp_path) -> Non
 def test_a_wrong_wav2vec2_is_one_clear_error(root, tmp_path) -> None:
     wrong = tmp_path / "wrong"
     shutil.copytree(root, wrong)
-    big = dict(TINY_WAV2VEC2, num_hidden_layers=3)
+    big = dict(TINY_WAV2VEC2_64, num_hidden_layers=3)
     Wav2Vec2Model(Wav2Vec2Config(**big)).save_pretrained(wrong / "wav2vec2-base-960h", safe_serialization=True)
-    with pytest.raises(Wav2Vec2LoadError, match="has 3 layers x 32, but .* was trained on 2 x 32"):
+    with pytest.raises(Wav2Vec2LoadError, match="has 3 layers x 64, but .* was trained on 2 x 64"):
         build_model(ModelOptions(weights=wrong))
 
 
@@ -104,3 +104,20 @@ def test_the_loaded_dit_skips_the_references_unused_tensors(root) -> None:
     assert all(k.startswith(("text_embedding.", "audio_emb.")) for k in keys - own) and own <= keys
     assert all(p.device.type != "meta" for p in model.dit.parameters())
     assert torch.isfinite(next(model.dit.parameters())).all()
+
+
+def test_a_single_file_wav2vec2_beside_the_models_is_used(root, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    comfy = tmp_path / "comfy"
+    shutil.copytree(root, comfy, ignore=shutil.ignore_patterns("wav2vec2-base-960h"))
+    original = Wav2Vec2Model.from_pretrained(root / "wav2vec2-base-960h")
+    save_file({"wav2vec2." + k: v.half().contiguous() for k, v in original.state_dict().items()},
+              comfy / "wav2vec2-base-960h_fp16.safetensors")
+    model = build_model(ModelOptions(weights=comfy, size=(64, 64)))
+    assert model.wav2vec2.config.num_hidden_layers == original.config.num_hidden_layers
+    wave = torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = original(wave, output_hidden_states=True).hidden_states[-1]
+        got = model.wav2vec2(wave, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=0)  # the file holds fp16 weights
