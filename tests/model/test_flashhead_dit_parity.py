@@ -1,8 +1,9 @@
-"""Parity of the FlashHead DiT with the reference `WanModelAudioProject` (FLASHHEAD_GOLDEN vectors, fp32).
+"""Parity of the FlashHead DiT with the reference `WanModelAudioProject` (fp32), on every set: FLASHHEAD_GOLDEN
+and FLASHHEAD_VECTORS (tools/flashhead_vectors.py).
 
 The model is built from the set's dit_config.json and filled through the real loader from the
-reference's own key names (its unused text_embedding/audio_emb tensors included), so another set
-with other sizes passes unchanged.
+reference's own key names (the golden set's unused text_embedding/audio_emb tensors included), so
+another set with other sizes passes unchanged.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def config(flashhead_golden_dir: Path) -> FlashHeadConfig:
-    return FlashHeadConfig.from_file(flashhead_golden_dir / "dit_config.json")
+def config(flashhead_set_dir: Path) -> FlashHeadConfig:
+    return FlashHeadConfig.from_file(flashhead_set_dir / "dit_config.json")
 
 
 @pytest.fixture(scope="module")
-def model(config: FlashHeadConfig, flashhead_golden_dir: Path) -> FlashHeadDiT:
-    dit, report = load_flashhead_dit(config, flashhead_golden_dir / "dit_weights.safetensors", dtype=torch.float32)
+def model(config: FlashHeadConfig, flashhead_set_dir: Path) -> FlashHeadDiT:
+    dit, report = load_flashhead_dit(config, flashhead_set_dir / "dit_weights.safetensors", dtype=torch.float32)
     return dit
 
 
 @pytest.fixture(scope="module")
-def run(model: FlashHeadDiT, flashhead_golden_dir: Path) -> tuple[dict, torch.Tensor, dict]:
-    g = load_file(flashhead_golden_dir / "dit_case.safetensors")
+def run(model: FlashHeadDiT, flashhead_set_dir: Path) -> tuple[dict, torch.Tensor, dict]:
+    g = load_file(flashhead_set_dir / "dit_case.safetensors")
     capture: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         out = model(g["in.x"], g["in.t"], g["in.context"], g["in.y"], capture=capture)
@@ -55,8 +56,8 @@ def test_every_intermediate_matches_reference(run, config: FlashHeadConfig) -> N
         torch.testing.assert_close(capture[name], g[f"inter.{name}"], atol=ATOL, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_sizes_come_from_the_config(config: FlashHeadConfig, flashhead_golden_dir: Path) -> None:
-    raw = json.loads((flashhead_golden_dir / "dit_config.json").read_text())
+def test_sizes_come_from_the_config(config: FlashHeadConfig, flashhead_set_dir: Path) -> None:
+    raw = json.loads((flashhead_set_dir / "dit_config.json").read_text())
     assert config.dit.dim == raw["dim"] and config.dit.num_layers == raw["num_layers"]
     assert config.dit.output_dim == raw["dim"]  # audio tokens are model-wide
     assert config.dit.audio_layers == raw["audio"]["blocks"] and config.dit.audio_width == raw["audio"]["channels"]
@@ -74,7 +75,8 @@ def test_release_config_gets_the_hard_wired_audio_sizes() -> None:
     assert cfg.motion_frames(2) == 5 and cfg.latent_frames(33) == 9 and cfg.latent_hw(512, 512) == (64, 64)
 
 
-def test_unused_keys_are_skipped_but_a_missing_key_is_an_error(config, flashhead_golden_dir: Path, tmp_path) -> None:
+def test_unused_keys_are_skipped_but_a_missing_key_is_an_error(flashhead_golden_dir: Path, tmp_path) -> None:
+    config = FlashHeadConfig.from_file(flashhead_golden_dir / "dit_config.json")
     weights = load_file(flashhead_golden_dir / "dit_weights.safetensors")
     assert any(k.startswith("audio_emb.") for k in weights) and any(k.startswith("text_embedding.") for k in weights)
     del weights["blocks.0.cross_attn.norm_k.weight"]

@@ -1,4 +1,5 @@
-"""The FlashHead chunk loop against the reference's `FlashHeadPipeline.generate` (loop_case vectors).
+"""The FlashHead chunk loop against the reference's `FlashHeadPipeline.generate` (loop_case vectors of every
+set: FLASHHEAD_GOLDEN and FLASHHEAD_VECTORS).
 
 The vectors ran two chunks with a pass-through VAE (decode(z) = z, encode(v) = v) and colour
 correction off, so the latent arithmetic is checked alone: each step teacher-forced (1e-4) and the
@@ -38,11 +39,11 @@ class PassThroughVAE:
 
 
 @pytest.fixture(scope="module")
-def setup(flashhead_golden_dir: Path) -> tuple[FlashHeadDiT, FlashHeadConfig, dict]:
-    raw = json.loads((flashhead_golden_dir / "dit_config.json").read_text())
+def setup(flashhead_set_dir: Path) -> tuple[FlashHeadDiT, FlashHeadConfig, dict]:
+    raw = json.loads((flashhead_set_dir / "dit_config.json").read_text())
     cfg = FlashHeadConfig.from_kwargs(raw)
-    dit, _ = load_flashhead_dit(cfg, flashhead_golden_dir / "dit_weights.safetensors", dtype=torch.float32)
-    g = load_file(flashhead_golden_dir / "loop_case.safetensors")
+    dit, _ = load_flashhead_dit(cfg, flashhead_set_dir / "dit_weights.safetensors", dtype=torch.float32)
+    g = load_file(flashhead_set_dir / "loop_case.safetensors")
     g["motion_latents"] = raw["motion_latents"]
     g["frame_num"] = raw["frame_num"]
     return dit, cfg, g
