@@ -270,10 +270,9 @@ class EncoderWithHiddenStates(nn.Module):
 
 def audio_case(g: torch.Generator, seed: int, out: Path) -> dict[str, torch.Tensor]:
     """Stream mode's audio path: an 8 s buffer through `preprocess_audio`, then the last window's indices."""
+    from flash_head.audio_analysis.wav2vec2 import Wav2Vec2Model
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor
     from transformers import Wav2Vec2Model as HFWav2Vec2
-
-    from flash_head.audio_analysis.wav2vec2 import Wav2Vec2Model
 
     with contextlib.chdir(REF):  # inference.py reads flash_head/configs/infer_params.yaml from the working dir
         from flash_head.inference import get_audio_embedding
