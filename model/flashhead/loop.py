@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from model.dit.flashhead import FlashHeadDiT
+from model.infinitetalk.timing import StageTimes, maybe_stage
 from model.sampling import FLASHTALK_4STEP, X0_RENOISE, SamplerPreset, x0_renoise_step
 
 from .colour import match_colours_flashhead
@@ -91,11 +92,12 @@ def denoise_chunk(
     noise: ChunkNoise,
     timesteps: Tensor,
     trace: StepTrace | None = None,
+    times: StageTimes | None = None,
 ) -> Tensor:
     """Sample one chunk; returns its final latent [C, T, h, w] float32, motion latents written back.
 
     ref_latent: [C, T, h, w] (`y`); audio: [F, window, layers, width]; motion: [C, Tm, h, w];
-    timesteps: float32 [steps + 1] on the [0, 1000] scale, ending in 0.
+    timesteps: float32 [steps + 1] on the [0, 1000] scale, ending in 0. times: "dit_step" per DiT call.
     """
     device = dit.device
     tm = motion.shape[1]
@@ -111,7 +113,8 @@ def denoise_chunk(
         latent[:, :tm] = motion
         if trace is not None:
             trace("step", k, latent)
-        flow = dit(latent[None].to(dit.dtype), timesteps[k].reshape(1), audio, y)[0].float()
+        with maybe_stage(times, "dit_step"):
+            flow = dit(latent[None].to(dit.dtype), timesteps[k].reshape(1), audio, y)[0].float()
         if trace is not None:
             trace("flow", k, flow)
         latent = x0_renoise_step(latent, flow, timesteps[k], timesteps[k + 1], noise.steps[k].to(device))
@@ -149,14 +152,18 @@ class FlashHeadChunker:
         self.motion_frames = vae.frames_for_latents(settings.motion_latents)
         self.generator = torch.Generator(device=generator_device).manual_seed(seed)
         self.timesteps = settings.sampler.timesteps()
+        self.times: StageTimes | None = None  # set to collect per-stage seconds (bench)
 
     def chunk(self, audio: Tensor, noise: ChunkNoise | None = None, trace: StepTrace | None = None) -> Tensor:
         """audio: [frame_num, window, layers, width] -> frames [3, frame_num, H, W] in [-1, 1]."""
         if noise is None:
             noise = draw_chunk_noise(self.generator, tuple(self.ref_latent.shape), self.settings.sampler.steps)
-        latent = denoise_chunk(self.dit, self.ref_latent, audio, self.motion, noise, self.timesteps, trace)
-        video = self.vae.decode(latent).float()
+        latent = denoise_chunk(self.dit, self.ref_latent, audio, self.motion, noise, self.timesteps, trace, self.times)
+        with maybe_stage(self.times, "vae_decode"):
+            video = self.vae.decode(latent).float()
         if self.settings.colour_strength > 0:
-            video = match_colours_flashhead(video, self.ref_image, self.settings.colour_strength)
-        self.motion = self.vae.encode(video[:, -self.motion_frames:]).float()
+            with maybe_stage(self.times, "colour"):
+                video = match_colours_flashhead(video, self.ref_image, self.settings.colour_strength)
+        with maybe_stage(self.times, "vae_encode"):
+            self.motion = self.vae.encode(video[:, -self.motion_frames:]).float()
         return video

@@ -25,6 +25,7 @@ from model.flashhead.assemble import FlashHeadModel
 from model.flashhead.loop import FlashHeadChunker
 from model.infinitetalk.long_video import u8_to_unit
 from model.infinitetalk.sizing import resize_and_crop
+from model.infinitetalk.timing import maybe_stage
 from model.timebase import VIDEO_FPS
 from streaming.features.rolling import RollingClipFeatures
 from streaming.generator import Avatar, WindowJob, WindowSpec
@@ -87,6 +88,7 @@ class FlashHeadGenerator:
 
     def generate(self, state: _FlashHeadSession, job: WindowJob) -> Iterator[np.ndarray]:
         self._push_audio(state, job)
-        rows = state.features.window(self.model.chunk.frame_num)  # [F, 5, layers, width]
+        with maybe_stage(state.chunker.times, "features"):
+            rows = state.features.window(self.model.chunk.frame_num)  # [F, 5, layers, width]
         video = state.chunker.chunk(rows)
         yield from unit_to_u8(video[:, self.model.motion_frames:])
