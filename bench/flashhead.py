@@ -28,6 +28,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from model.dit.flashhead import FlashHeadDiT
 from model.families import ModelOptions
+from model.families.options import parse_size
 from model.families.registry import build_model
 from model.flashhead.assemble import FlashHeadModel
 from model.flashhead.config import FlashHeadConfig
@@ -112,7 +113,7 @@ def main() -> None:
     ap.add_argument("--shape", choices=["tiny", "real"], default="tiny")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="DiT dtype (default: bf16 on cuda)")
-    ap.add_argument("--size", default="64x64", help="HEIGHTxWIDTH of the tiny shape (real: 512x512)")
+    ap.add_argument("--size", type=parse_size, default=(64, 64), help="HEIGHTxWIDTH of the tiny shape (real: 512x512)")
     ap.add_argument("--chunks", type=int, default=3, help="timed chunks (after one warm-up chunk)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
@@ -120,12 +121,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("CUDA is not available on this machine")
     if args.shape == "real":
         dtype = torch.float32 if (args.dtype or ("bf16" if device.type == "cuda" else "fp32")) == "fp32" else torch.bfloat16
         model = real_model(device, dtype)
     else:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-        model = tiny_model((h, w))
+        model = tiny_model(args.size)
     print(json.dumps(bench(model, args.chunks, args.seed), indent=1))
 
 

@@ -17,9 +17,11 @@ from safetensors.torch import load_file
 
 from model.audio import load_wav2vec2, whole_clip_embedding
 from model.flashhead import FlashHeadConfig, load_flashhead_dit
-from model.flashhead.loop import ChunkNoise, ChunkSettings, FlashHeadChunker
+from model.flashhead.loop import ChunkSettings, FlashHeadChunker
 from model.flashhead.vae import load_wan_chunk_vae
 from streaming.features.rolling import RollingClipFeatures
+
+from ..helpers.flashhead_sets import chunk_count, chunk_noise
 
 CHUNK_ATOL = 1e-3
 END_ATOL = 1e-2
@@ -55,15 +57,6 @@ def pro(flashhead_vectors_dir: Path):
     return dit, vae, g, settings
 
 
-def _chunks(g: dict) -> int:
-    return len([k for k in g if k.startswith("video")])
-
-
-def _noise(g: dict, c: int) -> ChunkNoise:
-    steps = g["timesteps"].numel() - 1
-    return ChunkNoise(g[f"noise{c}.init"], tuple(g[f"noise{c}.{k}"] for k in range(steps)))
-
-
 def test_reference_latent_matches(pro) -> None:
     dit, vae, g, settings = pro
     chunker = FlashHeadChunker(dit, vae, g["in.ref_image"], settings, seed=0)
@@ -74,18 +67,18 @@ def test_reference_latent_matches(pro) -> None:
 def test_each_chunk_teacher_forced(pro) -> None:
     dit, vae, g, settings = pro
     chunker = FlashHeadChunker(dit, vae, g["in.ref_image"], settings, seed=0, ref_latent=g["in.ref_latent"])
-    for c in range(_chunks(g)):
+    for c in range(chunk_count(g, "video")):
         chunker.motion = g[f"in.motion{c}"].clone()
-        video = chunker.chunk(g[f"in.audio{c}"][0], noise=_noise(g, c))
+        video = chunker.chunk(g[f"in.audio{c}"][0], noise=chunk_noise(g, c))
         torch.testing.assert_close(video, g[f"video{c}"], atol=CHUNK_ATOL, rtol=0, msg=lambda m, c=c: f"chunk {c}: {m}")
-        want = g[f"in.motion{c + 1}"] if c + 1 < _chunks(g) else g["motion_after"]
+        want = g[f"in.motion{c + 1}"] if c + 1 < chunk_count(g, "video") else g["motion_after"]
         torch.testing.assert_close(chunker.motion, want, atol=CHUNK_ATOL, rtol=0, msg=lambda m, c=c: f"motion {c}: {m}")
 
 
 def test_chunks_free_running_from_the_reference_image(pro) -> None:
     dit, vae, g, settings = pro
     chunker = FlashHeadChunker(dit, vae, g["in.ref_image"], settings, seed=0)
-    for c in range(_chunks(g)):
-        video = chunker.chunk(g[f"in.audio{c}"][0], noise=_noise(g, c))
+    for c in range(chunk_count(g, "video")):
+        video = chunker.chunk(g[f"in.audio{c}"][0], noise=chunk_noise(g, c))
         torch.testing.assert_close(video, g[f"video{c}"], atol=END_ATOL, rtol=0, msg=lambda m, c=c: f"chunk {c}: {m}")
     torch.testing.assert_close(chunker.motion, g["motion_after"], atol=END_ATOL, rtol=0)

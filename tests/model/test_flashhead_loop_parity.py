@@ -18,8 +18,10 @@ from torch import Tensor
 
 from model.dit.flashhead import FlashHeadDiT
 from model.flashhead import FlashHeadConfig, load_flashhead_dit
-from model.flashhead.loop import ChunkNoise, ChunkSettings, FlashHeadChunker, denoise_chunk, draw_chunk_noise
+from model.flashhead.loop import ChunkSettings, FlashHeadChunker, denoise_chunk, draw_chunk_noise
 from model.sampling import x0_renoise_step
+
+from ..helpers.flashhead_sets import chunk_count, chunk_noise
 
 STEP_ATOL = 1e-4
 END_ATOL = 1e-3
@@ -49,15 +51,6 @@ def setup(flashhead_set_dir: Path) -> tuple[FlashHeadDiT, FlashHeadConfig, dict]
     return dit, cfg, g
 
 
-def _chunks(g: dict) -> int:
-    return len([k for k in g if k.startswith("final")])
-
-
-def _noise(g: dict, c: int) -> ChunkNoise:
-    steps = g["timesteps"].numel() - 1
-    return ChunkNoise(g[f"noise{c}.init"], tuple(g[f"noise{c}.{k}"] for k in range(steps)))
-
-
 def test_the_schedule_is_flashtalks(setup) -> None:
     _, _, g = setup
     torch.testing.assert_close(ChunkSettings().sampler.timesteps(), g["timesteps"], atol=1e-4, rtol=0)
@@ -67,7 +60,7 @@ def test_every_step_teacher_forced(setup) -> None:
     dit, _, g = setup
     ts = g["timesteps"]
     steps = ts.numel() - 1
-    for c in range(_chunks(g)):
+    for c in range(chunk_count(g, "final")):
         tm = g[f"in.motion{c}"].shape[1]
         for k in range(steps):
             x = g[f"step{c}.{k}"]
@@ -88,7 +81,7 @@ def test_one_chunk_traced_against_the_reference(setup) -> None:
     def trace(name: str, k: int, t: Tensor) -> None:
         seen[f"{name}0.{k}" if name != "final" else "final0"] = t.clone()
 
-    denoise_chunk(dit, g["in.ref_latent"], g["in.audio0"][0], g["in.motion0"], _noise(g, 0), g["timesteps"], trace)
+    denoise_chunk(dit, g["in.ref_latent"], g["in.audio0"][0], g["in.motion0"], chunk_noise(g, 0), g["timesteps"], trace)
     for name, got in seen.items():
         torch.testing.assert_close(got, g[name], atol=END_ATOL, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
     assert "final0" in seen and "flow0.0" in seen
@@ -99,9 +92,9 @@ def test_chunks_free_running_end_to_end(setup) -> None:
     settings = ChunkSettings(frame_num=g["frame_num"], motion_latents=g["motion_latents"], colour_strength=0.0)
     chunker = FlashHeadChunker(dit, PassThroughVAE(), g["in.ref_latent"][:, 0], settings, seed=0,
                                ref_latent=g["in.ref_latent"])
-    for c in range(_chunks(g)):
+    for c in range(chunk_count(g, "final")):
         torch.testing.assert_close(chunker.motion, g[f"in.motion{c}"], atol=END_ATOL, rtol=0)
-        video = chunker.chunk(g[f"in.audio{c}"][0], noise=_noise(g, c))
+        video = chunker.chunk(g[f"in.audio{c}"][0], noise=chunk_noise(g, c))
         torch.testing.assert_close(video, g[f"final{c}"], atol=END_ATOL, rtol=0, msg=lambda m, c=c: f"chunk {c}: {m}")
     assert chunker.motion.shape[1] == g["motion_latents"]
 
