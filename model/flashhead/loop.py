@@ -16,7 +16,7 @@ re-encode the last `motion_frames` decoded frames as the next chunk's motion lat
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -83,45 +83,69 @@ def draw_chunk_noise(generator: torch.Generator, shape: tuple[int, ...], steps: 
     return ChunkNoise(init, tuple(draw() for _ in range(steps)))
 
 
+@dataclass(frozen=True)
+class ChunkInputs:
+    """What one chunk's sampling needs: ref_latent [C, T, h, w] (`y`), audio [F, window, layers, width],
+    motion [C, Tm, h, w] (pasted over the first Tm latent frames) and its draws."""
+
+    ref_latent: Tensor
+    audio: Tensor
+    motion: Tensor
+    noise: ChunkNoise
+
+
 @torch.no_grad()
-def denoise_chunk(
+def denoise_batch(
     dit: FlashHeadDiT,
-    ref_latent: Tensor,
-    audio: Tensor,
-    motion: Tensor,
-    noise: ChunkNoise,
+    chunks: Sequence[ChunkInputs],
     timesteps: Tensor,
     trace: StepTrace | None = None,
     times: StageTimes | None = None,
-) -> Tensor:
-    """Sample one chunk; returns its final latent [C, T, h, w] float32, motion latents written back.
+) -> list[Tensor]:
+    """Sample chunks of several streams together (one DiT call per step for all); each result equals its
+    chunk sampled alone. Returns the final latents [C, T, h, w] float32, motion latents written back.
 
-    ref_latent: [C, T, h, w] (`y`); audio: [F, window, layers, width]; motion: [C, Tm, h, w];
-    timesteps: float32 [steps + 1] on the [0, 1000] scale, ending in 0. times: "dit_step" per DiT call.
+    timesteps: float32 [steps + 1] on the [0, 1000] scale, ending in 0. trace: one chunk only.
+    times: "dit_step" per DiT call.
     """
-    device = dit.device
-    tm = motion.shape[1]
-    motion = motion.to(device, torch.float32)
-    latent = noise.init.to(device, torch.float32).clone()
-    y = ref_latent[None].to(device, dit.dtype)
-    audio = audio[None].to(device, dit.dtype)
+    device, dtype = dit.device, dit.dtype
     steps = timesteps.numel() - 1
-    if len(noise.steps) != steps:
-        raise ValueError(f"{steps} steps need {steps} re-noise draws, got {len(noise.steps)}")
+    if any(len(c.noise.steps) != steps for c in chunks):
+        raise ValueError(f"{steps} steps need {steps} re-noise draws per chunk")
+    if trace is not None and len(chunks) != 1:
+        raise ValueError("trace observes one chunk; sample it alone")
+    motions = [c.motion.to(device, torch.float32) for c in chunks]
+    latent = torch.stack([c.noise.init.to(device, torch.float32) for c in chunks])
+    fresh = [torch.stack([c.noise.steps[k] for c in chunks]).to(device, torch.float32) for k in range(steps)]
+    y = torch.stack([c.ref_latent for c in chunks]).to(device, dtype)
+    audio = torch.stack([c.audio for c in chunks]).to(device, dtype)
     timesteps = timesteps.to(device)
+
+    def paste() -> None:
+        for b, m in enumerate(motions):
+            latent[b, :, : m.shape[1]] = m
+
     for k in range(steps):
-        latent[:, :tm] = motion
+        paste()
         if trace is not None:
-            trace("step", k, latent)
+            trace("step", k, latent[0])
         with maybe_stage(times, "dit_step"):
-            flow = dit(latent[None].to(dit.dtype), timesteps[k].reshape(1), audio, y)[0].float()
+            flow = dit(latent.to(dtype), timesteps[k].reshape(1), audio, y).float()
         if trace is not None:
-            trace("flow", k, flow)
-        latent = x0_renoise_step(latent, flow, timesteps[k], timesteps[k + 1], noise.steps[k].to(device))
-    latent[:, :tm] = motion
+            trace("flow", k, flow[0])
+        latent = x0_renoise_step(latent, flow, timesteps[k], timesteps[k + 1], fresh[k])
+    paste()
     if trace is not None:
-        trace("final", steps, latent)
-    return latent
+        trace("final", steps, latent[0])
+    return list(latent.unbind(0))
+
+
+def denoise_chunk(
+    dit: FlashHeadDiT, ref_latent: Tensor, audio: Tensor, motion: Tensor, noise: ChunkNoise, timesteps: Tensor,
+    trace: StepTrace | None = None, times: StageTimes | None = None,
+) -> Tensor:
+    """One chunk alone (`denoise_batch` of one): its final latent [C, T, h, w] float32."""
+    return denoise_batch(dit, [ChunkInputs(ref_latent, audio, motion, noise)], timesteps, trace, times)[0]
 
 
 def encode_reference(vae: ChunkVAE, ref_image: Tensor, frame_num: int) -> Tensor:
@@ -132,9 +156,10 @@ def encode_reference(vae: ChunkVAE, ref_image: Tensor, frame_num: int) -> Tensor
 class FlashHeadChunker:
     """One stream's chunk loop state: reference latent, colour reference, motion latents, generator.
 
-    ref_image: [3, H, W] in [-1, 1]; ref_latent: its `encode_reference` (computed when None). Each `chunk(audio)` returns all `frame_num` frames [3, F, H, W] in
-    [-1, 1]; the first `motion_frames` of every chunk repeat frames already shown, and a streaming
-    caller drops them (the reference's stream mode does, for chunk 0 too).
+    ref_image: [3, H, W] in [-1, 1]; ref_latent: its `encode_reference` (computed when None). Each
+    `chunk(audio)` returns all `frame_num` frames [3, F, H, W] in [-1, 1]; the first `motion_frames` of
+    every chunk repeat frames already shown, and a streaming caller drops them (the reference's stream
+    mode does, for chunk 0 too). Several streams sample together with `inputs`, `denoise_batch`, `finish`.
     """
 
     def __init__(
@@ -154,11 +179,14 @@ class FlashHeadChunker:
         self.timesteps = settings.sampler.timesteps()
         self.times: StageTimes | None = None  # set to collect per-stage seconds (bench)
 
-    def chunk(self, audio: Tensor, noise: ChunkNoise | None = None, trace: StepTrace | None = None) -> Tensor:
-        """audio: [frame_num, window, layers, width] -> frames [3, frame_num, H, W] in [-1, 1]."""
+    def inputs(self, audio: Tensor, noise: ChunkNoise | None = None) -> ChunkInputs:
+        """The next chunk's sampling inputs (its draws taken from this stream's generator unless given)."""
         if noise is None:
             noise = draw_chunk_noise(self.generator, tuple(self.ref_latent.shape), self.settings.sampler.steps)
-        latent = denoise_chunk(self.dit, self.ref_latent, audio, self.motion, noise, self.timesteps, trace, self.times)
+        return ChunkInputs(self.ref_latent, audio, self.motion, noise)
+
+    def finish(self, latent: Tensor) -> Tensor:
+        """A sampled chunk's latent -> frames [3, frame_num, H, W]: decode, colour match, next motion latents."""
         with maybe_stage(self.times, "vae_decode"):
             video = self.vae.decode(latent).float()
         if self.settings.colour_strength > 0:
@@ -167,3 +195,8 @@ class FlashHeadChunker:
         with maybe_stage(self.times, "vae_encode"):
             self.motion = self.vae.encode(video[:, -self.motion_frames:]).float()
         return video
+
+    def chunk(self, audio: Tensor, noise: ChunkNoise | None = None, trace: StepTrace | None = None) -> Tensor:
+        """audio: [frame_num, window, layers, width] -> frames [3, frame_num, H, W] in [-1, 1]."""
+        latent = denoise_batch(self.dit, [self.inputs(audio, noise)], self.timesteps, trace, self.times)[0]
+        return self.finish(latent)

@@ -57,3 +57,24 @@ def test_windows_are_28_frames_causal_and_deterministic(root):
 def test_more_than_one_speaker_is_refused(root):
     with pytest.raises(ValueError, match="one speaker"):
         _generator(root).open_session("s", _avatar(), speakers=2)
+
+
+def test_sessions_batched_in_one_pass_equal_each_alone(root):
+    gen = _generator(root)
+    rng = np.random.default_rng(5)
+    audios = [[(0.1 * rng.standard_normal(gen.window.job_samples)).astype(np.float32) for _ in range(2)]
+              for _ in range(2)]
+    alone = [_run(gen, a) for a in audios]  # each session on its own (sessions of one seed: same draws)
+    states = [gen.open_session(f"s{i}", _avatar()) for i in range(2)]
+    for w in range(2):
+        jobs = [WindowJob(f"s{i}", w, w * gen.window.new_frames, audios[i][w][None], True) for i in range(2)]
+        assert gen.batch_key(states[0], jobs[0]) == gen.batch_key(states[1], jobs[1]) is not None
+        works = [gen.prepare_window(st, job) for st, job in zip(states, jobs, strict=True)]
+        made: list[list[np.ndarray]] = [[], []]
+        for k, frame in gen.generate_batch(works):
+            made[k].append(frame)
+        for i in range(2):
+            assert len(made[i]) == gen.window.new_frames
+            diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(made[i], alone[i][w], strict=True))
+            assert diff <= 1, (i, w, diff)  # batched float sums may round one uint8 step apart
+    assert any(not np.array_equal(a, b) for a, b in zip(alone[0][1], alone[1][1], strict=True))  # really different

@@ -7,7 +7,9 @@ commented out), takes the last 33 frames' +-2 windows clamped at the newest fram
 and shows its frames after the motion frames. So a chunk runs as soon as its own audio is in (no
 look-ahead), and frame f of a window plays with audio frame f exactly.
 
-One session at a time per call (no cross-session batching yet). The reference's optional mediapipe
+Several sessions: their chunks sample together, one batched DiT call per step (`batch_key` /
+`prepare_window` / `generate_batch`, used by the engine's worker); decode and colour stay per session.
+The reference's optional mediapipe
 face crop is not done: the avatar is scaled to cover 512x512 and centre-cropped, as the reference
 does without the crop.
 """
@@ -15,14 +17,14 @@ does without the crop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from model.flashhead.assemble import FlashHeadModel
-from model.flashhead.loop import FlashHeadChunker
+from model.flashhead.loop import ChunkInputs, FlashHeadChunker, denoise_batch
 from model.infinitetalk.long_video import u8_to_unit
 from model.infinitetalk.sizing import resize_and_crop
 from model.infinitetalk.timing import maybe_stage
@@ -40,6 +42,14 @@ class _FlashHeadSession:
     pushed_until: int = 0  # session sample index up to which audio entered the rolling buffer
 
 
+@dataclass
+class _FlashHeadWork:
+    """A prepared chunk: its session, its sampling inputs (features and draws taken)."""
+
+    state: _FlashHeadSession
+    inputs: ChunkInputs
+
+
 def unit_to_u8(video: torch.Tensor) -> np.ndarray:
     """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3], truncated like the reference's `run_pipeline`."""
     return (((video + 1) / 2).clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
@@ -50,9 +60,10 @@ class FlashHeadGenerator:
 
     name = "flashhead"
 
-    def __init__(self, model: FlashHeadModel, seed: int = 0) -> None:
+    def __init__(self, model: FlashHeadModel, seed: int = 0, max_batch: int = 4) -> None:
         self.model = model
         self.seed = seed
+        self.max_batch = max_batch
         self.window = WindowSpec(new_frames=model.new_frames, fps=VIDEO_FPS)
         c = model.chunk
         self.description = (
@@ -86,9 +97,28 @@ class FlashHeadGenerator:
         state.features.push(job.audio[0, skip:self.window.window_samples])
         state.pushed_until = start + self.window.window_samples
 
-    def generate(self, state: _FlashHeadSession, job: WindowJob) -> Iterator[np.ndarray]:
+    def _rows(self, state: _FlashHeadSession, job: WindowJob) -> torch.Tensor:
         self._push_audio(state, job)
         with maybe_stage(state.chunker.times, "features"):
-            rows = state.features.window(self.model.chunk.frame_num)  # [F, 5, layers, width]
-        video = state.chunker.chunk(rows)
-        yield from unit_to_u8(video[:, self.model.motion_frames:])
+            return state.features.window(self.model.chunk.frame_num)  # [F, 5, layers, width]
+
+    def _frames(self, video: torch.Tensor) -> np.ndarray:
+        return unit_to_u8(video[:, self.model.motion_frames:])
+
+    def generate(self, state: _FlashHeadSession, job: WindowJob) -> Iterator[np.ndarray]:
+        yield from self._frames(state.chunker.chunk(self._rows(state, job)))
+
+    # -------------------------------------------------------------- batching (see the worker)
+    def batch_key(self, state: _FlashHeadSession, job: WindowJob) -> Hashable | None:
+        """Every session of this model has the same shape and schedule: all may share a pass."""
+        return self.model.size, self.model.chunk.sampler.steps
+
+    def prepare_window(self, state: _FlashHeadSession, job: WindowJob) -> _FlashHeadWork:
+        return _FlashHeadWork(state, state.chunker.inputs(self._rows(state, job)))
+
+    def generate_batch(self, works: Sequence[_FlashHeadWork]) -> Iterator[tuple[int, np.ndarray]]:
+        first = works[0].state.chunker
+        latents = denoise_batch(self.model.dit, [w.inputs for w in works], first.timesteps, times=first.times)
+        for k, (work, latent) in enumerate(zip(works, latents, strict=True)):
+            for frame in self._frames(work.state.chunker.finish(latent)):
+                yield k, frame
