@@ -143,7 +143,10 @@ def build(opts: ModelOptions) -> FlashHeadModel:
         dit.compile_blocks()
     chunk = chunk_settings(opts, preset)
     size = opts.size or SIZE
-    cfg.latent_hw(*size)  # a size the VAE and patching cannot make is refused here
+    lat = cfg.latent_hw(*size)  # a size the VAE and patching cannot make is refused here, not at the first chunk
+    if lat[0] % cfg.dit.patch_size[1] or lat[1] % cfg.dit.patch_size[2]:
+        step = (cfg.vae_stride[1] * cfg.dit.patch_size[1], cfg.vae_stride[2] * cfg.dit.patch_size[2])
+        raise ValueError(f"size {size[0]}x{size[1]} must be a multiple of {step[0]}x{step[1]} (VAE stride x patch)")
     tiny = "tiny random" in (files.model_dir / "config.json").read_text()
     description = f"{TINY_NOTE if tiny else ''}{KIND_LABELS[preset]}, preset {preset}"
     log.info("%s: %d DiT tensors loaded in %.1f s, %dx%d, %s", description, report.loaded, report.seconds, *size, dtype)

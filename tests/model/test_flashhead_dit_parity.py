@@ -75,6 +75,16 @@ def test_release_config_gets_the_hard_wired_audio_sizes() -> None:
     assert cfg.motion_frames(2) == 5 and cfg.latent_frames(33) == 9 and cfg.latent_hw(512, 512) == (64, 64)
 
 
+def test_lite_geometry_follows_its_vae_stride() -> None:
+    lite = FlashHeadConfig.from_kwargs({
+        "dim": 1536, "in_dim": 256, "ffn_dim": 8960, "out_dim": 128, "text_dim": 4096, "freq_dim": 256, "eps": 1e-6,
+        "vae_stride": [8, 32, 32], "patch_size": [1, 1, 1], "num_heads": 12, "num_layers": 30,
+    })
+    # the reference: motion_frames_num = (2 - 1) * vae_stride[0] + 1 -> 9, so 33 - 9 = 24 new frames per chunk
+    assert lite.motion_frames(2) == 9 and lite.latent_frames(33) == 5 and lite.latent_hw(512, 512) == (16, 16)
+    assert lite.latent_channels == 128 and lite.dit.vae_scale == 8 and lite.dit.audio_window_vf == 12
+
+
 def test_unused_keys_are_skipped_but_a_missing_key_is_an_error(flashhead_golden_dir: Path, tmp_path) -> None:
     config = FlashHeadConfig.from_file(flashhead_golden_dir / "dit_config.json")
     weights = load_file(flashhead_golden_dir / "dit_weights.safetensors")

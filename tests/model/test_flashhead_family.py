@@ -44,6 +44,8 @@ def test_the_tiny_release_loads_with_the_presets_settings(root) -> None:
     assert build_model(ModelOptions(weights=root, steps=2, size=(64, 64))).chunk.sampler.steps == 2
     with pytest.raises(ValueError, match="run \\[2, 4\\] steps"):
         build_model(ModelOptions(weights=root, steps=3))
+    with pytest.raises(ValueError, match="multiple of 16x16"):
+        build_model(ModelOptions(weights=root, size=(40, 40)))
 
 
 def test_an_empty_release_folder_lists_every_missing_file(tmp_path) -> None:
