@@ -78,3 +78,20 @@ def test_sessions_batched_in_one_pass_equal_each_alone(root):
             diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(made[i], alone[i][w], strict=True))
             assert diff <= 1, (i, w, diff)  # batched float sums may round one uint8 step apart
     assert any(not np.array_equal(a, b) for a, b in zip(alone[0][1], alone[1][1], strict=True))  # really different
+
+
+def test_face_crop_takes_the_references_square_around_the_face(root):
+    from streaming.backends.infinitetalk.flashhead import face_crop
+
+    img = np.arange(200 * 300 * 3, dtype=np.uint32).reshape(200, 300, 3).astype(np.uint8)
+    crop = face_crop(img, (120, 80, 40, 40))  # centre (140, 100), side 80: x 100..180, y 56..136
+    np.testing.assert_array_equal(crop, img[56:136, 100:180])
+    edge = face_crop(img, (0, 0, 40, 40))  # centre (20, 20): x -20..60, y -24..56, clipped at the border
+    np.testing.assert_array_equal(edge, img[0:56, 0:60])
+    gen = create_generator("infinitetalk", InfiniteTalkOptions(ModelOptions(weights=root, size=(32, 32), seed=4),
+                                                               face_crop=True))
+    plain = _generator(root)
+    avatar = _avatar()
+    cropped_ref = gen.open_session("a", avatar).chunker.ref_image
+    plain_ref = plain.open_session("b", avatar).chunker.ref_image
+    assert cropped_ref.shape == plain_ref.shape == (3, 32, 32) and not torch.equal(cropped_ref, plain_ref)

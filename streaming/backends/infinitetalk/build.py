@@ -30,7 +30,7 @@ def create(opts: InfiniteTalkOptions) -> InfiniteTalkGenerator | FlashHeadGenera
     """Load the model (MissingWeightsError before anything heavy when files are missing) and wrap it."""
     model = build_model(opts.model)
     if isinstance(model, FlashHeadModel):
-        return FlashHeadGenerator(model, seed=opts.model.seed)
+        return FlashHeadGenerator(model, seed=opts.model.seed, face_crop=opts.face_crop)
     if not isinstance(model, InfiniteTalkModel):
         raise BackendUnavailable(f"backend infinitetalk runs InfiniteTalk-family models, not {type(model).__name__}")
     return InfiniteTalkGenerator(model.bundle, backend_settings(opts, model))

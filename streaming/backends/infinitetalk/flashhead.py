@@ -9,9 +9,10 @@ look-ahead), and frame f of a window plays with audio frame f exactly.
 
 Several sessions: their chunks sample together, one batched DiT call per step (`batch_key` /
 `prepare_window` / `generate_batch`, used by the engine's worker); decode and colour stay per session.
-The reference's optional mediapipe
-face crop is not done: the avatar is scaled to cover 512x512 and centre-cropped, as the reference
-does without the crop.
+The reference's optional face crop
+(`--use_face_crop`, mediapipe) is offered with the OpenCV face box of the lite backend instead
+(`face_crop`): the same square around the face (face width x 2, 55 % of it above the box centre),
+clipped to the image; without it the avatar is scaled to cover 512x512 and centre-cropped.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from model.infinitetalk.long_video import u8_to_unit
 from model.infinitetalk.sizing import resize_and_crop
 from model.infinitetalk.timing import maybe_stage
 from model.timebase import VIDEO_FPS
+from streaming.backends.lite.face import detect_face_box
 from streaming.features.rolling import RollingClipFeatures
 from streaming.generator import Avatar, WindowJob, WindowSpec
 
@@ -50,6 +52,22 @@ class _FlashHeadWork:
     inputs: ChunkInputs
 
 
+FACE_RATIO = 2.0
+"""The reference's `face_ratio`: the crop's side is this many face widths."""
+
+
+def face_crop(rgb: np.ndarray, box: tuple[int, int, int, int], ratio: float = FACE_RATIO) -> np.ndarray:
+    """The reference's `get_scaled_bbox` on a face box (x, y, w, h): a square of side ratio * w centred on
+    the box horizontally, 55 % of it above the box centre, clipped to the image. uint8 [h, w, 3] out."""
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    side = w * ratio
+    img_h, img_w = rgb.shape[:2]
+    x1, y1 = int(max(0, cx - side * 0.5)), int(max(0, cy - side * 0.55))
+    x2, y2 = int(min(img_w, cx + side * 0.5)), int(min(img_h, cy + side * 0.45))
+    return np.ascontiguousarray(rgb[y1:y2, x1:x2])
+
+
 def unit_to_u8(video: torch.Tensor) -> np.ndarray:
     """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3], truncated like the reference's `run_pipeline`."""
     return (((video + 1) / 2).clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
@@ -60,10 +78,11 @@ class FlashHeadGenerator:
 
     name = "flashhead"
 
-    def __init__(self, model: FlashHeadModel, seed: int = 0, max_batch: int = 4) -> None:
+    def __init__(self, model: FlashHeadModel, seed: int = 0, max_batch: int = 4, face_crop: bool = False) -> None:
         self.model = model
         self.seed = seed
         self.max_batch = max_batch
+        self.crop_face = face_crop
         self.window = WindowSpec(new_frames=model.new_frames, fps=VIDEO_FPS)
         c = model.chunk
         self.description = (
@@ -80,7 +99,12 @@ class FlashHeadGenerator:
         if speakers != 1:
             raise ValueError(f"FlashHead animates one speaker; this session has {speakers}")
         m = self.model
-        ref = u8_to_unit(torch.from_numpy(resize_and_crop(avatar.frames[0], m.size).copy()))  # [3, H, W]
+        image = avatar.frames[0]
+        if self.crop_face:
+            box, detector = detect_face_box(image)
+            log.info("session %s: avatar cropped around the face (%s box %s)", session_id, detector, box)
+            image = face_crop(image, box)
+        ref = u8_to_unit(torch.from_numpy(resize_and_crop(image, m.size).copy()))  # [3, H, W]
         chunker = FlashHeadChunker(m.dit, m.vae, ref.to(m.vae.device), m.chunk, self.seed)
         return _FlashHeadSession(chunker, RollingClipFeatures(m.wav2vec2, m.rolling_seconds, loudness=False))
 
