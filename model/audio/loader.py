@@ -1,4 +1,5 @@
-"""Load the wav2vec2 speech encoder (chinese-wav2vec2-base in production) from a local HF folder.
+"""Load the wav2vec2 speech encoder (chinese-wav2vec2-base for InfiniteTalk, wav2vec2-base-960h for
+FlashHead) from a local HF folder, or from one ComfyUI-style weights file (`single_file.py`).
 
 Expected folder (as published on the hub, downloaded by the user beforehand):
     config.json                   model architecture (12 layers x 768 for chinese-wav2vec2-base)
@@ -19,6 +20,8 @@ from transformers import Wav2Vec2Model
 from transformers.utils import logging as transformers_logging
 
 from model.timebase import SAMPLE_RATE
+
+from .single_file import load_wav2vec2_file
 
 log = logging.getLogger(__name__)
 transformers_logging.disable_progress_bar()  # no per-load progress bars in a server log
@@ -45,8 +48,11 @@ class Wav2Vec2Preprocessing:
 
 
 def check_wav2vec2_folder(folder: str | Path) -> Path:
-    """Return the folder as a Path, or raise Wav2Vec2LoadError naming what is missing."""
+    """Return the folder (or single weights file, see `single_file`) as a Path, or raise Wav2Vec2LoadError
+    naming what is missing."""
     path = Path(folder)
+    if path.is_file():
+        return path
     if not path.is_dir():
         raise Wav2Vec2LoadError(
             f"wav2vec2 folder {path} does not exist; download chinese-wav2vec2-base (HF format: "
@@ -60,8 +66,11 @@ def check_wav2vec2_folder(folder: str | Path) -> Path:
 
 
 def read_preprocessing(folder: str | Path) -> Wav2Vec2Preprocessing:
-    """Read and sanity-check preprocessor_config.json (16 kHz, zero-mean/unit-variance input)."""
-    path = check_wav2vec2_folder(folder) / PREPROCESSOR_FILE
+    """Read and sanity-check preprocessor_config.json (16 kHz, zero-mean/unit-variance input); a single
+    weights file has none and gets wav2vec2's defaults (16 kHz, normalised)."""
+    if check_wav2vec2_folder(folder).is_file():
+        return Wav2Vec2Preprocessing()
+    path = Path(folder) / PREPROCESSOR_FILE
     try:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -80,6 +89,11 @@ def load_wav2vec2(folder: str | Path, device: str | torch.device = "cpu", dtype:
     to ~2e-6. Raises Wav2Vec2LoadError when a file is missing or weights are missing / mis-shaped.
     """
     path = check_wav2vec2_folder(folder)
+    if path.is_file():  # ComfyUI's one .safetensors with no config: the architecture comes from the weights
+        try:
+            return load_wav2vec2_file(path, device=device, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise Wav2Vec2LoadError(f"could not load wav2vec2 from {path}: {e}") from e
     read_preprocessing(path)
     try:
         model, info = Wav2Vec2Model.from_pretrained(

@@ -1,5 +1,6 @@
-"""The three attentions of a DiT block: self-attention (3-D RoPE), text+image cross-attention and
-the InfiniteTalk audio cross-attention (per latent frame, optional 1-D speaker RoPE).
+"""The attentions of the DiT blocks: self-attention (3-D RoPE), plain cross-attention (FlashHead's
+per-frame audio attention), text+image cross-attention and the InfiniteTalk audio cross-attention
+(per latent frame, optional 1-D speaker RoPE).
 
 All use `scaled_dot_product_attention` (flash / memory-efficient kernels on CUDA) with the default
 scale 1/sqrt(head_dim) and no masks: every sequence here is unpadded.
@@ -108,8 +109,8 @@ class SelfAttention(nn.Module):
         return out, attn_map
 
 
-class TextImageCrossAttention(nn.Module):
-    """Cross-attention to the text tokens plus, separately, to the CLIP image tokens; outputs summed."""
+class CrossAttention(nn.Module):
+    """Queries attend to a context sequence; RMS-normed q/k (Wan's cross-attention; FlashHead's audio one)."""
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6) -> None:
         super().__init__()
@@ -120,21 +121,39 @@ class TextImageCrossAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = _qk_norm(dim, eps, qk_norm)
         self.norm_k = _qk_norm(dim, eps, qk_norm)
+
+    def _queries(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, L, C] -> [B, n, L, d]
+        return _heads(self.norm_q(self.q(x)), self.num_heads)
+
+    def _attend(self, q: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        # q: [B, n, L, d], ctx: [B, Lc, C] -> [B, L, C] (before `o`)
+        k = _heads(self.norm_k(self.k(ctx)), self.num_heads)
+        v = _heads(self.v(ctx), self.num_heads)
+        return _merge(F.scaled_dot_product_attention(q, k, v))
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        # x: [B, L, C], ctx: [B, Lc, C] -> [B, L, C]
+        return self.o(self._attend(self._queries(x), ctx))
+
+
+class TextImageCrossAttention(CrossAttention):
+    """Cross-attention to the text tokens plus, separately, to the CLIP image tokens; outputs summed."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6) -> None:
+        super().__init__(dim, num_heads, qk_norm, eps)
         self.k_img = nn.Linear(dim, dim)
         self.v_img = nn.Linear(dim, dim)
         self.norm_k_img = _qk_norm(dim, eps, qk_norm)
 
-    def forward(self, x: torch.Tensor, ctx_text: torch.Tensor, ctx_img: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx_text: torch.Tensor, ctx_img: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         # x: [B, L, C], ctx_text: [B, text_len, C], ctx_img: [B, 257, C] -> [B, L, C]
         n = self.num_heads
-        q = _heads(self.norm_q(self.q(x)), n)
-        k = _heads(self.norm_k(self.k(ctx_text)), n)
-        v = _heads(self.v(ctx_text), n)
+        q = self._queries(x)
         k_img = _heads(self.norm_k_img(self.k_img(ctx_img)), n)
         v_img = _heads(self.v_img(ctx_img), n)
-        text = F.scaled_dot_product_attention(q, k, v)
-        image = F.scaled_dot_product_attention(q, k_img, v_img)
-        return self.o(_merge(text) + _merge(image))
+        image = _merge(F.scaled_dot_product_attention(q, k_img, v_img))
+        return self.o(self._attend(q, ctx_text) + image)
 
 
 class AudioCrossAttention(nn.Module):

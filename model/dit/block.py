@@ -47,6 +47,25 @@ class BlockContext:
     shard: SequenceShard | None = None
 
 
+def modulation_terms(modulation: torch.Tensor, e0: torch.Tensor) -> list[torch.Tensor]:
+    """The block's six float32 modulation rows (shift1, scale1, gate1, shift2, scale2, gate2), each [B, 1, C].
+
+    modulation: the block's parameter [1, 6, C]; e0: the timestep projection [B, 6, C] float32.
+    """
+    mod = modulation.float() + e0
+    return [m[:, None, :] for m in mod.unbind(1)]  # noqa: C416
+
+
+def modulate(norm: nn.Module, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """norm(x) * (1 + scale) + shift in float32, cast back to x's dtype (the input of attention / FFN)."""
+    return (norm(x).float() * (1 + scale) + shift).to(x.dtype)
+
+
+def gated_add(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """x + y * gate in float32, cast back to x's dtype (a gated residual update)."""
+    return (x.float() + y.float() * gate).to(x.dtype)
+
+
 class DiTBlock(nn.Module):
     """One transformer block (attribute names = reference `WanAttentionBlock` for key parity)."""
 
@@ -73,14 +92,12 @@ class DiTBlock(nn.Module):
         prefix: str = "",
     ) -> torch.Tensor:
         # x: [B, L, C] (param dtype), e0: [B, 6, C] float32 -> [B, L, C]
-        dtype = x.dtype
-        mod = self.modulation.float() + e0
-        shift1, scale1, gate1, shift2, scale2, gate2 = [m[:, None, :] for m in mod.unbind(1)]  # noqa: C416
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation_terms(self.modulation, e0)
 
         multi = ctx.num_speakers > 1
-        h = (self.norm1(x).float() * (1 + scale1) + shift1).to(dtype)
+        h = modulate(self.norm1, x, shift1, scale1)
         y, attn_map = self.self_attn(h, ctx.rope, ctx.ref_masks if multi else None, ctx.ref_tokens, ctx.shard)
-        x = (x.float() + y.float() * gate1).to(dtype)
+        x = gated_add(x, y, gate1)
         if capture is not None:
             capture[prefix + "self_attn_out"] = y
             if attn_map is not None:
@@ -105,8 +122,7 @@ class DiTBlock(nn.Module):
             if capture is not None:
                 capture[prefix + "audio_cross_attn_out"] = a
 
-        y = self.ffn((self.norm2(x).float() * (1 + scale2) + shift2).to(dtype))
-        x = (x.float() + y.float() * gate2).to(dtype)
+        x = gated_add(x, self.ffn(modulate(self.norm2, x, shift2, scale2)), gate2)
         if capture is not None:
             capture[prefix + "out"] = x
         return x

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .audio_proj import AudioProjector
+from .backbone import WanBackbone, batch_to
 from .block import BlockContext, DiTBlock
 from .config import DiTConfig
-from .layers import FP32LayerNorm, Head, ImageEmbedding, RMSNorm, linear_fp32, sinusoidal_embedding
+from .layers import Head, ImageEmbedding
 from .parallel import SequenceParallel
 from .rope import RopeCache, rope_1d_freqs
 from .speakers import MAX_SPEAKERS, speaker_key_positions, token_masks
@@ -29,20 +29,9 @@ from .teacache import ResidualCache
 
 logger = logging.getLogger(__name__)
 
-COMPILE_RECOMPILE_LIMIT = 64
-"""Compiles torch may make of the block code before falling back to eager (see `compile_blocks`)."""
 
 
-def _batch(t: torch.Tensor, b: int, name: str) -> torch.Tensor:
-    """Broadcast a batch-1 tensor to b; reject other mismatches."""
-    if t.shape[0] == b:
-        return t
-    if t.shape[0] == 1:
-        return t.expand(b, *t.shape[1:])
-    raise ValueError(f"{name} has batch {t.shape[0]}, expected {b} (or 1 to share it)")
-
-
-class InfiniteTalkDiT(nn.Module):
+class InfiniteTalkDiT(WanBackbone):
     """Wan2.1 I2V diffusion transformer with the InfiniteTalk/MultiTalk audio adapter."""
 
     def __init__(self, cfg: DiTConfig) -> None:
@@ -59,14 +48,6 @@ class InfiniteTalkDiT(nn.Module):
         self.audio_proj = AudioProjector(cfg)
         self._rope = RopeCache(cfg.head_dim, cfg.rope_theta)
         self._sp: SequenceParallel | None = None
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.patch_embedding.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.patch_embedding.weight.device
 
     # ----------------------------------------------------------------------------------------
     def forward(
@@ -109,7 +90,7 @@ class InfiniteTalkDiT(nn.Module):
         dtype = self.dtype
         grid = self._token_grid(x)
         b, _, frames, lat_h, lat_w = x.shape
-        y = _batch(y, b, "y")
+        y = batch_to(y, b, "y")
         if y.shape[1:] != (cfg.in_dim - cfg.out_dim, frames, lat_h, lat_w):
             raise ValueError(f"y must be [B, {cfg.in_dim - cfg.out_dim}, {frames}, {lat_h}, {lat_w}], got {list(y.shape)}")
 
@@ -118,11 +99,11 @@ class InfiniteTalkDiT(nn.Module):
         tokens = patches.flatten(2).transpose(1, 2).contiguous()  # [B, L, C], laid out like every block output
 
         # timestep (float32)
-        e, e0 = self.time_embeddings(_batch(t.reshape(-1), b, "t"))
+        e, e0 = self.time_embeddings(batch_to(t.reshape(-1), b, "t"))
 
         # text and image context
         ctx_text = self.text_embedding(self._pad_text(context, b).to(dtype))
-        ctx_img = self.img_emb(_batch(clip_fea, b, "clip_fea").to(dtype))
+        ctx_img = self.img_emb(batch_to(clip_fea, b, "clip_fea").to(dtype))
 
         # audio tokens
         speakers, audio_tokens = self._audio_tokens(audio, b, frames, capture)
@@ -164,17 +145,6 @@ class InfiniteTalkDiT(nn.Module):
             capture["head"] = out
         return self.unpatchify(out, grid)
 
-    def _token_grid(self, x: torch.Tensor) -> tuple[int, int, int]:
-        """Check the latent against the config; the (frames, h, w) grid of patches it makes."""
-        cfg = self.cfg
-        if x.dim() != 5 or x.shape[1] != cfg.out_dim:
-            raise ValueError(f"x must be [B, {cfg.out_dim}, T, h, w], got {list(x.shape)}")
-        _, _, frames, lat_h, lat_w = x.shape
-        pt, ph, pw = cfg.patch_size
-        if frames % pt or lat_h % ph or lat_w % pw:
-            raise ValueError(f"latent size {frames}x{lat_h}x{lat_w} is not divisible by patch_size {cfg.patch_size}")
-        return frames // pt, lat_h // ph, lat_w // pw
-
     def _with_speaker_masks(
         self, block_ctx: BlockContext, ref_target_masks: torch.Tensor | None, b: int,
         latent_hw: tuple[int, int], grid: tuple[int, int, int], device: torch.device,
@@ -208,13 +178,6 @@ class InfiniteTalkDiT(nn.Module):
         rope = torch.view_as_real(shard.scatter(torch.view_as_complex(block_ctx.rope), dim=0, fill=1.0))
         return dataclasses.replace(block_ctx, shard=shard, rope=rope), shard.scatter(tokens)
 
-    def time_embeddings(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Timesteps [B] -> (e [B, C], e0 [B, 6C]), float32: the blocks' and head's modulation inputs."""
-        e = linear_fp32(self.time_embedding[2], torch.nn.functional.silu(
-            linear_fp32(self.time_embedding[0], sinusoidal_embedding(self.cfg.freq_dim, t))))
-        e0 = linear_fp32(self.time_projection[1], torch.nn.functional.silu(e))
-        return e, e0
-
     # ----------------------------------------------------------------------------------------
     def enable_sequence_parallel(self, sp: SequenceParallel | None) -> InfiniteTalkDiT:
         """Spread every later forward over `sp`'s ranks (Ulysses); None returns to one process.
@@ -230,45 +193,13 @@ class InfiniteTalkDiT(nn.Module):
     def sequence_parallel(self) -> SequenceParallel | None:
         return self._sp
 
-    def compile_blocks(self, mode: str | None = None, backend: str = "inductor", **kwargs) -> InfiniteTalkDiT:
-        """torch.compile each block in place (the embeddings, speaker routing setup and head stay eager).
-
-        mode: None / "max-autotune-no-cudagraphs" / "reduce-overhead" (CUDA graphs per block) ...;
-        kwargs go to torch.compile (fullgraph, dynamic, options). Compiles lazily on the first
-        forward; `decompile_blocks` undoes it.
-
-        Shapes: every block shares one code object, traced without graph breaks and with symbolic
-        sizes (dynamic=True unless given), so one graph serves every window size, frame count and
-        batch (sessions x guidance branches) of a shape class. Classes: batch 1 vs more (torch
-        specialises size 1) and each speaker count; a size that happens to equal another input's
-        at the first trace costs one more compile (torch's duck sizing). The recompile limit is
-        raised to `COMPILE_RECOMPILE_LIMIT` so that no class is ever sent to eager (torch's default
-        of 8 does that silently).
-        """
-        import torch._dynamo
-
-        dynamo = torch._dynamo.config
-        limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
-        if getattr(dynamo, limit) < COMPILE_RECOMPILE_LIMIT:
-            setattr(dynamo, limit, COMPILE_RECOMPILE_LIMIT)
-        kwargs.setdefault("dynamic", True)
-        for block in self.blocks:
-            block.compile(mode=mode, backend=backend, **kwargs)
-        logger.info("compiled %d DiT blocks (backend %s, mode %s)", len(self.blocks), backend, mode)
-        return self
-
-    def decompile_blocks(self) -> InfiniteTalkDiT:
-        for block in self.blocks:
-            block._compiled_call_impl = None
-        return self
-
     # ----------------------------------------------------------------------------------------
     def _pad_text(self, context: torch.Tensor | Sequence[torch.Tensor], b: int) -> torch.Tensor:
         """Zero-pad text embeddings to text_len -> [B, text_len, text_dim]."""
         cfg = self.cfg
         rows = list(context) if not isinstance(context, torch.Tensor) else None
         if rows is None:
-            context = _batch(context, b, "context")
+            context = batch_to(context, b, "context")
             if context.dim() != 3:
                 raise ValueError(f"context must be [B, Lc, {cfg.text_dim}], got {list(context.shape)}")
             rows = list(context)
@@ -285,15 +216,8 @@ class InfiniteTalkDiT(nn.Module):
         self, audio: torch.Tensor, b: int, frames: int, capture: dict[str, torch.Tensor] | None
     ) -> tuple[int, torch.Tensor]:
         """audio [B, H, F, W, layers, width] -> (H, tokens [B, T, H*context_tokens, output_dim])."""
-        cfg = self.cfg
-        want = (cfg.video_frames(frames), cfg.audio_window, cfg.audio_layers, cfg.audio_width)
-        if audio.dim() != 6 or tuple(audio.shape[2:]) != want:
-            raise ValueError(
-                f"audio must be [B, H, {want[0]}, {want[1]}, {want[2]}, {want[3]}] "
-                f"(speakers, 1+{cfg.vae_scale}*(T-1) video frames, windows, wav2vec layers, width); "
-                f"got {list(audio.shape)}"
-            )
-        audio = _batch(audio, b, "audio")
+        self._check_audio(audio, frames, ("B", "H"))
+        audio = batch_to(audio, b, "audio")
         speakers = audio.shape[1]
         if not 1 <= speakers <= MAX_SPEAKERS:
             raise ValueError(f"{speakers} speakers: supported are 1..{MAX_SPEAKERS}")
@@ -302,42 +226,3 @@ class InfiniteTalkDiT(nn.Module):
         if capture is not None:
             capture["audio_proj"] = proj
         return speakers, proj.transpose(1, 2).flatten(2, 3)  # [B, T, H*ct, Ca]
-
-    def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        """[B, f*hh*ww, pt*ph*pw*c] (channel fastest) -> float32 [B, c, f*pt, hh*ph, ww*pw]."""
-        f, hh, ww = grid
-        pt, ph, pw = self.cfg.patch_size
-        c = self.cfg.out_dim
-        u = tokens.reshape(tokens.shape[0], f, hh, ww, pt, ph, pw, c)
-        u = u.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return u.reshape(tokens.shape[0], c, f * pt, hh * ph, ww * pw).float()
-
-    # ----------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def init_random_weights_(self, seed: int = 0, gain: float = 1.0) -> InfiniteTalkDiT:
-        """Fill every parameter in place with seeded random values on its own device (tests, benches).
-
-        Norm scales 1 + 0.1N, biases 0.05N, modulations 0.1N, other weights gain*N/sqrt(fan_in).
-        Works after `to_empty(device=...)` of a meta-built model.
-        """
-        gens: dict[torch.device, torch.Generator] = {}
-
-        def randn(p: torch.Tensor) -> torch.Tensor:
-            g = gens.get(p.device)
-            if g is None:
-                g = gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
-            return torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32)
-
-        for module in self.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if isinstance(module, (nn.LayerNorm, RMSNorm, FP32LayerNorm)) and name == "weight":
-                    val = 1 + 0.1 * randn(p)
-                elif name == "bias":
-                    val = 0.05 * randn(p)
-                elif name == "modulation":
-                    val = 0.1 * randn(p)
-                else:
-                    fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
-                    val = gain * randn(p) / math.sqrt(fan_in)
-                p.copy_(val)
-        return self

@@ -42,12 +42,13 @@ class ModelOptions:
 
     # Which model.
     weights: Path | None = option(
-        None, "folder with the InfiniteTalk release layout or SoulX-FlashTalk-14B (detected; see docs)")
+        None, "folder with the InfiniteTalk release layout, SoulX-FlashTalk-14B or SoulX-FlashHead-1_3B (detected; see docs)")
     weights_config: Path | None = option(None, "JSON file naming every model file explicitly")
     preset: str | None = option(
         None, "generation settings: infinitetalk (default for InfiniteTalk weights), flashtalk (default for "
               "SoulX-FlashTalk-14B: 33-frame windows, 4 steps, 768x448), infinitetalk-lowlatency, "
-              "infinitetalk-4step, tiny-random (a random tiny model: its video is noise)")
+              "infinitetalk-4step, tiny-random (a random tiny model: its video is noise), flashhead-pro / "
+              "flashhead-lite (SoulX-FlashHead-1.3B, one GPU, 512x512; default for its folder)")
     verify_weights: Literal["full", "size", "off"] = option(
         "full", "check the weight files against weights.sha256.json (recorded at the first good load): "
                 "full = sizes and sha256 (default), size = sizes only (fast), off")

@@ -93,14 +93,35 @@ def _dit_config_json(cfg: DiTConfig, **extra) -> str:
     return json.dumps(config, indent=1)
 
 
-def _write_encoders(base: Path, wav_dir: Path, prompt_file: Path, text_dim: int, seed: int) -> None:
-    """VAE and CLIP (with size sidecars) into `base`, wav2vec2 into `wav_dir`, random prompt embeddings."""
+def write_tiny_wan_vae(path: Path, seed: int) -> None:
+    """A random tiny Wan VAE at `path` (.safetensors, or a torch .pth) with its sizes in vae_config.json beside it."""
     vae_cfg = VAEConfig.tiny()
     vae = WanVAE(vae_cfg)
-    _random_(vae, seed + 1)
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, base / VAE_NAMES[0])
+    _random_(vae, seed)
+    sd = {k: v.contiguous() for k, v in vae.state_dict().items()}
+    if path.suffix == ".pth":
+        torch.save(sd, path)
+    else:
+        save_file(sd, path)
     vae_kwargs = {f.name: getattr(vae_cfg, f.name) for f in dataclasses.fields(vae_cfg)}
-    (base / VAE_CONFIG).write_text(json.dumps(vae_kwargs))
+    (path.parent / VAE_CONFIG).write_text(json.dumps(vae_kwargs))
+
+
+def write_tiny_wav2vec2(wav_dir: Path, sizes: dict | None = None) -> None:
+    """A random tiny wav2vec2 (transformers folder with its preprocessor_config.json) in `wav_dir`;
+    sizes: Wav2Vec2Config fields (default `TINY_WAV2VEC2`)."""
+    wav = Wav2Vec2Model(Wav2Vec2Config(**(sizes or TINY_WAV2VEC2)))
+    transformers_logging.disable_progress_bar()
+    wav.save_pretrained(wav_dir, safe_serialization=True)
+    (wav_dir / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": SAMPLE_RATE,
+    }))
+
+
+def _write_encoders(base: Path, wav_dir: Path, prompt_file: Path, text_dim: int, seed: int) -> None:
+    """VAE and CLIP (with size sidecars) into `base`, wav2vec2 into `wav_dir`, random prompt embeddings."""
+    write_tiny_wan_vae(base / VAE_NAMES[0], seed + 1)
 
     clip = CLIPVisionEncoder(TINY_CLIP)
     _random_(clip, seed + 2)
@@ -109,13 +130,7 @@ def _write_encoders(base: Path, wav_dir: Path, prompt_file: Path, text_dim: int,
     clip_kwargs["normalize_mean"], clip_kwargs["normalize_std"] = clip_kwargs.pop("mean"), clip_kwargs.pop("std")
     (base / CLIP_CONFIG).write_text(json.dumps(clip_kwargs))
 
-    wav = Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2))
-    transformers_logging.disable_progress_bar()
-    wav.save_pretrained(wav_dir, safe_serialization=True)
-    (wav_dir / "preprocessor_config.json").write_text(json.dumps({
-        "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": SAMPLE_RATE,
-    }))
+    write_tiny_wav2vec2(wav_dir)
 
     g = torch.Generator().manual_seed(seed + 3)
     save_prompt_embeddings(prompt_file, torch.randn(8, text_dim, generator=g), torch.randn(10, text_dim, generator=g),

@@ -105,6 +105,9 @@ def build_generator(shape: str, opts: InfiniteTalkOptions, max_batch: int) -> In
         raise ValueError(f"--device {m.device}: CUDA is not available on this machine")
     if shape == "tiny":
         model = build_model(m)
+        if not isinstance(model, InfiniteTalkModel):
+            raise ValueError(f"the bench command measures InfiniteTalk-family presets, not {m.preset or 'these weights'}; "
+                             "for SoulX-FlashHead run python bench/flashhead.py")
     elif shape == "14b":
         device = torch.device(m.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[

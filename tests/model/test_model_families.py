@@ -20,7 +20,7 @@ from model.options import add_arguments, option
 
 
 def test_the_registry_finds_the_infinitetalk_family_by_its_package_and_owns_every_preset():
-    assert set(families()) == {"infinitetalk"}
+    assert set(families()) == {"flashhead", "infinitetalk"}
     family = families()["infinitetalk"]
     assert set(family.presets) == set(PRESETS) and set(family.kinds) == {"infinitetalk", "flashtalk"}
     for preset in PRESETS:
@@ -28,7 +28,7 @@ def test_the_registry_finds_the_infinitetalk_family_by_its_package_and_owns_ever
 
 
 def test_the_family_comes_from_the_preset_the_weights_config_kind_or_the_folder(tmp_path):
-    with pytest.raises(ValueError, match="unknown preset 'nope': choose one of infinitetalk, .*tiny-random"):
+    with pytest.raises(ValueError, match="unknown preset 'nope': choose one of .*flashhead-pro, .*infinitetalk, .*tiny-random"):
         family_for(ModelOptions(preset="nope"))
     root = write_tiny_flashtalk_weights(tmp_path / "ft")
     family = families()["infinitetalk"]

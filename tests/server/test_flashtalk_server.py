@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import numpy as np
 import pytest
 import torch
 
 from server.cli import make_generator, parser
 
-from ..helpers.server_app import WsLog, live_server, read_wav, ws_receive_all, ws_send_realtime
+from ..helpers.server_app import read_wav
 from ..helpers.tiny_flashtalk import tiny_flashtalk_root
+from ..helpers.ws_session import speech_session
 
 
 @pytest.fixture(scope="module")
@@ -28,25 +28,7 @@ async def test_flashtalk_weights_serve_a_live_websocket_session(root, speech_dir
     gen = await asyncio.to_thread(make_generator, args)
     assert gen is not None and gen.window.new_frames == 28
     speech = read_wav(speech_dir / "speech_de1.wav")[: 16000 * 2]
-    async with live_server(gen) as srv:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(srv.url + "/api/info") as r:
-                info = await r.json()
-            async with http.ws_connect(srv.ws_url) as ws:
-                await ws.send_json({"type": "hello", "version": 1})
-                ready = await asyncio.wait_for(ws.receive_json(), 30)
-                log = WsLog([])
-                receiver = asyncio.create_task(ws_receive_all(ws, log, asyncio.get_running_loop().time))
-                await ws_send_realtime(ws, speech)
-                await ws.send_json({"type": "end_of_speech"})
-                # 28-frame windows plus the wav2vec2 look-ahead: wait until all the speech has come back.
-                want = np.count_nonzero(speech)
-                for _ in range(200):
-                    if sum(np.count_nonzero(f.pcm) for f in log.frames) >= want:
-                        break
-                    await asyncio.sleep(0.1)
-                await ws.send_json({"type": "bye"})
-                await asyncio.wait_for(receiver, 15)
+    info, ready, log = await speech_session(gen, speech)
     desc = info["backend_description"]
     assert "SoulX-FlashTalk" in desc and "preset flashtalk" in desc and "33 frames (5 motion), 4 steps" in desc
     assert ready["backend"] == "infinitetalk" and ready["window_frames"] == 28

@@ -1,4 +1,5 @@
-"""The infinitetalk backend from its options: model/ builds the ready model, this wraps it for live sessions."""
+"""The infinitetalk backend from its options: model/ builds the ready model (an InfiniteTalk-family one or,
+for the flashhead presets, SoulX-FlashHead), this wraps it for live sessions."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import dataclasses
 from typing import Any
 
 from model.families.registry import build_model, follow_model, is_follower_rank
+from model.flashhead.assemble import FlashHeadModel
 from model.infinitetalk.assemble import InfiniteTalkModel
 from streaming.features import FeatureSettings
 
 from ..registry import BackendUnavailable
+from .flashhead import FlashHeadGenerator
 from .generator import InfiniteTalkBackendSettings, InfiniteTalkGenerator
 from .options import InfiniteTalkOptions
 
@@ -23,9 +26,11 @@ def backend_settings(opts: InfiniteTalkOptions, model: InfiniteTalkModel, **over
     return dataclasses.replace(settings, **overrides)
 
 
-def create(opts: InfiniteTalkOptions) -> InfiniteTalkGenerator:
+def create(opts: InfiniteTalkOptions) -> InfiniteTalkGenerator | FlashHeadGenerator:
     """Load the model (MissingWeightsError before anything heavy when files are missing) and wrap it."""
     model = build_model(opts.model)
+    if isinstance(model, FlashHeadModel):
+        return FlashHeadGenerator(model, seed=opts.model.seed, face_crop=opts.face_crop)
     if not isinstance(model, InfiniteTalkModel):
         raise BackendUnavailable(f"backend infinitetalk runs InfiniteTalk-family models, not {type(model).__name__}")
     return InfiniteTalkGenerator(model.bundle, backend_settings(opts, model))

@@ -27,6 +27,9 @@ class InfiniteTalkOptions:
               "default of the flashtalk preset)")
     idle: Literal["generate", "source"] = option(
         "generate", "when nobody speaks: generate with silent audio, or play a video avatar's source")
+    face_crop: bool = option(
+        False, "flashhead presets: crop the avatar around the face first (the reference's --use_face_crop, with "
+               "OpenCV's face box in place of mediapipe)")
     features: "FeatureSettings | None" = None
 
     def audio_features_for(self, preset: str | None) -> AudioFeatures:
