@@ -58,6 +58,8 @@ def test_bench_of_flashhead_pro_reports_the_chunk_split_realtime_factor_and_batc
     (["--preset", "flashhead-pro", "--shape", "14b"], "--shape 14b is InfiniteTalk's"),
     (["--shape", "1.3b"], "--shape 1.3b is SoulX-FlashHead's"),
     (["--preset", "flashhead-pro", "--steps", "3"], "run [2, 4] steps, not 3"),
+    pytest.param(["--preset", "flashhead-pro", "--shape", "1.3b", "--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_bench_flashhead_option_errors_say_what_to_do(capsys, args, err):
     assert main(["bench", *args]) == 2
