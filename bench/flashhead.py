@@ -1,142 +1,27 @@
-"""Per-chunk time of SoulX-FlashHead Pro live chunks (preset flashhead-pro), split by stage. Prints JSON.
+"""Per-chunk time of SoulX-FlashHead live chunks (preset flashhead-pro), split by stage. Prints JSON.
 
     python bench/flashhead.py                                # CPU: the tiny random release, 64x64
     python bench/flashhead.py --shape real --device cuda     # one GPU: the 1.3B Pro shape at 512x512
 
-A chunk is one live window as the server makes it (`FlashHeadGenerator.generate`): the rolling 8 s of
-speech re-encoded by wav2vec2, 4 DiT calls, Wan VAE decode of 33 frames, colour match, VAE encode of
-the last 5 frames as the next motion latents; it yields 28 new frames (1.12 s of video), so real time
-needs chunk_s <= 1.12. The first chunk (kernel warm-up, cuDNN autotune) is reported apart.
-
-`--shape real` builds the released sizes (Wan2.1-1.3B: 30 layers x 1536, 12 heads; Wan2.1 VAE;
-wav2vec2-base 12 x 768) with random weights on the device; no checkpoint is read. Without cross-session
-batching, sessions per GPU at 25 fps is floor(realtime_factor); `--sessions N ...` also times N sessions'
-chunks made in one batched pass (`all_sessions_realtime`: the pass fits in the 1.12 s the chunk plays).
+The same measurement as `infinitetalk-live bench --preset flashhead-pro` (both run
+`streaming.benchmark.flashhead`; see its docstring for what a chunk is): the stage split per chunk
+(features, dit_step and dit_per_step, vae_decode, colour, vae_encode), the real-time factor (video
+seconds per chunk / chunk seconds), and with `--sessions N ...` N sessions' chunks in one batched pass
+(`all_sessions_realtime`: the pass fits in the video it makes). `--shape real` builds the released
+sizes with random weights on the device; no checkpoint is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from model.dit.flashhead import FlashHeadDiT
 from model.families import ModelOptions
 from model.families.options import parse_size
-from model.families.registry import build_model
-from model.flashhead.assemble import FlashHeadModel
-from model.flashhead.config import FlashHeadConfig
-from model.flashhead.presets import PRESETS, SIZE
-from model.flashhead.release import KIND_LABELS, PRO
-from model.flashhead.tiny import write_tiny_flashhead
-from model.flashhead.vae import WanChunkVAE
-from model.infinitetalk.timing import StageTimes
-from model.timebase import VIDEO_FPS
-from model.vae import VAEConfig, WanVAE
-from streaming.backends.infinitetalk.flashhead import FlashHeadGenerator
-from streaming.generator import Avatar, WindowJob
-
-PRO_1_3B = {"dim": 1536, "in_dim": 32, "ffn_dim": 8960, "out_dim": 16, "text_dim": 4096, "freq_dim": 256,
-            "eps": 1e-6, "vae_stride": [4, 8, 8], "patch_size": [1, 2, 2], "num_heads": 12, "num_layers": 30,
-            "has_image_input": False}
-"""Wan2.1-1.3B's sizes as a Model_Pro config.json states them (the audio adapter takes the reference's defaults)."""
-
-
-def real_model(device: torch.device, dtype: torch.dtype) -> FlashHeadModel:
-    cfg = FlashHeadConfig.from_kwargs(PRO_1_3B)
-    with torch.device("meta"):
-        dit = FlashHeadDiT(cfg.dit)
-    dit = dit.to(dtype).to_empty(device=device).init_random_weights_(seed=0).eval().requires_grad_(False)
-    torch.manual_seed(0)
-    with torch.device(device):
-        vae = WanVAE(VAEConfig.wan21()).eval().requires_grad_(False)
-        wav2vec2 = Wav2Vec2Model(Wav2Vec2Config()).eval().requires_grad_(False)
-    return FlashHeadModel(dit, WanChunkVAE(vae), wav2vec2, cfg, PRESETS[PRO], SIZE, PRO,
-                          f"{KIND_LABELS[PRO]} shape, random weights")
-
-
-def tiny_model(size: tuple[int, int]) -> FlashHeadModel:
-    root = write_tiny_flashhead(Path(tempfile.mkdtemp(prefix="flashhead-tiny-")) / "SoulX-FlashHead-1_3B")
-    return build_model(ModelOptions(weights=root, size=size, dtype="fp32", device="cpu"))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def bench(model: FlashHeadModel, chunks: int, seed: int) -> dict:
-    gen = FlashHeadGenerator(model, seed=seed)
-    device = model.dit.device
-    rng = np.random.default_rng(seed)
-    h, w = model.size
-    state = gen.open_session("bench", Avatar("bench", rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)))
-
-    def one(index: int) -> float:
-        audio = (0.1 * rng.standard_normal((1, gen.window.job_samples))).astype(np.float32)
-        job = WindowJob("bench", index, index * gen.window.new_frames, audio, True)
-        _sync(device)
-        t0 = time.perf_counter()
-        frames = sum(1 for _ in gen.generate(state, job))
-        _sync(device)
-        assert frames == gen.window.new_frames
-        return time.perf_counter() - t0
-
-    with torch.inference_mode():
-        warm_s = one(0)
-        state.chunker.times = StageTimes(device)
-        chunk_s = [one(k + 1) for k in range(chunks)]
-        stages = state.chunker.times.as_dict()
-    video_s = gen.window.new_frames / VIDEO_FPS
-    median = statistics.median(chunk_s)
-    per_chunk = {k: round(v["seconds"] / chunks, 4) for k, v in stages.items()}
-    per_chunk["dit_per_step"] = round(stages["dit_step"]["seconds"] / stages["dit_step"]["calls"], 4)
-    return {
-        "model": model.description, "device": str(device), "dit_dtype": str(model.dit.dtype).removeprefix("torch."),
-        "size": list(model.size), "frames_per_chunk": model.chunk.frame_num, "motion_frames": model.motion_frames,
-        "new_frames": gen.window.new_frames, "video_s_per_chunk": video_s, "steps": model.chunk.sampler.steps,
-        "first_chunk_s": round(warm_s, 3), "chunk_s_median": round(median, 4), "chunk_s_min": round(min(chunk_s), 4),
-        "realtime_factor": round(video_s / median, 3),
-        "sessions_at_25fps_without_batching": int(video_s / median),
-        "stages_s_per_chunk": per_chunk, "chunks": chunks,
-    }
-
-
-def bench_batched(model: FlashHeadModel, sessions: int, chunks: int, seed: int) -> dict:
-    """`sessions` streams' chunks made in one batched pass each time (the engine's cross-session batching)."""
-    gen = FlashHeadGenerator(model, seed=seed, max_batch=sessions)
-    device = model.dit.device
-    rng = np.random.default_rng(seed)
-    h, w = model.size
-    states = [gen.open_session(f"s{i}", Avatar(f"s{i}", rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)))
-              for i in range(sessions)]
-
-    def one(index: int) -> float:
-        jobs = [WindowJob(f"s{i}", index, index * gen.window.new_frames,
-                          (0.1 * rng.standard_normal((1, gen.window.job_samples))).astype(np.float32), True)
-                for i in range(sessions)]
-        _sync(device)
-        t0 = time.perf_counter()
-        works = [gen.prepare_window(st, job) for st, job in zip(states, jobs, strict=True)]
-        frames = sum(1 for _ in gen.generate_batch(works))
-        _sync(device)
-        assert frames == sessions * gen.window.new_frames
-        return time.perf_counter() - t0
-
-    with torch.inference_mode():
-        one(0)
-        median = statistics.median(one(k + 1) for k in range(chunks))
-    video_s = gen.window.new_frames / VIDEO_FPS
-    return {"sessions": sessions, "pass_s_median": round(median, 4),
-            "realtime_factor_per_session": round(video_s / median, 3),
-            "all_sessions_realtime": median <= video_s}
+from model.flashhead.release import PRO
+from streaming.benchmark import flashhead
 
 
 def main() -> None:
@@ -144,7 +29,8 @@ def main() -> None:
     ap.add_argument("--shape", choices=["tiny", "real"], default="tiny")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="DiT dtype (default: bf16 on cuda)")
-    ap.add_argument("--size", type=parse_size, default=(64, 64), help="HEIGHTxWIDTH of the tiny shape (real: 512x512)")
+    ap.add_argument("--size", type=parse_size, default=None,
+                    help="HEIGHTxWIDTH (default: 64x64 for the tiny shape, 512x512 for the real one)")
     ap.add_argument("--chunks", type=int, default=3, help="timed chunks (after one warm-up chunk)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
@@ -155,13 +41,14 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("CUDA is not available on this machine")
+    dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     if args.shape == "real":
-        dtype = torch.float32 if (args.dtype or ("bf16" if device.type == "cuda" else "fp32")) == "fp32" else torch.bfloat16
-        model = real_model(device, dtype)
+        dtype = torch.float32 if dtype_name == "fp32" else torch.bfloat16
+        model = flashhead.real_model(PRO, device, dtype, args.size or flashhead.SIZE)
     else:
-        model = tiny_model(args.size)
-    result = bench(model, args.chunks, args.seed)
-    result["batched"] = [bench_batched(model, n, args.chunks, args.seed) for n in args.sessions if n > 1]
+        model = flashhead.loaded_model(ModelOptions(preset=PRO, size=args.size or (64, 64), dtype=dtype_name,
+                                                    device=args.device, seed=args.seed))
+    result = flashhead.run(model, args.shape, args.chunks, tuple(args.sessions), seed=args.seed)
     print(json.dumps(result, indent=1))
 
 

@@ -109,7 +109,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure speed (stages, real-time factor, latency, sessions, memory) as JSON",
                        description="Benchmark the infinitetalk backend with random weights: tiny on CPU "
                                    "(--preset tiny-random, the default) or the real 14B shape (--shape 14b "
-                                   "--device cuda). Prints one JSON object.")
+                                   "--device cuda); SoulX-FlashHead with --preset flashhead-pro (a tiny random "
+                                   "release, --weights DIR, or --shape 1.3b --device cuda). Prints one JSON object.")
     b.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
     add_backend_flags(b, ["infinitetalk"])
     b.set_defaults(preset="tiny-random", backend="infinitetalk")

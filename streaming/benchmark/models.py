@@ -107,7 +107,7 @@ def build_generator(shape: str, opts: InfiniteTalkOptions, max_batch: int) -> In
         model = build_model(m)
         if not isinstance(model, InfiniteTalkModel):
             raise ValueError(f"the bench command measures InfiniteTalk-family presets, not {m.preset or 'these weights'}; "
-                             "for SoulX-FlashHead run python bench/flashhead.py")
+                             "for SoulX-FlashHead give --preset flashhead-pro")
     elif shape == "14b":
         device = torch.device(m.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[

@@ -14,8 +14,10 @@ from model.options import add_arguments, from_namespace, option
 from ..backends.infinitetalk.options import InfiniteTalkOptions
 
 SECTIONS = ("stages", "quality", "offline", "live", "sessions", "guidance")
-SHAPES = ("tiny", "14b")
+SHAPES = ("tiny", "14b", "1.3b")
 TINY_SIZE = (32, 32)
+FLASHHEAD_SECTIONS = ("stages", "sessions")
+"""What the bench measures of the flashhead presets (no guidance, no adaptive quality levels)."""
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -31,11 +33,13 @@ def _names(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What the bench runs. backend: the infinitetalk backend's options (None: the tiny random model)."""
+    """What the bench runs. backend: the infinitetalk backend's options (None: the tiny random model).
+    family: the model family the options name ("infinitetalk" or "flashhead"; set by `resolve`)."""
 
-    shape: Literal["tiny", "14b"] | None = option(
-        None, "model shape: tiny (default with --preset tiny-random) or 14b (real sizes, random weights, "
-              "built on the device; use --device cuda)")
+    shape: Literal["tiny", "14b", "1.3b"] | None = option(
+        None, "model shape: tiny (default with --preset tiny-random, and with the flashhead presets: --weights, "
+              "else a tiny random release), 14b (InfiniteTalk's real sizes) or 1.3b (SoulX-FlashHead's); the real "
+              "sizes take random weights built on the device (use --device cuda)")
     seconds: float = option(2.0, "speech per session (default 2)")
     windows: int = option(3, "windows timed for the stage split (default 3)")
     sessions: tuple[int, ...] = option((1, 2, 4, 8), "concurrent session counts (default 1,2,4,8)", parse=_counts,
@@ -49,6 +53,7 @@ class BenchOptions:
     server_overhead: bool = option(
         False, "also run bench/server_overhead.py (about a minute) and report server CPU per frame")
     backend: InfiniteTalkOptions | None = None
+    family: str | None = None
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,6 +69,10 @@ def resolve(opts: BenchOptions) -> BenchOptions:
         raise ValueError(f"unknown bench sections {unknown}: choose from {', '.join(SECTIONS)}")
     backend = opts.backend or InfiniteTalkOptions(ModelOptions(preset=TINY_RANDOM))
     model = backend.model
+    if _family(model) == "flashhead":
+        return _resolve_flashhead(opts, backend)
+    if opts.shape == "1.3b":
+        raise ValueError("--shape 1.3b is SoulX-FlashHead's: use it with --preset flashhead-pro")
     shape = opts.shape or ("tiny" if model.preset == TINY_RANDOM else "14b")
     if shape == "14b" and model.preset == TINY_RANDOM:
         model = dataclasses.replace(model, preset="infinitetalk-lowlatency")
@@ -73,7 +82,30 @@ def resolve(opts: BenchOptions) -> BenchOptions:
         model = dataclasses.replace(model, size=TINY_SIZE)
     return dataclasses.replace(opts, shape=shape, backend=dataclasses.replace(backend, model=model),
                                windows=max(1, opts.windows), max_batch=max(1, opts.max_batch),
-                               repeats=max(1, opts.repeats))
+                               repeats=max(1, opts.repeats), family="infinitetalk")
+
+
+def _family(model: ModelOptions) -> str:
+    from model.families.registry import family_for  # imports torch: only once the bench runs
+
+    return family_for(model).name
+
+
+def _resolve_flashhead(opts: BenchOptions, backend: InfiniteTalkOptions) -> BenchOptions:
+    """The flashhead presets: shape tiny (--weights, else a tiny random release at TINY_SIZE) or 1.3b;
+    sections stages and sessions (the default of every section means both)."""
+    shape = opts.shape or "tiny"
+    if shape == "14b":
+        raise ValueError("--shape 14b is InfiniteTalk's: the flashhead presets take --shape tiny or 1.3b")
+    sections = FLASHHEAD_SECTIONS if opts.sections == SECTIONS else opts.sections
+    other = [s for s in sections if s not in FLASHHEAD_SECTIONS]
+    if other:
+        raise ValueError(f"the flashhead presets bench {', '.join(FLASHHEAD_SECTIONS)}, not {', '.join(other)}")
+    model = backend.model
+    if shape == "tiny" and model.weights is None and model.size is None:
+        model = dataclasses.replace(model, size=TINY_SIZE)
+    return dataclasses.replace(opts, shape=shape, sections=sections, backend=dataclasses.replace(backend, model=model),
+                               windows=max(1, opts.windows), family="flashhead")
 
 
 def options_from_args(args: argparse.Namespace, backend: InfiniteTalkOptions) -> BenchOptions:

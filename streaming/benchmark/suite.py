@@ -12,6 +12,9 @@ Sections (all by default; `--only` picks some):
             per-session latency, speed-up of batching
   guidance  guidance branches in one DiT call vs separate calls; guidance-free vs guided
   server    (only with --server-overhead) bench/server_overhead.py: server CPU per frame
+The flashhead presets run `stages` (per chunk: features, DiT per step, VAE decode, colour, VAE encode;
+real-time factor) and `sessions` (N sessions' chunks in one batched pass; sessions per GPU at 25 fps),
+through `streaming.benchmark.flashhead` (which bench/flashhead.py runs too).
 Every speed-up is a ratio against the plain path measured in the same run.
 """
 
@@ -60,6 +63,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     assert opts.shape is not None and opts.backend is not None  # resolved
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    if opts.family == "flashhead":
+        return flashhead_bench(opts)
     t_build = time.perf_counter()
     gen = build_generator(opts.shape, opts.backend, opts.max_batch)
     device = gen.bundle.pipe.device
@@ -71,9 +76,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     report: dict[str, Any] = {
         "bench": "infinitetalk-live",
         "settings": _settings(gen, opts),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpu_threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": _machine(device),
         "build_s": round(build_s, 2),
     }
     ratios: dict[str, Any] = {}
@@ -105,6 +108,40 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         report["server_overhead"] = server_overhead()
     report["peak_memory"] = measure.peak_memory(device)
     report["speedups_vs_plain"] = ratios
+    return report
+
+
+def _machine(device: torch.device) -> dict[str, Any]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def flashhead_bench(opts: BenchOptions) -> dict[str, Any]:
+    """A flashhead preset (resolved options): build the model, run its sections, one JSON-ready report."""
+    from . import flashhead
+
+    m = opts.backend.model  # type: ignore[union-attr] - resolved
+    device = torch.device(m.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {m.device}: CUDA is not available on this machine")
+    t_build = time.perf_counter()
+    if opts.shape == "1.3b":
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+            m.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+        model = flashhead.real_model(m.preset, device, dtype, m.size or flashhead.SIZE, m)
+    else:
+        model = flashhead.loaded_model(m)
+    build_s = time.perf_counter() - t_build
+    measure.reset_peak_memory(model.dit.device)
+    report: dict[str, Any] = {"bench": "infinitetalk-live"}
+    report.update(flashhead.run(model, opts.shape or "tiny", opts.windows, opts.sessions, opts.sections, m.seed))
+    report["settings"]["weights"] = str(m.weights) if m.weights else (
+        "tiny random release (temporary folder)" if opts.shape == "tiny" else "random, built on the device")
+    report["machine"] = _machine(model.dit.device)
+    report["build_s"] = round(build_s, 2)
+    if opts.server_overhead:
+        report["server_overhead"] = server_overhead()
+    report["peak_memory"] = measure.peak_memory(model.dit.device)
     return report
 
 

@@ -344,6 +344,41 @@ async def an_offer_sdp() -> str:
 TINY = ["serve", "--preset", "tiny-random", "--size", "32x32", "--seed", "3", "--log-level", "warning"]
 
 
+async def render_offline(engine, speech: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Offline, as `render` runs it: every frame (image, audio) of the default avatar saying `speech`."""
+    from streaming.avatars import default_avatar
+    from streaming.planner import PlannerSettings
+    from streaming.session import SessionSettings
+
+    settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=10)
+    session = await engine.open_session(default_avatar(), settings)
+    session.push_audio(speech)
+    session.end_input()
+    frames = [(f.image.copy(), f.audio.copy()) async for f in session.frames()]
+    assert session.error is None, session.error
+    await session.close()
+    return frames
+
+
+async def render_single_process(args, speech: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`render_offline` on the single-process engine built from `args`. Ray starts a worker with
+    OMP_NUM_THREADS from its CPUs (1 here): the same thread count here, so CPU reductions add in the
+    same order (else the odd pixel differs by 1)."""
+    import torch
+
+    from server.cli import make_generator
+    from streaming.engine import Engine
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    engine = Engine(await asyncio.to_thread(make_generator, args))
+    try:
+        return await render_offline(engine, speech)
+    finally:
+        await engine.shutdown()
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("ranks", [1, 2], ids=["one-process", "sequence-parallel-gloo"])
 async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_process_engine_makes(
         ray_cluster, speech_dir, ranks):
@@ -351,42 +386,18 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
     that joins for it (half a CPU per rank: the other nodes' CPUs are the lite workers'); as under
     torchrun (tests/server/test_infinitetalk_server.py) its frames equal one process's within 1. Then
     its rank 0 is killed, later its follower: each time the group is made again and makes the same frames."""
-    from server.cli import make_generator, parser
+    from server.cli import parser
     from server.cluster.gateway import start_cluster_engine
     from server.cluster.options import ClusterOptions
-    from streaming.avatars import default_avatar
-    from streaming.engine import Engine
-    from streaming.planner import PlannerSettings
-    from streaming.session import SessionSettings
 
     args = parser().parse_args(TINY)
     remote_args = parser().parse_args(TINY + ["--sequence-parallel"] * (ranks > 1))
     speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 2].astype(np.float32) / 32768.0
-    settings = SessionSettings(planner=PlannerSettings(realtime=False), max_buffer_s=10)
-    avatar = default_avatar()
 
     async def render(engine) -> list:
-        """Offline, as `render` runs it: every frame with its audio, as fast as made."""
-        session = await engine.open_session(avatar, settings)
-        session.push_audio(speech)
-        session.end_input()
-        frames = [(f.image.copy(), f.audio.copy()) async for f in session.frames()]
-        assert session.error is None, session.error
-        await session.close()
-        return frames
+        return await render_offline(engine, speech)
 
-    # Ray starts a worker with OMP_NUM_THREADS from its CPUs (1 here): the same thread count here, so
-    # CPU reductions add in the same order (else the odd pixel differs by 1).
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    local_engine = Engine(await asyncio.to_thread(make_generator, args))
-    try:
-        local = await render(local_engine)
-    finally:
-        await local_engine.shutdown()
-        torch.set_num_threads(threads)
+    local = await render_single_process(args, speech)
     if ranks > 1:
         add_node(ray_cluster)
     options = ClusterOptions(ray_cluster.address, 1, cpus_per_worker=ranks - 1, sessions_per_worker=1,
@@ -420,6 +431,36 @@ async def test_a_tiny_random_infinitetalk_worker_makes_the_frames_the_single_pro
             else:
                 assert np.abs(img_r.astype(int) - img_l.astype(int)).max() <= 1, f"frame {i}"
             np.testing.assert_array_equal(pcm_r, pcm_l, err_msg=f"audio of frame {i}")
+
+
+async def test_a_tiny_random_flashhead_pro_worker_makes_the_frames_the_single_process_engine_makes(
+        ray_cluster, speech_dir, tmp_path):
+    """`serve --preset flashhead-pro --weights DIR` with --cluster: the worker loads the tiny release
+    through the real loaders and, with the same seed, makes exactly the frames of one process."""
+    from model.flashhead.tiny import write_tiny_flashhead
+    from server.cli import parser
+    from server.cluster.gateway import start_cluster_engine
+    from server.cluster.options import ClusterOptions
+
+    root = write_tiny_flashhead(tmp_path / "SoulX-FlashHead-1_3B")
+    args = parser().parse_args(["serve", "--preset", "flashhead-pro", "--weights", str(root), "--size", "32x32",
+                                "--seed", "3", "--log-level", "warning"])
+    speech = read_wav(speech_dir / "speech_en1.wav")[: 16000 * 2].astype(np.float32) / 32768.0
+    local = await render_single_process(args, speech)
+    options = ClusterOptions(ray_cluster.address, 1, cpus_per_worker=0, sessions_per_worker=1)
+    cluster = await start_cluster_engine(options, args, start_timeout_s=120)
+    try:
+        assert cluster.generator.name == "flashhead"
+        assert "SoulX-FlashHead-1.3B Pro" in cluster.generator.description
+        assert cluster.generator.window.new_frames == 28
+        remote = await render_offline(cluster, speech)
+    finally:
+        await cluster.shutdown()
+    assert len(remote) == len(local) == 2 * 28  # 2 s of speech: two whole chunks of 28 new frames
+    for i, ((img_r, pcm_r), (img_l, pcm_l)) in enumerate(zip(remote, local, strict=True)):
+        np.testing.assert_array_equal(img_r, img_l, err_msg=f"frame {i}")
+        np.testing.assert_array_equal(pcm_r, pcm_l, err_msg=f"audio of frame {i}")
+    assert np.std(np.stack([img for img, _ in local]).astype(float)) > 1  # not a blank video
 
 
 async def test_more_gpus_per_worker_than_any_node_has_is_a_one_line_error(ray_address):
