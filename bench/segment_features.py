@@ -7,9 +7,11 @@ segment end; features over the whole segment, docs/live_features.md), `generated
 same, with `segment_clip_s=0`: the incremental features) and `live` (20 ms chunks in real time, a
 microphone). Measured: seconds from the first audio push to the first frame carrying the utterance,
 and, for every row entry a speech window used inside the utterance, its difference from the reference
-whole-clip features of the utterance (max abs, mean and min cosine). Printed as one JSON object.
+whole-clip features of the utterance (max abs, mean and min cosine). `--base-pass` adds the cost of
+one whole-clip pass of a wav2vec2-base-sized model (random weights, this machine's CPU, one thread)
+over the utterance and over 30 s, the longest clip (`segment_clip_s`). Printed as one JSON object.
 
-    PYTHONPATH=. python bench/segment_features.py [--trials 3] [--seconds 3]
+    PYTHONPATH=. python bench/segment_features.py [--trials 3] [--seconds 3] [--base-pass]
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import json
 import platform
 import statistics
 import tempfile
+import time
 import wave
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from model.audio import whole_clip_embedding
 from model.infinitetalk import ModelFiles, WindowSettings, load_bundle
@@ -131,7 +135,21 @@ def difference(gen: RowRecorder, start: int, ref: torch.Tensor) -> dict:
             "cosine_min": round(float(cos.min()), 6)}
 
 
-async def run(trials: int, seconds: float) -> dict:
+def base_pass_ms(speech: np.ndarray) -> dict:
+    """Median of 3 whole-clip passes of a wav2vec2-base-sized model over the utterance and over 30 s."""
+    model = Wav2Vec2Model(Wav2Vec2Config()).eval()
+    out = {}
+    for name, clip in (("utterance", speech), ("30s", np.resize(speech, 30 * SAMPLE_RATE))):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            whole_clip_embedding(model, clip)
+            times.append(time.perf_counter() - t0)
+        out[name] = round(statistics.median(times) * 1000, 1)
+    return out
+
+
+async def run(trials: int, seconds: float, base_pass: bool) -> dict:
     torch.set_num_threads(1)
     speech = read_speech(seconds)
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,6 +179,7 @@ async def run(trials: int, seconds: float) -> dict:
         "generated_over_generated_live_features": round(med["generated"] / med["generated_live_features"], 3),
         "generated_over_live": round(med["generated"] / med["live"], 3),
         "features_vs_whole_clip": diffs,
+        **({"wav2vec2_base_whole_clip_ms": base_pass_ms(speech)} if base_pass else {}),
         "machine": platform.machine(),
     }
 
@@ -169,8 +188,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--base-pass", action="store_true", help="also time a wav2vec2-base-sized whole-clip pass")
     args = p.parse_args()
-    print(json.dumps(asyncio.run(run(args.trials, args.seconds)), indent=1))
+    print(json.dumps(asyncio.run(run(args.trials, args.seconds, args.base_pass)), indent=1))
 
 
 if __name__ == "__main__":
