@@ -11,7 +11,7 @@ whole-clip features of the utterance (max abs, mean and min cosine). `--base-pas
 one whole-clip pass of a wav2vec2-base-sized model (random weights, this machine's CPU, one thread)
 over the utterance and over 30 s, the longest clip (`segment_clip_s`). Printed as one JSON object.
 
-    PYTHONPATH=. python bench/segment_features.py [--trials 3] [--seconds 3] [--base-pass]
+    PYTHONPATH=. python bench/segment_features.py [--trials 3] [--seconds 3] [--base-pass] [--speech WAV]
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ class RowRecorder(InfiniteTalkGenerator):
         return rows
 
 
-def read_speech(seconds: float) -> np.ndarray:
-    with wave.open(str(SPEECH)) as w:
+def read_speech(seconds: float, path: Path = SPEECH) -> np.ndarray:
+    with wave.open(str(path)) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
     start = int(np.flatnonzero(np.abs(pcm) > 0.01)[0])
     return pcm[start:start + int(seconds * SAMPLE_RATE)].copy()
@@ -149,9 +149,9 @@ def base_pass_ms(speech: np.ndarray) -> dict:
     return out
 
 
-async def run(trials: int, seconds: float, base_pass: bool) -> dict:
+async def run(trials: int, seconds: float, base_pass: bool, speech_path: Path = SPEECH) -> dict:
     torch.set_num_threads(1)
-    speech = read_speech(seconds)
+    speech = read_speech(seconds, speech_path)
     with tempfile.TemporaryDirectory() as tmp:
         write_tiny_weights(Path(tmp))
         bundle = load_bundle(ModelFiles.discover(Path(tmp)), dtype=torch.float32)
@@ -189,8 +189,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--base-pass", action="store_true", help="also time a wav2vec2-base-sized whole-clip pass")
+    p.add_argument("--speech", type=Path, default=SPEECH, help="16 kHz mono PCM16 WAV of speech")
     args = p.parse_args()
-    print(json.dumps(asyncio.run(run(args.trials, args.seconds, args.base_pass)), indent=1))
+    print(json.dumps(asyncio.run(run(args.trials, args.seconds, args.base_pass, args.speech)), indent=1))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ through the real loaders; real sessions on the engine."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +201,17 @@ async def test_a_live_session_keeps_the_incremental_features(bundle, speech_dir)
                     differs = max(differs, float((rows[0, j, dd] - whole[f]).abs().max()))
     assert checked > 100
     assert differs > 1e-3, "the live approximation should not equal the whole clip exactly"
+
+
+def test_the_bench_reports_the_feature_difference_and_the_first_frame_in_one_run(speech_dir):
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "bench/segment_features.py", "--trials", "1", "--seconds", "1",
+         "--speech", str(speech_dir / "speech_en1.wav")],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout)
+    diff = r["features_vs_whole_clip"]
+    assert diff["generated"]["entries"] > 50 and diff["generated"]["max_abs"] < 1e-4
+    assert diff["generated_live_features"]["max_abs"] > 1e-3 and diff["live"]["max_abs"] > 1e-3
+    assert all(r["first_frame_median_ms"][mode] > 0 for mode in ("generated", "generated_live_features", "live"))
