@@ -11,6 +11,8 @@ Speech features come one of two ways (`audio_features`): "incremental" (default)
 the live stream once per sample and waits for a little future audio, so a window's features equal
 the whole clip's; "rolling" is SoulX-FlashTalk's streaming path (streaming/features/rolling.py): the
 last 8 s re-encoded per window, no look-ahead, 0.52 s less latency.
+With generated speech (a TTS engine's segments, faster than real time) the incremental path takes,
+for the frames of a segment, the segment's whole-clip features instead (segment_features.py).
 
 Idle windows (nobody speaking) use embeddings of digital silence computed once through the same
 extractor, as the task asks, so the avatar idles naturally; a video avatar may instead play its
