@@ -53,8 +53,9 @@ def bundle(tmp_path_factory):
     return tiny_bundle(tmp_path_factory.mktemp("tiny-infinitetalk"))
 
 
-def _spy(bundle) -> RowSpy:
-    return RowSpy(bundle, InfiniteTalkBackendSettings(window=FAST_WINDOW, size=(32, 32), features=FAST_FEATURES, seed=1))
+def _spy(bundle, **overrides) -> RowSpy:
+    return RowSpy(bundle, InfiniteTalkBackendSettings(window=FAST_WINDOW, size=(32, 32), features=FAST_FEATURES, seed=1,
+                                                      **overrides))
 
 
 def _speech(speech_dir, start_s: float, seconds: float, name: str = "speech_en1.wav") -> np.ndarray:
@@ -169,6 +170,27 @@ async def test_generated_windows_use_each_segments_whole_clip_features_at_every_
     for seg in (a, b, c):
         at = int(np.flatnonzero([np.array_equal(audio[i:i + 256], seg[:256]) for i in range(audio.size - 256)])[0])
         np.testing.assert_array_equal(audio[at:at + seg.size], seg)
+
+
+async def test_a_segment_longer_than_a_clip_is_computed_block_by_block(bundle, speech_dir):
+    spy = _spy(bundle, segment_clip_s=1.0)  # blocks of 25 frames
+    a = _speech(speech_dir, 0.5, 2.5)
+    engine = Engine(spy)
+    try:
+        settings = SessionSettings(generated_speech=True, planner=PlannerSettings(realtime=False), max_buffer_s=60)
+        session = await engine.open_session(AVATAR, settings)
+        session.push_audio(a)
+        session.end_segment()
+        frames = [f async for f in session.frames()]
+        await session.close()
+    finally:
+        await engine.shutdown()
+    np.testing.assert_array_equal(np.concatenate([f.audio for f in frames])[: a.size], a)
+    block = 25 * SPF
+    refs = {f"block{i}": (i * block, whole_clip_embedding(bundle.wav2vec2, a[i * block:(i + 1) * block]), range(10**9))
+            for i in range(3)}
+    checked = _check_rows(spy, refs)
+    assert all(n >= 5 * 10 for n in checked.values()), checked
 
 
 async def test_a_live_session_keeps_the_incremental_features(bundle, speech_dir):
