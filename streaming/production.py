@@ -5,7 +5,9 @@ and from what (`WindowPlanner`, fed with how much video is left to play from `Pl
 out the job (`JobBuilder`), cuts unseen idle frames at speech onset, submits the job to the shared
 `GeneratorWorker` (earliest deadline first: the moment the pacer would run dry), and sends each frame
 out with the exact audio it was made from. It keeps the compute estimate the planner and the idle cut
-use, and feeds the adaptive quality controller. Interrupts and close void the window in flight
+use, and feeds the adaptive quality controller. With generated speech and a backend that takes them
+(`SegmentFeaturesGenerator`) it attaches to each window the known audio of the segments it plays
+(`segment_clips.py`), so their speech features are computed over the whole segment. Interrupts and close void the window in flight
 (epochs: a window belongs to the epoch it was submitted in).
 
 Everything it receives and sends is plain data through `streaming/link.py`, so it can run in
