@@ -211,6 +211,19 @@ class ContinuingGenerator(Generator, Protocol):
 
 
 @runtime_checkable
+class SegmentFeaturesGenerator(Generator, Protocol):
+    """Optional extension: with generated speech, a backend that computes speech features over each
+    segment's known audio as the reference does over a whole clip (`streaming/segment_clips.py`:
+    the clips come in `job.extras["segment_clips"]`). 0 frames: not for this configuration."""
+
+    segment_clip_frames: int
+    """The longest clip it computes in one piece (a longer segment comes as blocks of this length)."""
+
+    segment_reach_frames: int
+    """How many frames before a window's first new frame its features read (motion frames + audio window)."""
+
+
+@runtime_checkable
 class BatchingGenerator(Generator, Protocol):
     """Optional extension: a backend that makes the windows of several sessions in one batched pass.
 

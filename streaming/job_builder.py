@@ -32,7 +32,8 @@ class BuiltWindow:
     mixed: np.ndarray  # float32 [window_samples], the speakers summed and clipped
     arrivals: list[float | None]  # per new frame: when its last input sample arrived (None: no input)
     positions: list[int]  # per new frame: speaker 0's input samples played once it has played
-
+    input_start: int = 0  # speaker 0's input sample where the window's audio begins
+    lookahead_taken: int = 0  # samples of look-ahead peeked after the window (speaker 0)
 
     def frame_audio(self, i: int, samples_per_frame: int) -> np.ndarray:
         return self.mixed[i * samples_per_frame : (i + 1) * samples_per_frame]
@@ -63,7 +64,7 @@ class JobBuilder:
         index = self.window_index
         self.window_index += 1
         job = WindowJob(self.session_id, index, index * spec.new_frames, audio, speech, lookahead_samples=look_real)
-        return BuiltWindow(job, decision, np.clip(window.sum(axis=0), -1.0, 1.0), arrivals, positions)
+        return BuiltWindow(job, decision, np.clip(window.sum(axis=0), -1.0, 1.0), arrivals, positions, before, look_real)
 
     def _take(self, decision: Decision, fifos: Sequence[SpeechFifo]
               ) -> tuple[np.ndarray, np.ndarray, int, list[float | None]]:

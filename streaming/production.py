@@ -5,7 +5,9 @@ and from what (`WindowPlanner`, fed with how much video is left to play from `Pl
 out the job (`JobBuilder`), cuts unseen idle frames at speech onset, submits the job to the shared
 `GeneratorWorker` (earliest deadline first: the moment the pacer would run dry), and sends each frame
 out with the exact audio it was made from. It keeps the compute estimate the planner and the idle cut
-use, and feeds the adaptive quality controller. Interrupts and close void the window in flight
+use, and feeds the adaptive quality controller. With generated speech and a backend that takes them
+(`SegmentFeaturesGenerator`) it attaches to each window the known audio of the segments it plays
+(`segment_clips.py`), so their speech features are computed over the whole segment. Interrupts and close void the window in flight
 (epochs: a window belongs to the epoch it was submitted in).
 
 Everything it receives and sends is plain data through `streaming/link.py`, so it can run in
@@ -33,6 +35,7 @@ from .generator import (
     Avatar,
     ContinuingGenerator,
     Generator,
+    SegmentFeaturesGenerator,
     WindowJob,
 )
 from .job_builder import BuiltWindow, JobBuilder
@@ -41,6 +44,7 @@ from .output import PendingFrame
 from .planner import Decision, PlannerInput, WindowPlanner
 from .playout_mirror import PlayoutMirror
 from .quality import QualityController
+from .segment_clips import SEGMENT_CLIPS, SegmentClipRecorder
 from .session_settings import SessionError, SessionSettings
 from .worker import GeneratorWorker, JobCancelled
 
@@ -70,6 +74,17 @@ def quality_controller(generator: Generator, avatar: Avatar, settings: SessionSe
         return None
     controller = QualityController(qrange, q)
     return controller if controller.adjustable else None
+
+
+def segment_clip_recorder(generator: Generator, settings: SessionSettings) -> SegmentClipRecorder | None:
+    """Generated speech with a backend that computes features over whole segments: their recorder."""
+    if not settings.generated_speech or not isinstance(generator, SegmentFeaturesGenerator):
+        return None
+    frames = generator.segment_clip_frames
+    if frames < 1:
+        return None
+    spf = generator.window.samples_per_frame
+    return SegmentClipRecorder(frames * spf, generator.segment_reach_frames * spf)
 
 
 @dataclass
@@ -103,6 +118,7 @@ class WindowProduction:
         self.buffers = SpeechBuffers(settings.speakers, speech_capacity(settings.max_buffer_s, self.planner.samples_needed))
         self.builder = JobBuilder(session_id, self.spec, settings.speakers, settings.vad_threshold_db)
         self.mirror = PlayoutMirror()
+        self.segment_clips = segment_clip_recorder(generator, settings)
         self._output = output
         self._clock = clock
         self._continue_frames = generator.continue_frames if isinstance(generator, ContinuingGenerator) else 0
@@ -170,6 +186,8 @@ class WindowProduction:
     def push_audio(self, chunk: AudioChunk) -> None:
         if self._closing:
             return
+        if self.segment_clips is not None:
+            self.segment_clips.pushed(self._write_position(), chunk.samples.size)
         self.buffers.push(chunk.speaker, chunk.samples, chunk.arrival, self._clock())
         self._wake.set()
 
@@ -177,11 +195,20 @@ class WindowProduction:
         for chunk in tails:
             self.buffers.push_tail(chunk.speaker, chunk.samples, chunk.arrival)
         self.buffers.input_ended = True
+        if self.segment_clips is not None:
+            self.segment_clips.ended(self._write_position())
         self._wake.set()
+
+    def _write_position(self) -> int:
+        """Speaker 0's input samples pushed so far (generated speech has one speaker)."""
+        fifo = self.buffers.fifos[0]
+        return fifo.consumed + len(fifo)
 
     def interrupt(self, msg: Interrupt) -> None:
         """Drop the buffered speech; the window in flight and frames on their way are void."""
         self.buffers.clear()
+        if self.segment_clips is not None:
+            self.segment_clips.interrupted()
         self._epoch = msg.epoch
         self.mirror.interrupted(msg)
         self._previous_took_speech = False
@@ -249,6 +276,8 @@ class WindowProduction:
     async def _run_window(self, decision: Decision) -> None:
         built = self.builder.build(decision, self.buffers.fifos)
         self._output.audio_consumed(self.buffers.consumed())
+        if self.segment_clips is not None:
+            self._attach_segment_clips(built)
         if self.quality is not None:
             built.job.extras.update(self.quality.job_extras())
         if not self._previous_took_speech and (self._continue_frames or decision is not Decision.IDLE):
@@ -274,6 +303,17 @@ class WindowProduction:
         finally:
             self._in_flight = None
         self._measured(time.perf_counter() - started)
+
+    def _attach_segment_clips(self, built: BuiltWindow) -> None:
+        """Generated speech: the known audio of the segments this window plays, for the backend's features."""
+        assert self.segment_clips is not None
+        spf, job = self.spec.samples_per_frame, built.job
+        taken = built.positions[-1] - built.input_start
+        ctx = self.spec.context_frames * spf
+        clips = self.segment_clips.clips(job.first_frame * spf, built.input_start, job.audio[0, ctx:ctx + taken],
+                                         built.lookahead_taken, self.buffers.fifos[0])
+        if clips:
+            job.extras[SEGMENT_CLIPS] = clips
 
     def _cut_idle(self, job: WindowJob) -> None:
         """Audio after idle windows: drop the queued idle frames that would play after this window could

@@ -33,6 +33,9 @@ from model.timebase import VIDEO_FPS
 from streaming.backends.lite.face import detect_face_box
 from streaming.features.rolling import RollingClipFeatures
 from streaming.generator import Avatar, WindowJob, WindowSpec
+from streaming.segment_clips import SEGMENT_CLIPS
+
+from .segment_features import SegmentFeatures
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 class _FlashHeadSession:
     chunker: FlashHeadChunker
     features: RollingClipFeatures
+    segments: SegmentFeatures  # generated speech: whole-segment features (the reference's "once" mode)
     pushed_until: int = 0  # session sample index up to which audio entered the rolling buffer
 
 
@@ -78,13 +82,17 @@ class FlashHeadGenerator:
 
     name = "flashhead"
 
-    def __init__(self, model: FlashHeadModel, seed: int = 0, max_batch: int = 4, face_crop: bool = False) -> None:
+    def __init__(self, model: FlashHeadModel, seed: int = 0, max_batch: int = 4, face_crop: bool = False,
+                 segment_clip_s: float = 30.0) -> None:
         self.model = model
         self.seed = seed
         self.max_batch = max_batch
         self.crop_face = face_crop
         self.window = WindowSpec(new_frames=model.new_frames, fps=VIDEO_FPS)
         c = model.chunk
+        # SegmentFeaturesGenerator: with generated speech, a chunk reads each segment's whole-clip rows
+        self.segment_clip_frames = int(round(segment_clip_s * VIDEO_FPS))
+        self.segment_reach_frames = c.frame_num - model.new_frames + 2
         self.description = (
             f"flashhead: {model.description}; chunks of {c.frame_num} frames ({model.motion_frames} motion), "
             f"{c.sampler.steps} steps, rolling {model.rolling_seconds:g} s speech features, no look-ahead"
@@ -106,10 +114,12 @@ class FlashHeadGenerator:
             image = face_crop(image, box)
         ref = u8_to_unit(torch.from_numpy(resize_and_crop(image, m.size).copy()))  # [3, H, W]
         chunker = FlashHeadChunker(m.dit, m.vae, ref.to(m.vae.device), m.chunk, self.seed)
-        return _FlashHeadSession(chunker, RollingClipFeatures(m.wav2vec2, m.rolling_seconds, loudness=False))
+        return _FlashHeadSession(chunker, RollingClipFeatures(m.wav2vec2, m.rolling_seconds, loudness=False),
+                                 SegmentFeatures(m.wav2vec2, loudness=False))
 
     def close_session(self, state: _FlashHeadSession) -> None:
         state.features = None  # type: ignore[assignment]
+        state.segments = None  # type: ignore[assignment]
 
     def _push_audio(self, state: _FlashHeadSession, job: WindowJob) -> None:
         """The window's own audio into the rolling buffer (a gap left by a cancelled window as silence)."""
@@ -122,9 +132,19 @@ class FlashHeadGenerator:
         state.pushed_until = start + self.window.window_samples
 
     def _rows(self, state: _FlashHeadSession, job: WindowJob) -> torch.Tensor:
+        """[F, 5, layers, width]: the rolling path's windows; with generated speech, entries of frames
+        inside a segment are that segment's whole-clip rows instead (the reference's offline "once"
+        mode: neighbours past the window are the segment's own audio, not clamped at the newest frame)."""
         self._push_audio(state, job)
+        F = self.model.chunk.frame_num
         with maybe_stage(state.chunker.times, "features"):
-            return state.features.window(self.model.chunk.frame_num)  # [F, 5, layers, width]
+            windows = state.features.window(F)
+            clips = job.extras.get(SEGMENT_CLIPS)
+            if clips:
+                first = job.first_frame + self.window.new_frames - F  # the chunk's first frame
+                frames = first + torch.arange(F)[:, None] + torch.arange(5)[None, :] - 2
+                windows = state.segments.overlay(windows, frames, state.segments.rows(clips))
+            return windows
 
     def _frames(self, video: torch.Tensor) -> np.ndarray:
         return unit_to_u8(video[:, self.model.motion_frames:])

@@ -11,6 +11,8 @@ Speech features come one of two ways (`audio_features`): "incremental" (default)
 the live stream once per sample and waits for a little future audio, so a window's features equal
 the whole clip's; "rolling" is SoulX-FlashTalk's streaming path (streaming/features/rolling.py): the
 last 8 s re-encoded per window, no look-ahead, 0.52 s less latency.
+With generated speech (a TTS engine's segments, faster than real time) the incremental path takes,
+for the frames of a segment, the segment's whole-clip features instead (segment_features.py).
 
 Idle windows (nobody speaking) use embeddings of digital silence computed once through the same
 extractor, as the task asks, so the avatar idles naturally; a video avatar may instead play its
@@ -45,6 +47,9 @@ from model.timebase import VIDEO_FPS
 from streaming.features import FeatureSettings, IncrementalFeatureExtractor, SilenceEmbeddings
 from streaming.features.rolling import RollingClipFeatures
 from streaming.generator import CONTINUE_FROM, FRAMES_CUT, Avatar, QualityRange, WindowJob, WindowSpec
+from streaming.segment_clips import SEGMENT_CLIPS
+
+from .segment_features import SegmentFeatures
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,9 @@ class InfiniteTalkBackendSettings:
         distilled schedules (`window.step_list`) only use their named step counts (4 -> 2).
     size_scales: generation sizes adaptive quality may switch to, as fractions of the full size
         (rounded to multiples of 16); (1.0,) = never switch.
+    segment_clip_s: generated speech with incremental features: each segment's features are the
+        whole-clip ones (segment_features.py), over clips of at most this long (a longer segment is
+        cut into blocks); bounds the cost per window and the rows kept. 0: live features only.
     """
 
     window: WindowSettings = field(default_factory=WindowSettings)
@@ -78,6 +86,7 @@ class InfiniteTalkBackendSettings:
     max_batch: int = 4
     min_steps: int | None = None
     size_scales: tuple[float, ...] = (1.0, 0.75)
+    segment_clip_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -90,6 +99,8 @@ class InfiniteTalkBackendSettings:
             raise ValueError("idle must be 'generate' or 'source'")
         if self.audio_features not in ("incremental", "rolling"):
             raise ValueError(f"audio_features must be 'incremental' or 'rolling', got {self.audio_features!r}")
+        if self.segment_clip_s < 0:
+            raise ValueError(f"segment_clip_s must be >= 0, got {self.segment_clip_s}")
         if self.audio_features == "rolling" and self.rolling_seconds * self.fps < self.window.frame_num:
             raise ValueError(f"rolling_seconds {self.rolling_seconds} is shorter than a window of "
                              f"{self.window.frame_num} frames")
@@ -107,6 +118,7 @@ class _SessionState:
     full_size: tuple[int, int]  # (height, width) of the frames delivered
     size: tuple[int, int]  # current generation size
     source_lag: int = 0  # made frames dropped unseen: the source video follows the frames shown
+    segments: SegmentFeatures | None = None  # generated speech: whole-segment features
 
 
 @dataclass
@@ -155,6 +167,10 @@ class InfiniteTalkGenerator:
         else:
             lookahead = IncrementalFeatureExtractor(bundle.wav2vec2, s.features).max_delay_frames + AUDIO_REACH
         self.window = WindowSpec(new_frames=s.window.new_frames, fps=s.fps, lookahead_frames=lookahead)
+        # SegmentFeaturesGenerator: whole-segment features with generated speech (incremental path only:
+        # the rolling path is itself FlashTalk's reference)
+        self.segment_clip_frames = 0 if self.rolling else int(round(s.segment_clip_s * s.fps))
+        self.segment_reach_frames = s.window.motion_frames + AUDIO_REACH
         self._silence = SilenceEmbeddings(bundle.wav2vec2, s.features)
         self._rolling_silence: dict[int, torch.Tensor] = {}
         features = (f"rolling {s.rolling_seconds:g} s speech features, no look-ahead" if self.rolling
@@ -227,7 +243,8 @@ class InfiniteTalkGenerator:
         lead = self.settings.window.motion_frames + AUDIO_REACH
         spf = self.window.samples_per_frame
         embeddings = [ex.push(np.zeros(lead * spf, np.float32)) for ex in extractors]
-        return _SessionState(live, extractors, embeddings, -lead, 0, frames, avatar, size, size)
+        segments = SegmentFeatures(self.bundle.wav2vec2, self.settings.features.loudness)
+        return _SessionState(live, extractors, embeddings, -lead, 0, frames, avatar, size, size, segments=segments)
 
     def close(self) -> None:
         """Backend shutdown (`ClosingGenerator`): the model releases what it holds beyond this process
@@ -279,6 +296,7 @@ class InfiniteTalkGenerator:
             return self._rolling_rows(state, job, F)
         lo = job.first_frame - M - AUDIO_REACH  # first frame whose features are needed
         hi = job.first_frame + self.window.new_frames + AUDIO_REACH  # exclusive
+        clips = job.extras.get(SEGMENT_CLIPS) if job.speech and state.segments is not None else None
         out = []
         for ex, emb in zip(state.extractors, state.embeddings, strict=True):
             a, b = lo - state.emb_start, hi - state.emb_start
@@ -297,6 +315,9 @@ class InfiniteTalkGenerator:
                     raise RuntimeError(f"speech features for frames [{lo}, {hi}) not ready "
                                        f"(have [{state.emb_start}, {state.emb_start + emb.shape[0]}))")
                 span = emb[a:b]
+                if clips:  # generated speech: the segment's whole-clip rows where it plays
+                    with maybe_stage(self.bundle.pipe.times, "features"):
+                        span = state.segments.overlay(span, torch.arange(lo, hi), state.segments.rows(clips))  # type: ignore[union-attr]
             idx = torch.arange(F)[:, None] + torch.arange(2 * AUDIO_REACH + 1)[None, :]
             out.append(span[idx])
         # Forget features no window will read again.
