@@ -1,7 +1,9 @@
-"""Per-chunk time of SoulX-FlashHead Pro live chunks (preset flashhead-pro), split by stage. Prints JSON.
+"""Per-chunk time of SoulX-FlashHead live chunks (presets flashhead-pro / flashhead-lite), split by stage. Prints JSON.
 
-    python bench/flashhead.py                                # CPU: the tiny random release, 64x64
+    python bench/flashhead.py                                # CPU: the tiny random Pro release, 64x64
+    python bench/flashhead.py --preset flashhead-lite        # CPU: the tiny random Lite release (LTX VAE), 64x64
     python bench/flashhead.py --shape real --device cuda     # one GPU: the 1.3B Pro shape at 512x512
+    python bench/flashhead.py --vae-ratio                    # LTX vs Wan VAE at 512x512, same run (random weights)
 
 A chunk is one live window as the server makes it (`FlashHeadGenerator.generate`): the rolling 8 s of
 speech re-encoded by wav2vec2, 4 DiT calls, Wan VAE decode of 33 frames, colour match, VAE encode of
@@ -12,6 +14,10 @@ needs chunk_s <= 1.12. The first chunk (kernel warm-up, cuDNN autotune) is repor
 wav2vec2-base 12 x 768) with random weights on the device; no checkpoint is read. Without cross-session
 batching, sessions per GPU at 25 fps is floor(realtime_factor); `--sessions N ...` also times N sessions'
 chunks made in one batched pass (`all_sessions_realtime`: the pass fits in the 1.12 s the chunk plays).
+
+`--vae-ratio` times, in one run and interleaved, the two VAEs at the real chunk shapes with random weights:
+decode of a 33-frame 512x512 window (Wan2.1: 16 x 9 x 64 x 64 latents; LTX-Video 0.9.0: 128 x 5 x 16 x 16)
+and encode of the motion frames (Wan: 5 frames, LTX: 9), and prints the LTX / Wan ratios.
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ from model.families.registry import build_model
 from model.flashhead.assemble import FlashHeadModel
 from model.flashhead.config import FlashHeadConfig
 from model.flashhead.presets import PRESETS, SIZE
-from model.flashhead.release import KIND_LABELS, PRO
+from model.flashhead.release import KIND_LABELS, KINDS, PRO
 from model.flashhead.tiny import write_tiny_flashhead
-from model.flashhead.vae import WanChunkVAE
+from model.flashhead.vae import LtxChunkVAE, WanChunkVAE
 from model.infinitetalk.timing import StageTimes
 from model.timebase import VIDEO_FPS
 from model.vae import VAEConfig, WanVAE
+from model.vae.ltx_config import LtxVAEConfig
+from model.vae.ltx_vae import LtxVAE
 from streaming.backends.infinitetalk.flashhead import FlashHeadGenerator
 from streaming.generator import Avatar, WindowJob
 
@@ -62,9 +70,41 @@ def real_model(device: torch.device, dtype: torch.dtype) -> FlashHeadModel:
                           f"{KIND_LABELS[PRO]} shape, random weights")
 
 
-def tiny_model(size: tuple[int, int]) -> FlashHeadModel:
-    root = write_tiny_flashhead(Path(tempfile.mkdtemp(prefix="flashhead-tiny-")) / "SoulX-FlashHead-1_3B")
+def tiny_model(size: tuple[int, int], preset: str = PRO) -> FlashHeadModel:
+    root = write_tiny_flashhead(Path(tempfile.mkdtemp(prefix="flashhead-tiny-")) / "SoulX-FlashHead-1_3B", kind=preset)
     return build_model(ModelOptions(weights=root, size=size, dtype="fp32", device="cpu"))
+
+
+def vae_ratio(device: torch.device, repeats: int, frames: int = 33, motion_latents: int = 2) -> dict:
+    """LTX vs Wan VAE at 512x512, random weights, timed alternately in one run (see the module docstring)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        vaes = {"wan": WanChunkVAE(WanVAE(VAEConfig.wan21()).eval().requires_grad_(False)),
+                "ltx": LtxChunkVAE(LtxVAE(LtxVAEConfig()).eval().requires_grad_(False))}
+    h, w = SIZE
+    latents = {k: torch.randn(v.latent_channels, (frames - 1) // v.temporal_stride + 1, h // v.spatial_stride,
+                              w // v.spatial_stride, device=device) for k, v in vaes.items()}
+    motion = {k: torch.rand(3, v.frames_for_latents(motion_latents), h, w, device=device) * 2 - 1
+              for k, v in vaes.items()}
+    times: dict[str, list[float]] = {f"{k}_{op}": [] for k in vaes for op in ("decode", "encode")}
+    with torch.inference_mode():
+        for r in range(repeats + 1):  # the first round warms up and is not counted
+            for k, vae in vaes.items():
+                for op, fn, x in (("decode", vae.decode, latents[k]), ("encode", vae.encode, motion[k])):
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    fn(x)
+                    _sync(device)
+                    if r:
+                        times[f"{k}_{op}"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"device": str(device), "threads": torch.get_num_threads(), "size": list(SIZE), "frames": frames,
+            "repeats": repeats, "weights": "random (timing only)",
+            "latents": {k: list(v.shape) for k, v in latents.items()},
+            "motion_frames": {k: v.shape[1] for k, v in motion.items()},
+            "seconds_median": {k: round(v, 3) for k, v in med.items()},
+            "ltx_over_wan_decode": round(med["ltx_decode"] / med["wan_decode"], 4),
+            "ltx_over_wan_motion_encode": round(med["ltx_encode"] / med["wan_encode"], 4)}
 
 
 def _sync(device: torch.device) -> None:
@@ -142,6 +182,9 @@ def bench_batched(model: FlashHeadModel, sessions: int, chunks: int, seed: int) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=["tiny", "real"], default="tiny")
+    ap.add_argument("--preset", choices=KINDS, default=PRO, help="the tiny release's kind (real: Pro)")
+    ap.add_argument("--vae-ratio", action="store_true", help="only the LTX vs Wan VAE timing at 512x512")
+    ap.add_argument("--vae-frames", type=int, default=33, help="frames of the --vae-ratio decode window")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="DiT dtype (default: bf16 on cuda)")
     ap.add_argument("--size", type=parse_size, default=(64, 64), help="HEIGHTxWIDTH of the tiny shape (real: 512x512)")
@@ -155,11 +198,14 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("CUDA is not available on this machine")
+    if args.vae_ratio:
+        print(json.dumps(vae_ratio(device, args.chunks, args.vae_frames), indent=1))
+        return
     if args.shape == "real":
         dtype = torch.float32 if (args.dtype or ("bf16" if device.type == "cuda" else "fp32")) == "fp32" else torch.bfloat16
         model = real_model(device, dtype)
     else:
-        model = tiny_model(args.size)
+        model = tiny_model(args.size, args.preset)
     result = bench(model, args.chunks, args.seed)
     result["batched"] = [bench_batched(model, n, args.chunks, args.seed) for n in args.sessions if n > 1]
     print(json.dumps(result, indent=1))

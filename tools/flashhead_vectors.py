@@ -1,6 +1,6 @@
 """Write SoulX-FlashHead parity vectors by running the reference code itself on tiny random configs.
 
-    python tools/flashhead_vectors.py --ref /path/to/SoulX-FlashHead --seed 7 --out /tmp/fh_vectors
+    PYTHONPATH=. python tools/flashhead_vectors.py --ref /path/to/SoulX-FlashHead --seed 7 --out /tmp/fh_vectors
 
 `--ref` is a checkout of github Soul-AILab/SoulX-FlashHead at commit 12467ce, unchanged. Its module code
 runs as is; only what cannot run on a CPU machine without its extras is replaced: xfuser (sequence
@@ -20,6 +20,13 @@ reference's own `WanVAE_` at width 4, put in place of its loader. Files written 
     wav2vec2/                the tiny random wav2vec2 (transformers folder) it used
     vae.pth, vae_config.json the tiny random Wan VAE
     pro_case.safetensors     `--chunks` chunks of the Pro loop with that VAE and colour correction 1.0
+    ltx_vae/                 a tiny random LTX-Video VAE (diffusers folder), loaded by the reference's own
+                             `from_pretrained` (the tiny config registered in its config table); its weights
+                             are named with the port's `port_to_diffusers` and checked to arrive intact
+    ltx_vae_case.safetensors one LTX encode (posterior mean, std, the recorded draw, the sample) and decode
+    lite_config.json, lite_dit_weights.safetensors   a tiny Lite DiT (stride 8x32x32, patch 1)
+    lite_case.safetensors    `--chunks` chunks of the Lite loop with the LTX VAE and colour correction 1.0; the
+                             reference samples the VAE posterior from torch's global generator: every draw recorded
 """
 
 from __future__ import annotations
