@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,16 +80,17 @@ def vae_ratio(device: torch.device, repeats: int, frames: int = 33, motion_laten
     """LTX vs Wan VAE at 512x512, random weights, timed alternately in one run (see the module docstring)."""
     torch.manual_seed(0)
     with torch.device(device):
-        vaes = {"wan": WanChunkVAE(WanVAE(VAEConfig.wan21()).eval().requires_grad_(False)),
-                "ltx": LtxChunkVAE(LtxVAE(LtxVAEConfig()).eval().requires_grad_(False))}
+        vaes = {"ltx": LtxChunkVAE(LtxVAE(LtxVAEConfig()).eval().requires_grad_(False)),
+                "wan": WanChunkVAE(WanVAE(VAEConfig.wan21()).eval().requires_grad_(False))}
     h, w = SIZE
     latents = {k: torch.randn(v.latent_channels, (frames - 1) // v.temporal_stride + 1, h // v.spatial_stride,
                               w // v.spatial_stride, device=device) for k, v in vaes.items()}
-    motion = {k: torch.rand(3, v.frames_for_latents(motion_latents), h, w, device=device) * 2 - 1
+    motion = {k: torch.rand(3, v.frames_for_latents(min(motion_latents, latents[k].shape[1])), h, w, device=device) * 2 - 1
               for k, v in vaes.items()}
     times: dict[str, list[float]] = {f"{k}_{op}": [] for k in vaes for op in ("decode", "encode")}
     with torch.inference_mode():
-        for r in range(repeats + 1):  # the first round warms up and is not counted
+        warm = int(device.type == "cuda")  # a CUDA round warms kernels up and is not counted; CPU needs none
+        for r in range(1 - warm, repeats + 1):
             for k, vae in vaes.items():
                 for op, fn, x in (("decode", vae.decode, latents[k]), ("encode", vae.encode, motion[k])):
                     _sync(device)
@@ -97,6 +99,7 @@ def vae_ratio(device: torch.device, repeats: int, frames: int = 33, motion_laten
                     _sync(device)
                     if r:
                         times[f"{k}_{op}"].append(time.perf_counter() - t0)
+                        print(f"{k} {op}: {times[f'{k}_{op}'][-1]:.2f} s", file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"device": str(device), "threads": torch.get_num_threads(), "size": list(SIZE), "frames": frames,
             "repeats": repeats, "weights": "random (timing only)",
@@ -184,7 +187,8 @@ def main() -> None:
     ap.add_argument("--shape", choices=["tiny", "real"], default="tiny")
     ap.add_argument("--preset", choices=KINDS, default=PRO, help="the tiny release's kind (real: Pro)")
     ap.add_argument("--vae-ratio", action="store_true", help="only the LTX vs Wan VAE timing at 512x512")
-    ap.add_argument("--vae-frames", type=int, default=33, help="frames of the --vae-ratio decode window")
+    ap.add_argument("--vae-frames", type=int, default=33,
+                    help="frames of the --vae-ratio decode window (1 + 8k; 1 decodes one latent frame each)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="DiT dtype (default: bf16 on cuda)")
     ap.add_argument("--size", type=parse_size, default=(64, 64), help="HEIGHTxWIDTH of the tiny shape (real: 512x512)")
