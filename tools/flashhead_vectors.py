@@ -1,6 +1,6 @@
 """Write SoulX-FlashHead parity vectors by running the reference code itself on tiny random configs.
 
-    python tools/flashhead_vectors.py --ref /path/to/SoulX-FlashHead --seed 7 --out /tmp/fh_vectors
+    PYTHONPATH=. python tools/flashhead_vectors.py --ref /path/to/SoulX-FlashHead --seed 7 --out /tmp/fh_vectors
 
 `--ref` is a checkout of github Soul-AILab/SoulX-FlashHead at commit 12467ce, unchanged. Its module code
 runs as is; only what cannot run on a CPU machine without its extras is replaced: xfuser (sequence
@@ -20,6 +20,13 @@ reference's own `WanVAE_` at width 4, put in place of its loader. Files written 
     wav2vec2/                the tiny random wav2vec2 (transformers folder) it used
     vae.pth, vae_config.json the tiny random Wan VAE
     pro_case.safetensors     `--chunks` chunks of the Pro loop with that VAE and colour correction 1.0
+    ltx_vae/                 a tiny random LTX-Video VAE (diffusers folder), loaded by the reference's own
+                             `from_pretrained` (the tiny config registered in its config table); its weights
+                             are named with the port's `port_to_diffusers` and checked to arrive intact
+    ltx_vae_case.safetensors one LTX encode (posterior mean, std, the recorded draw, the sample) and decode
+    lite_config.json, lite_dit_weights.safetensors   a tiny Lite DiT (stride 8x32x32, patch 1)
+    lite_case.safetensors    `--chunks` chunks of the Lite loop with the LTX VAE and colour correction 1.0; the
+                             reference samples the VAE posterior from torch's global generator: every draw recorded
 """
 
 from __future__ import annotations
@@ -100,14 +107,14 @@ def random_weights_(module: nn.Module, g: torch.Generator) -> None:
             p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(max(1, math.prod(p.shape[1:]))))
 
 
-def build_dit(g: torch.Generator):
+def build_dit(g: torch.Generator, cfg: dict = TINY, audio: dict = TINY_AUDIO):
     from flash_head.src.modules.flash_head_model import AudioProjModel, WanModelAudioProject
 
-    model = WanModelAudioProject(**TINY)
-    a = TINY_AUDIO
-    model.audio_proj = AudioProjModel(seq_len=5, seq_len_vf=5 + TINY["vae_stride"][0] - 1, blocks=a["blocks"],
+    model = WanModelAudioProject(**cfg)
+    a = audio
+    model.audio_proj = AudioProjModel(seq_len=5, seq_len_vf=5 + cfg["vae_stride"][0] - 1, blocks=a["blocks"],
                                       channels=a["channels"], intermediate_dim=a["intermediate_dim"],
-                                      output_dim=TINY["dim"], context_tokens=a["context_tokens"], norm_output_audio=True)
+                                      output_dim=cfg["dim"], context_tokens=a["context_tokens"], norm_output_audio=True)
     random_weights_(model, g)
     return model.eval().float()
 
@@ -154,14 +161,14 @@ class Recorder(nn.Module):
         return out
 
 
-def bare_pipeline(dit, vae, seed: int, colour: float, motion_frames: int):
+def bare_pipeline(dit, vae, seed: int, colour: float, motion_frames: int, cfg: dict = TINY, kind: str = "pro"):
     """A `FlashHeadPipeline` without its loader (which reads the release and compiles), set up as
     `prepare_params` leaves it apart from the reference image, which the caller encodes."""
     from flash_head.src.pipeline.flash_head_pipeline import FlashHeadPipeline, timestep_transform
 
     pipe = FlashHeadPipeline.__new__(FlashHeadPipeline)
-    pipe.param_dtype, pipe.device, pipe.rank, pipe.use_usp, pipe.model_type = torch.float32, "cpu", 0, False, "pro"
-    pipe.model, pipe.vae, pipe.config = Recorder(dit), vae, types.SimpleNamespace(**TINY)
+    pipe.param_dtype, pipe.device, pipe.rank, pipe.use_usp, pipe.model_type = torch.float32, "cpu", 0, False, kind
+    pipe.model, pipe.vae, pipe.config = Recorder(dit), vae, types.SimpleNamespace(**cfg)
     pipe.num_timesteps, pipe.frame_num, pipe.motion_frames_num = 1000, FRAMES, motion_frames
     pipe.color_correction_strength = colour
     pipe.generator = torch.Generator().manual_seed(seed)
@@ -172,7 +179,7 @@ def bare_pipeline(dit, vae, seed: int, colour: float, motion_frames: int):
 def draws_of(pipe, steps: int) -> list[torch.Tensor]:
     """The draws the next `generate` will make (its generator replayed from the current state)."""
     g = torch.Generator().set_state(pipe.generator.get_state())
-    shape = (TINY["out_dim"], latent_frames(), pipe.lat_h, pipe.lat_w)
+    shape = (pipe.config.out_dim, (FRAMES - 1) // pipe.config.vae_stride[0] + 1, pipe.lat_h, pipe.lat_w)
     return [torch.randn(shape, generator=g) for _ in range(1 + steps)]
 
 
@@ -301,12 +308,139 @@ def audio_case(g: torch.Generator, seed: int, out: Path) -> dict[str, torch.Tens
     return {"in.wave": torch.from_numpy(wave), "out.embedding": whole, "out.windows": windows[0]}
 
 
+# ---------------------------------------------------------------- Lite: the LTX-Video VAE and its loop
+TINY_LTX = {"_class_name": "AutoencoderKLLTXVideo", "block_out_channels": [4, 8, 16, 16], "decoder_causal": False,
+            "encoder_causal": True, "in_channels": 3, "latent_channels": 16, "layers_per_block": [1, 1, 1, 1, 1],
+            "out_channels": 3, "patch_size": 4, "patch_size_t": 1, "resnet_norm_eps": 1e-6, "scaling_factor": 1.0,
+            "spatio_temporal_scaling": [True, True, True, False]}
+TINY_LITE = {**TINY, "ffn_dim": 64, "vae_stride": [8, 32, 32], "patch_size": [1, 1, 1]}
+TINY_LITE_AUDIO = {**TINY_AUDIO, "channels": 32}
+LITE_LAT = (1, 2)  # 32x64 pixels
+
+
+def half_exact_(module: nn.Module) -> None:
+    """Round every parameter to a float16 value (stored as float16 without loss, half the bytes)."""
+    for p in module.parameters():
+        p.data.copy_(p.data.half().float())
+
+
+def tiny_ltx_vae(g: torch.Generator, folder: Path):
+    """The reference's `LtxVAE` on a tiny random VAE of the 0.9.0 family, loaded by its own `from_pretrained`
+    from a diffusers folder written here. That loader accepts only the 0.9.0 config, through a table of
+    diffusers -> own configs; the tiny config is registered in that table (same block list as 0.9.0, with
+    base channels 4). The weights go through the reference's diffusers renaming; checked to arrive intact."""
+    from flash_head.ltx_video.ltx_vae import LtxVAE
+    from flash_head.ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder
+    from flash_head.ltx_video.utils import diffusers_config_mapping as mapping
+
+    from model.vae.ltx_config import LtxVAEConfig
+    from model.vae.ltx_loading import port_to_diffusers
+
+    ours = {**mapping.OURS_VAE_CONFIG, "latent_channels": TINY_LTX["latent_channels"], "encoder_base_channels": 4,
+            "decoder_base_channels": 4,
+            "blocks": [["res_x", 1], ["compress_all", 1], ["res_x_y", 1], ["res_x", 1], ["compress_all", 1],
+                       ["res_x_y", 1], ["res_x", 1], ["compress_all", 1], ["res_x", 1], ["res_x", 1]]}
+    mapping.diffusers_and_ours_config_mapping[mapping.make_hashable_key(TINY_LTX)] = ours
+    model = CausalVideoAutoencoder.from_config(json.loads(json.dumps(ours)))
+    random_weights_(model, g)
+    half_exact_(model)
+    c = TINY_LTX["latent_channels"]
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = {"latents_mean": 0.2 * torch.randn(c, generator=g), "latents_std": 0.5 + torch.rand(c, generator=g)}
+    stats = {k: v.half().float() for k, v in stats.items()}
+    # the port's naming equals the reference's own (see model/vae/ltx_layers.py); written in the release's
+    folder.mkdir(parents=True, exist_ok=True)
+    diffusers_sd = port_to_diffusers({**sd, **stats}, LtxVAEConfig.from_diffusers(TINY_LTX))
+    save_file({k: v.half().contiguous() for k, v in diffusers_sd.items()}, folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text(json.dumps(TINY_LTX, indent=1))
+    vae = LtxVAE(str(folder), dtype=torch.float32, device="cpu")
+    loaded = vae.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in sd.items()), "the reference loaded other weights"
+    assert torch.equal(vae.model.mean_of_means, stats["latents_mean"])
+    assert torch.equal(vae.model.std_of_means, stats["latents_std"])
+    return vae
+
+
+@contextlib.contextmanager
+def recorded_posterior_draws(draws: list[torch.Tensor]):
+    """The reference's `LtxVAE.encode` samples the posterior from torch's global generator; record each draw
+    (replayed from the generator state before the call, checked to give the reference's own sample)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    original = DiagonalGaussianDistribution.sample
+
+    def sample(self, generator=None):
+        state = torch.get_rng_state()
+        x = original(self, generator)
+        eps = torch.randn(self.mean.shape, generator=torch.Generator().set_state(state), dtype=self.mean.dtype)
+        assert torch.equal(self.mean + self.std * eps, x)
+        draws.append(eps)
+        return x
+
+    DiagonalGaussianDistribution.sample = sample
+    try:
+        yield
+    finally:
+        DiagonalGaussianDistribution.sample = original
+
+
+def ltx_vae_case(vae, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """One encode (posterior mean, std, the draw, the normalised sample) and the decode of that sample."""
+    video = (torch.rand(1, 3, 17, 32, 32, generator=g) * 2 - 1).half().float()
+    posterior = vae.model.encode(video, return_dict=False)[0]
+    draws: list[torch.Tensor] = []
+    with recorded_posterior_draws(draws):
+        latent = vae.encode(video)
+    return {"in.video": video[0], "out.mean": posterior.mean[0], "out.std": posterior.std[0],
+            "draw": draws[0][0], "out.latent": latent, "out.decoded": vae.decode(latent)[0]}
+
+
+def lite_case(dit, vae, g: torch.Generator, seed: int, chunks: int) -> dict[str, torch.Tensor]:
+    """`chunks` chunks of the Lite loop: the LTX VAE (posterior draws recorded) and colour correction 1.0."""
+    size = (LITE_LAT[0] * 32, LITE_LAT[1] * 32)
+    pipe = bare_pipeline(dit, vae, seed, 1.0, (MOTION_LATENTS - 1) * TINY_LITE["vae_stride"][0] + 1, TINY_LITE, "lite")
+    pipe.lat_h, pipe.lat_w = LITE_LAT
+    image = (torch.rand(1, 3, 1, *size, generator=g) * 255).round()
+    pipe.cond_image_tensor_dict = {"ref": (image / 255 - 0.5) * 2}
+    draws: list[torch.Tensor] = []
+    with recorded_posterior_draws(draws):
+        pipe.ref_img_latent_dict = {"ref": vae.encode(pipe.cond_image_tensor_dict["ref"].repeat(1, 1, FRAMES, 1, 1))}
+        pipe.cond_image_dict = {"ref": None}
+        pipe.reset_person_name("ref")
+        a = TINY_LITE_AUDIO
+        result = run_chunks(pipe, [torch.randn(1, FRAMES, 5, a["blocks"], a["channels"], generator=g)
+                                   for _ in range(chunks)])
+    result["in.ref_image"] = pipe.cond_image_tensor_dict["ref"][0, :, 0]
+    result["in.ref_latent"] = pipe.ref_img_latent
+    result["draw.ref"] = draws[0][0]
+    result.update({f"draw{c}": d[0] for c, d in enumerate(draws[1:])})  # chunk c's motion re-encode
+    return result
+
+
+def write_lite_cases(out: Path, seed: int, chunks: int) -> None:
+    """lite_config.json, lite_dit_weights.safetensors, ltx_vae/, ltx_vae_case and lite_case."""
+    torch.manual_seed(seed)  # the posterior draws come from torch's global generator, as in the reference
+    g = torch.Generator().manual_seed(seed)
+    vae = tiny_ltx_vae(g, out / "ltx_vae")
+    dit = build_dit(g, TINY_LITE, TINY_LITE_AUDIO)
+    half_exact_(dit)
+    config = {**TINY_LITE, "audio": TINY_LITE_AUDIO, "lat": list(LITE_LAT), "frame_num": FRAMES,
+              "motion_latents": MOTION_LATENTS, "seed": seed, "reference": "Soul-AILab/SoulX-FlashHead@12467ce"}
+    (out / "lite_config.json").write_text(json.dumps(config, indent=1))
+    unused = ("text_embedding.", "audio_emb.")
+    save_file({k: v.half().contiguous() for k, v in dit.state_dict().items() if not k.startswith(unused)},
+              out / "lite_dit_weights.safetensors")
+    for name, tensors in (("ltx_vae_case", ltx_vae_case(vae, g)), ("lite_case", lite_case(dit, vae, g, seed, chunks))):
+        save_file({k: v.contiguous().float() for k, v in tensors.items()}, out / f"{name}.safetensors")
+        print(f"{name}: {len(tensors)} tensors")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", type=Path, required=True, help="SoulX-FlashHead checkout at 12467ce")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--chunks", type=int, default=2, help="chunks of the Pro loop with the real VAE")
+    ap.add_argument("--chunks", type=int, default=2, help="chunks of the Pro and Lite loops with the real VAEs")
     args = ap.parse_args()
     install_stubs(args.ref.resolve())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -325,6 +459,7 @@ def main() -> None:
     for name, tensors in cases.items():
         save_file({k: v.contiguous().float() for k, v in tensors.items()}, args.out / f"{name}.safetensors")
         print(f"{name}: {len(tensors)} tensors")
+    write_lite_cases(args.out, args.seed + 4, args.chunks)
 
 
 if __name__ == "__main__":

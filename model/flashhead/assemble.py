@@ -28,7 +28,7 @@ from .release import (
     detect_flashhead_kind,
     discover_flashhead,
 )
-from .vae import WanChunkVAE, load_wan_chunk_vae
+from .vae import ChunkVAEs, load_ltx_chunk_vae, load_wan_chunk_vae
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class FlashHeadModel:
     """The networks, the chunk settings (preset + overrides), the generation size and the preset."""
 
     dit: FlashHeadDiT
-    vae: WanChunkVAE
+    vae: ChunkVAEs
     wav2vec2: Wav2Vec2Model
     config: FlashHeadConfig
     chunk: ChunkSettings
@@ -103,7 +103,7 @@ def _files(opts: ModelOptions) -> tuple[FlashHeadFiles, str]:
     return discover_flashhead(opts.weights, kind), kind
 
 
-def _check_pair(cfg: FlashHeadConfig, vae: WanChunkVAE, wav2vec2: Wav2Vec2Model, files: FlashHeadFiles) -> None:
+def _check_pair(cfg: FlashHeadConfig, vae: ChunkVAEs, wav2vec2: Wav2Vec2Model, files: FlashHeadFiles) -> None:
     """The VAE and wav2vec2 must be the ones this DiT was trained with: one clear error each."""
     want = (cfg.vae_stride[0], cfg.vae_stride[1], cfg.latent_channels)
     have = (vae.temporal_stride, vae.spatial_stride, vae.latent_channels)
@@ -129,13 +129,9 @@ def build(opts: ModelOptions) -> FlashHeadModel:
     """Load the model for the options (FlashHeadFilesError listing every missing file before anything loads)."""
     _refuse_unsupported(opts)
     files, preset = _files(opts)
-    if preset == LITE:
-        raise FlashHeadFilesError(
-            f"{KIND_LABELS[LITE]}: its LTX-Video VAE is not ported to this server yet; use --preset flashhead-pro "
-            "(Model_Pro/ with VAE_Wan/)")
     cfg = FlashHeadConfig.from_file(files.model_dir)
     device, dtype = _device_and_dtype(opts)
-    vae = load_wan_chunk_vae(files.vae, device)
+    vae = load_ltx_chunk_vae(files.vae, device) if preset == LITE else load_wan_chunk_vae(files.vae, device)
     wav2vec2 = load_wav2vec2(files.wav2vec2, device=device)
     _check_pair(cfg, vae, wav2vec2, files)
     dit, report = load_flashhead_dit(cfg, files.model_dir, device=device, dtype=dtype)

@@ -31,14 +31,18 @@ from .colour import match_colours_flashhead
 
 logger = logging.getLogger(__name__)
 
+POSTERIOR_SEED_OFFSET = 1_000_003
+"""A stream's posterior draws (LTX VAE encodes) come from a generator seeded seed + this."""
+
 StepTrace = Callable[[str, int, Tensor], None]
 """Observer of a chunk's sampling: ("step", k, DiT input latent), ("flow", k, DiT output), ("final", steps, latent)."""
 
 
 class ChunkVAE(Protocol):
-    """The VAE as the loop uses it, unbatched: pixels [3, F, H, W] in [-1, 1] <-> latents [C, T, h, w]."""
+    """The VAE as the loop uses it, unbatched: pixels [3, F, H, W] in [-1, 1] <-> latents [C, T, h, w].
+    `generator`: the stream's posterior draws, for a VAE whose encode samples (Lite's LTX VAE); others ignore it."""
 
-    def encode(self, video: Tensor) -> Tensor: ...
+    def encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
 
     def decode(self, latent: Tensor) -> Tensor: ...
 
@@ -148,9 +152,9 @@ def denoise_chunk(
     return denoise_batch(dit, [ChunkInputs(ref_latent, audio, motion, noise)], timesteps, trace, times)[0]
 
 
-def encode_reference(vae: ChunkVAE, ref_image: Tensor, frame_num: int) -> Tensor:
+def encode_reference(vae: ChunkVAE, ref_image: Tensor, frame_num: int, generator: torch.Generator | None = None) -> Tensor:
     """The DiT's `y`: the reference image [3, H, W] repeated over a chunk and encoded -> [C, T, h, w]."""
-    return vae.encode(ref_image.float()[:, None].expand(-1, frame_num, -1, -1).contiguous()).float()
+    return vae.encode(ref_image.float()[:, None].expand(-1, frame_num, -1, -1).contiguous(), generator).float()
 
 
 class FlashHeadChunker:
@@ -168,8 +172,11 @@ class FlashHeadChunker:
     ) -> None:
         self.dit, self.vae, self.settings = dit, vae, settings
         self.ref_image = ref_image.float()
+        # The LTX VAE's encode samples its posterior; the reference draws that from torch's global generator,
+        # apart from the sampling noise. Here each stream has its own, so the sampling draws stay the reference's.
+        self.posterior_generator = torch.Generator(device=generator_device).manual_seed(seed + POSTERIOR_SEED_OFFSET)
         if ref_latent is None:
-            ref_latent = encode_reference(vae, self.ref_image, settings.frame_num)
+            ref_latent = encode_reference(vae, self.ref_image, settings.frame_num, self.posterior_generator)
         self.ref_latent = ref_latent.float()
         if self.ref_latent.shape[1] <= settings.motion_latents:
             raise ValueError(f"a chunk of {self.ref_latent.shape[1]} latent frames cannot carry {settings.motion_latents}")
@@ -193,7 +200,7 @@ class FlashHeadChunker:
             with maybe_stage(self.times, "colour"):
                 video = match_colours_flashhead(video, self.ref_image, self.settings.colour_strength)
         with maybe_stage(self.times, "vae_encode"):
-            self.motion = self.vae.encode(video[:, -self.motion_frames:]).float()
+            self.motion = self.vae.encode(video[:, -self.motion_frames:], self.posterior_generator).float()
         return video
 
     def chunk(self, audio: Tensor, noise: ChunkNoise | None = None, trace: StepTrace | None = None) -> Tensor:

@@ -4,11 +4,12 @@
       Model_Pro/   config.json, diffusion_pytorch_model*.safetensors (or its .index.json)
       Model_Lite/  the same for the Lite model
       VAE_Wan/     Wan2.1_VAE.pth (Pro)
-      VAE_LTX/     config.json, diffusion_pytorch_model*.safetensors (Lite: LTX-Video causal VAE)
+      VAE_LTX/     config.json, diffusion_pytorch_model*.safetensors (Lite: LTX-Video 0.9.0 VAE, diffusers folder)
     wav2vec2-base-960h/                   (transformers folder) inside the weights folder or next to it,
                                           or one wav2vec2*.safetensors file there (ComfyUI style, no config)
 
-Tiny test models add a `vae_config.json` beside the Wan VAE (its sizes); the real VAE needs none.
+Tiny test models add a `vae_config.json` beside the Wan VAE (its sizes); the real Wan VAE needs none, and an
+LTX VAE folder always states its sizes in its config.json.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The VAEs as FlashHead's chunk loop uses them: unbatched pixels [3, F, H, W] <-> latents [C, T, h, w].
 
-Pro: the Wan2.1 VAE (`model.vae.WanVAE`, already ported). Lite's LTX-Video VAE is not ported yet.
+Pro: the Wan2.1 VAE (`model.vae.WanVAE`). Lite: the LTX-Video 0.9.0 VAE (`model.vae.ltx_vae.LtxVAE`), whose
+encode samples the posterior as the reference's does (its decode is not clamped, as the reference's is not).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from torch import Tensor
 
 from model.vae import VAEConfig, WanVAE
 from model.vae.loading import load_wan_vae
+from model.vae.ltx_loading import load_ltx_vae
+from model.vae.ltx_vae import LtxVAE
 
 from .release import VAE_SIDECAR
 
@@ -40,7 +43,8 @@ class WanChunkVAE:
     def latent_channels(self) -> int:
         return self.cfg.z_dim
 
-    def encode(self, video: Tensor) -> Tensor:
+    def encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The Wan VAE's encode is deterministic (its posterior mean); `generator` is not used."""
         return self.vae.encode(video[None].to(self.device, self.vae.dtype))[0]
 
     def decode(self, latent: Tensor) -> Tensor:
@@ -55,3 +59,50 @@ def load_wan_chunk_vae(path: Path, device: str | torch.device = "cpu") -> WanChu
     sidecar = path.parent / VAE_SIDECAR
     cfg = VAEConfig.from_reference_kwargs(json.loads(sidecar.read_text())) if sidecar.is_file() else None
     return WanChunkVAE(load_wan_vae(path, cfg, device=device))
+
+
+class LtxChunkVAE:
+    """`loop.ChunkVAE` over an `LtxVAE`: normalised latents; encode samples the posterior (mean + std * draw)
+    from the stream's generator when `sample_posterior` (the reference's behaviour), else takes its mean."""
+
+    def __init__(self, vae: LtxVAE, sample_posterior: bool = True) -> None:
+        self.vae = vae
+        self.cfg = vae.cfg
+        self.sample_posterior = sample_posterior
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.latents_mean.device
+
+    @property
+    def temporal_stride(self) -> int:
+        return self.cfg.temporal_stride
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.cfg.spatial_stride
+
+    @property
+    def latent_channels(self) -> int:
+        return self.cfg.latent_channels
+
+    def encode(self, video: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """video [3, F, H, W] -> [C, T, h, w]; `noise` [C, T, h, w]: a given posterior draw (parity tests)."""
+        x = video[None].to(self.device, self.vae.dtype)
+        if noise is not None:
+            return self.vae.encode(x, noise=noise[None])[0]
+        return self.vae.encode(x, generator=generator if self.sample_posterior else None)[0]
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return self.vae.decode(latent[None].to(self.device, self.vae.dtype))[0]
+
+    def frames_for_latents(self, latents: int) -> int:
+        return self.cfg.frames_for_latents(latents)
+
+
+ChunkVAEs = WanChunkVAE | LtxChunkVAE
+
+
+def load_ltx_chunk_vae(folder: Path, device: str | torch.device = "cpu") -> LtxChunkVAE:
+    """Lite's `VAE_LTX/` folder (float32)."""
+    return LtxChunkVAE(load_ltx_vae(folder, device=device))

@@ -58,8 +58,9 @@ def unavailable(preset: str) -> str | None:
     """Why `preset` cannot be benched at the 1.3B shape yet, or None. (The place to change when the
     LTX-Video VAE lands: build Lite in `real_model` and return None here.)"""
     if preset == LITE:
-        return (f"{preset}: its LTX-Video VAE is not ported to this server yet (docs/flashhead.md), "
-                "so there is no Lite model to measure")
+        return (f"{preset} at the 1.3B shape: the Lite DiT's released sizes for its LTX-Video VAE latents are "
+                "not known to this server without a checkpoint (docs/flashhead.md); measure a Lite release with "
+                "bench/flashhead.py --preset flashhead-lite or --weights DIR")
     return None
 
 

@@ -1,8 +1,10 @@
 """The FlashHead family: presets, the release-layout detector (every missing file listed at once, one
-clear error for mismatched files) and the tiny random release loaded through the real loaders."""
+clear error for mismatched files) and the tiny random releases (Pro and Lite) loaded through the real loaders."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -15,8 +17,10 @@ from model.families import ModelOptions
 from model.families.registry import build_model, families, family_for
 from model.flashhead.assemble import FlashHeadModel
 from model.flashhead.release import FlashHeadFilesError, detect_flashhead_kind
-from model.flashhead.tiny import TINY_WAV2VEC2_64, write_tiny_flashhead
+from model.flashhead.tiny import TINY_LTX, TINY_WAV2VEC2_64, write_tiny_flashhead, write_tiny_ltx_vae
+from model.flashhead.vae import LtxChunkVAE
 from model.infinitetalk.tiny import write_tiny_weights
+from model.vae.ltx_config import LtxConfigError
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +81,44 @@ def test_a_wrong_wav2vec2_is_one_clear_error(root, tmp_path) -> None:
         build_model(ModelOptions(weights=wrong))
 
 
-def test_lite_says_its_vae_is_not_ported_and_unsupported_options_are_refused(root, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def lite_root(tmp_path_factory) -> Path:
+    return write_tiny_flashhead(tmp_path_factory.mktemp("fh-lite") / "SoulX-FlashHead-1_3B", kind="flashhead-lite")
+
+
+def test_the_tiny_lite_release_loads_with_the_ltx_vae(lite_root) -> None:
+    assert detect_flashhead_kind(lite_root) == "flashhead-lite"
+    model = build_model(ModelOptions(weights=lite_root, size=(64, 32)))
+    assert model.preset == "flashhead-lite" and isinstance(model.vae, LtxChunkVAE)
+    assert model.motion_frames == 9 and model.new_frames == 24  # Lite: LTX VAE, temporal stride 8
+    assert "Lite (LTX-Video VAE)" in model.description
+    with pytest.raises(ValueError, match="not a multiple of the VAE.s spatial stride 32x32"):
+        build_model(ModelOptions(weights=lite_root, size=(48, 48)))
+
+
+def test_a_lite_model_with_the_pro_vae_or_another_ltx_vae_is_one_clear_error(root, lite_root, tmp_path) -> None:
     with pytest.raises(FlashHeadFilesError, match="Model_Lite/config.json"):
         build_model(ModelOptions(weights=root, preset="flashhead-lite"))
-    lite = tmp_path / "lite"
-    shutil.copytree(root / "Model_Pro", lite / "Model_Lite")
-    shutil.copytree(root / "wav2vec2-base-960h", lite / "wav2vec2-base-960h")
-    (lite / "VAE_LTX").mkdir()
-    shutil.copy(root / "Model_Pro" / "config.json", lite / "VAE_LTX" / "config.json")
-    shutil.copy(root / "Model_Pro" / "diffusion_pytorch_model.safetensors", lite / "VAE_LTX")
-    assert detect_flashhead_kind(lite) == "flashhead-lite"
-    with pytest.raises(FlashHeadFilesError, match="LTX-Video VAE is not ported"):
-        build_model(ModelOptions(weights=lite))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(lite_root, mixed)
+    shutil.rmtree(mixed / "VAE_LTX")
+    shutil.copytree(root / "VAE_Wan", mixed / "VAE_Wan")
+    with pytest.raises(FlashHeadFilesError, match="VAE_Wan/ is the VAE of SoulX-FlashHead-1.3B Pro"):
+        build_model(ModelOptions(weights=mixed))
+    variant = tmp_path / "variant"
+    shutil.copytree(lite_root, variant)
+    config = json.loads((variant / "VAE_LTX" / "config.json").read_text())
+    (variant / "VAE_LTX" / "config.json").write_text(json.dumps({**config, "timestep_conditioning": True}))
+    with pytest.raises(LtxConfigError, match="not the LTX-Video 0.9.0 VAE .* timestep_conditioning=True"):
+        build_model(ModelOptions(weights=variant))
+    wide = tmp_path / "wide"
+    shutil.copytree(lite_root, wide)
+    write_tiny_ltx_vae(wide / "VAE_LTX", dataclasses.replace(TINY_LTX, latent_channels=8))
+    with pytest.raises(FlashHeadFilesError, match="16 latent channels, this one has 8x32 and 8"):
+        build_model(ModelOptions(weights=wide))
+
+
+def test_unsupported_options_are_refused(root) -> None:
     with pytest.raises(ValueError, match="--lora"):
         build_model(ModelOptions(weights=root, loras=((root / "x.safetensors", 1.0),)))
     with pytest.raises(FlashHeadFilesError, match="needs --weights DIR"):

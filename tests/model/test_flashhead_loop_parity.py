@@ -30,7 +30,7 @@ END_ATOL = 1e-3
 class PassThroughVAE:
     """The vectors' VAE: latents are the 'video'; `latents` latent frames are `latents` frames."""
 
-    def encode(self, video: Tensor) -> Tensor:
+    def encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return video
 
     def decode(self, latent: Tensor) -> Tensor:

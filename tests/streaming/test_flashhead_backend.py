@@ -95,3 +95,21 @@ def test_face_crop_takes_the_references_square_around_the_face(root):
     cropped_ref = gen.open_session("a", avatar).chunker.ref_image
     plain_ref = plain.open_session("b", avatar).chunker.ref_image
     assert cropped_ref.shape == plain_ref.shape == (3, 32, 32) and not torch.equal(cropped_ref, plain_ref)
+
+
+def test_lite_windows_are_24_frames_causal_and_reproducible_with_sampled_posteriors(tmp_path):
+    """Lite's LTX VAE samples its posterior (reference latent, motion latents) from each stream's own generator:
+    a session is reproducible, its chunks see no later audio, and another seed gives another stream."""
+    lite = write_tiny_flashhead(tmp_path / "SoulX-FlashHead-1_3B", kind="flashhead-lite")
+    gen = _generator(lite)
+    assert gen.window.new_frames == 24 and gen.model.motion_frames == 9
+    rng = np.random.default_rng(2)
+    audios = [(0.1 * rng.standard_normal(gen.window.job_samples)).astype(np.float32) for _ in range(2)]
+    first = _run(gen, audios)
+    assert [len(w) for w in first] == [24, 24]
+    again = _run(_generator(lite), audios)
+    assert all(np.array_equal(a, b) for wa, wb in zip(first, again, strict=True) for a, b in zip(wa, wb, strict=True))
+    changed = _run(gen, [audios[0], audios[1][::-1].copy()])
+    assert all(np.array_equal(a, b) for a, b in zip(first[0], changed[0], strict=True))  # no look-ahead leak
+    other = create_generator("infinitetalk", InfiniteTalkOptions(ModelOptions(weights=lite, size=(32, 32), seed=5)))
+    assert any(not np.array_equal(a, b) for a, b in zip(first[0], _run(other, audios)[0], strict=True))

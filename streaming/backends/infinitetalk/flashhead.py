@@ -1,7 +1,7 @@
 """The FlashHead presets on live speech: rolling 8 s wav2vec2 features -> 33-frame chunks, endlessly.
 
 SoulX-FlashHead's streaming mode (reference `generate_video.py --audio_encode_mode stream`): every
-chunk appends its 28 (Pro) new frames' audio to a rolling 8 s buffer that starts as silence,
+chunk appends its 28 (Pro) or 24 (Lite) new frames' audio to a rolling 8 s buffer that starts as silence,
 re-encodes the whole buffer with wav2vec2-base-960h (no loudness normalisation: the reference has it
 commented out), takes the last 33 frames' +-2 windows clamped at the newest frame, samples one chunk
 and shows its frames after the motion frames. So a chunk runs as soon as its own audio is in (no
