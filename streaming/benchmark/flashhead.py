@@ -60,7 +60,7 @@ def unavailable(preset: str) -> str | None:
     if preset == LITE:
         return (f"{preset} at the 1.3B shape: the Lite DiT's released sizes for its LTX-Video VAE latents are "
                 "not known to this server without a checkpoint (docs/flashhead.md); measure a Lite release with "
-                "bench/flashhead.py --preset flashhead-lite or --weights DIR")
+                "bench --preset flashhead-lite (tiny) or --weights DIR")
     return None
 
 
@@ -87,13 +87,11 @@ def real_model(preset: str | None, device: torch.device, dtype: torch.dtype, siz
 
 
 def loaded_model(opts: ModelOptions) -> FlashHeadModel:
-    """`opts.weights` through the real detection and loaders; without weights, a tiny random Pro release
-    written to a temporary folder first."""
+    """`opts.weights` through the real detection and loaders; without weights, a tiny random release of the
+    preset's kind (Pro or Lite) written to a temporary folder first."""
     if opts.weights is None:
-        if opts.preset == LITE:
-            raise NotAvailable(unavailable(LITE) or f"{LITE} needs --weights DIR (no tiny Lite release is written)")
         root = Path(tempfile.mkdtemp(prefix="flashhead-tiny-")) / "SoulX-FlashHead-1_3B"
-        opts = dataclasses.replace(opts, weights=write_tiny_flashhead(root))
+        opts = dataclasses.replace(opts, weights=write_tiny_flashhead(root, kind=opts.preset or PRO))
     model = build_model(opts)
     if not isinstance(model, FlashHeadModel):
         raise ValueError(f"{opts.weights} is not a SoulX-FlashHead release")

@@ -1,4 +1,4 @@
-"""`infinitetalk-live bench --preset flashhead-pro` and the GPU suite's FlashHead steps, run for real on the
+"""`infinitetalk-live bench --preset flashhead-pro|flashhead-lite` and the GPU suite's FlashHead steps, run for real on the
 tiny random release (fields and their consistency are asserted, never timings)."""
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ REPO = Path(__file__).resolve().parents[2]
 STAGES = {"features", "dit_step", "dit_per_step", "vae_decode", "colour", "vae_encode"}
 
 
-def test_bench_of_flashhead_pro_reports_the_chunk_split_realtime_factor_and_batched_sessions(capsys):
-    code = main(["bench", "--preset", "flashhead-pro", "--windows", "1", "--sessions", "1,2", "--threads", "1",
+@pytest.mark.parametrize("preset, motion, new", [("flashhead-pro", 5, 28), ("flashhead-lite", 9, 24)])
+def test_bench_of_flashhead_reports_the_chunk_split_realtime_factor_and_batched_sessions(capsys, preset, motion, new):
+    code = main(["bench", "--preset", preset, "--windows", "1", "--sessions", "1,2", "--threads", "1",
                  "--seed", "4"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     s = report["settings"]
-    assert (s["shape"], s["preset"], s["size"], s["steps"]) == ("tiny", "flashhead-pro", [32, 32], 4)
+    assert (s["shape"], s["preset"], s["size"], s["steps"]) == ("tiny", preset, [32, 32], 4)
     assert "TINY RANDOM" in s["model"] and s["weights"] == "tiny random release (temporary folder)"
-    assert (s["frames_per_chunk"], s["motion_frames"], s["new_frames"]) == (33, 5, 28)
+    assert (s["frames_per_chunk"], s["motion_frames"], s["new_frames"]) == (33, motion, new)
     st = report["stages"]
     video_s = st["video_s_per_chunk"]
-    assert st["new_frames"] == s["new_frames"] and video_s == pytest.approx(28 / VIDEO_FPS)
+    assert st["new_frames"] == s["new_frames"] and video_s == pytest.approx(new / VIDEO_FPS)
     split = st["stages_s_per_chunk"]
     assert set(split) == STAGES and all(v > 0 for v in split.values()), split
     assert split["dit_per_step"] * s["steps"] == pytest.approx(split["dit_step"], abs=1e-3)
@@ -53,7 +54,7 @@ def test_bench_of_flashhead_pro_reports_the_chunk_split_realtime_factor_and_batc
 
 
 @pytest.mark.parametrize("args,err", [
-    (["--preset", "flashhead-lite"], "LTX-Video VAE is not ported"),
+    (["--preset", "flashhead-lite", "--shape", "1.3b"], "Lite DiT's released sizes"),
     (["--preset", "flashhead-pro", "--only", "guidance"], "bench stages, sessions, not guidance"),
     (["--preset", "flashhead-pro", "--shape", "14b"], "--shape 14b is InfiniteTalk's"),
     (["--shape", "1.3b"], "--shape 1.3b is SoulX-FlashHead's"),
@@ -90,5 +91,5 @@ def test_the_gpu_suite_runs_the_flashhead_pro_step_and_reports_lite_as_not_avail
     pro = steps["flashhead_pro"]
     assert pro["rc"] == 0 and pro["result"]["settings"]["preset"] == "flashhead-pro"
     assert set(pro["result"]["stages"]["stages_s_per_chunk"]) == STAGES
-    assert "LTX-Video VAE is not ported" in steps["flashhead_lite"]["not_available"]
+    assert "Lite DiT's released sizes" in steps["flashhead_lite"]["not_available"]
     assert "rc" not in steps["flashhead_lite"]
