@@ -57,7 +57,9 @@ async def gateway(address: str, workers: int = WORKERS, **config: object) -> Asy
     """The cluster gateway (lite workers) on 127.0.0.1:<free port>; its own limits out of the way
     unless `config` sets them, so the cluster's slots are what refuses. workers=0: as many as the
     nodes hold, growing when nodes join."""
-    args = parser().parse_args(["serve", "--backend", "lite", "--log-level", "warning"])
+    # 256x256 lite frames: five sessions at 25 fps fit this 2-core machine beside the gateway and clients
+    args = parser().parse_args(["serve", "--backend", "lite", "--lite-width", "256", "--lite-height", "256",
+                                "--log-level", "warning"])
     options = ClusterOptions(address, workers, sessions_per_worker=SESSIONS_PER_WORKER, rpc_timeout_s=3.0)
     engine = await start_cluster_engine(options, args, start_timeout_s=60, lease_s=LEASE_S)
     from streaming.avatars import default_avatar

@@ -45,7 +45,8 @@ def test_the_backend_flags_of_serve_render_and_bench_are_exactly_the_options_dat
     p = parser()
     for command in ("serve", "render", "bench"):
         sub = subcommand(p, command)
-        assert group_flags(sub, "backend ") == {"backend infinitetalk": model_flags}, command
+        lite = {"backend lite": {"--lite-width", "--lite-height"}} if command != "bench" else {}
+        assert group_flags(sub, "backend ") == {"backend infinitetalk": model_flags, **lite}, command
         assert not own_flags(sub, "backend ") & model_flags, f"{command} defines a model flag by hand"
         dests = [a.dest for a in sub._actions if a.dest != "help"]
         assert len(dests) == len(set(dests)), f"{command}: two flags write the same field"
@@ -127,3 +128,12 @@ def test_without_weights_serve_and_render_use_lite_and_a_weights_flag_picks_infi
 def test_a_flag_of_another_backend_is_refused_saying_which_backend_takes_it(argv):
     with pytest.raises(ValueError, match=r"is an option of backend infinitetalk, not of lite: .*--backend infinitetalk"):
         backend_from_args(parser().parse_args(argv))
+
+
+def test_the_lite_output_size_is_a_flag_of_lite_and_refused_for_infinitetalk():
+    backend, opts = backend_from_args(parser().parse_args(["serve", "--lite-width", "256", "--lite-height", "192"]))
+    assert backend.name == "lite" and (opts.width, opts.height) == (256, 192)
+    with pytest.raises(ValueError, match="--lite-width is an option of backend lite"):
+        backend_from_args(parser().parse_args(["serve", "--backend", "infinitetalk", "--lite-width", "256"]))
+    with pytest.raises(ValueError, match="16x16"):
+        backend_from_args(parser().parse_args(["serve", "--lite-width", "8"]))

@@ -294,7 +294,8 @@ async def test_a_gateway_that_dies_leaves_no_session_behind_on_the_workers(ray_a
     async with gateway(ray_address) as watcher, aiohttp.ClientSession() as http:  # a second gateway, watching
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", "serve", "--backend", "lite", "--port", "0", "--cluster",
+            sys.executable, "-m", "server.cli", "serve", "--backend", "lite", "--lite-width", "256", "--lite-height",
+            "256", "--port", "0", "--cluster",
             ray_address, "--workers", str(WORKERS), "--sessions-per-worker", str(SESSIONS_PER_WORKER),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env)
         try:

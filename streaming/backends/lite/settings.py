@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.options import option
 from model.timebase import VIDEO_FPS
 
 
@@ -21,8 +22,9 @@ class LiteSettings:
     also cancels the lag of the attack smoothing.
     """
 
-    width: int = 512
-    height: int = 512
+    width: int = option(512, "lite: output width in pixels (smaller costs less CPU and bandwidth)",
+                        flag="--lite-width")
+    height: int = option(512, "lite: output height in pixels", flag="--lite-height")
     fps: int = VIDEO_FPS
     new_frames: int = 4
     lookahead_frames: int = 1
