@@ -14,13 +14,36 @@ from torch import Tensor
 
 from model.vae import VAEConfig, WanVAE
 from model.vae.loading import load_wan_vae
+from model.vae.ltx_config import LtxVAEConfig
 from model.vae.ltx_loading import load_ltx_vae
 from model.vae.ltx_vae import LtxVAE
 
 from .release import VAE_SIDECAR
 
 
-class WanChunkVAE:
+class _ChunkVAE:
+    """What both chunk VAEs share: strides from the config, unbatched decode on the VAE's device and dtype."""
+
+    vae: WanVAE | LtxVAE
+    cfg: VAEConfig | LtxVAEConfig
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    @property
+    def temporal_stride(self) -> int:
+        return self.cfg.temporal_stride
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.cfg.spatial_stride
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return self.vae.decode(latent[None].to(self.device, self.vae.dtype))[0]
+
+
+class WanChunkVAE(_ChunkVAE):
     """`loop.ChunkVAE` over a `WanVAE` (normalised latents, decoded frames clamped to [-1, 1])."""
 
     def __init__(self, vae: WanVAE) -> None:
@@ -32,23 +55,12 @@ class WanChunkVAE:
         return self.vae.conv2.weight.device
 
     @property
-    def temporal_stride(self) -> int:
-        return self.cfg.temporal_stride
-
-    @property
-    def spatial_stride(self) -> int:
-        return self.cfg.spatial_stride
-
-    @property
     def latent_channels(self) -> int:
         return self.cfg.z_dim
 
     def encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The Wan VAE's encode is deterministic (its posterior mean); `generator` is not used."""
         return self.vae.encode(video[None].to(self.device, self.vae.dtype))[0]
-
-    def decode(self, latent: Tensor) -> Tensor:
-        return self.vae.decode(latent[None].to(self.device, self.vae.dtype))[0]
 
     def frames_for_latents(self, latents: int) -> int:
         return 1 + self.cfg.temporal_stride * (latents - 1)
@@ -61,7 +73,7 @@ def load_wan_chunk_vae(path: Path, device: str | torch.device = "cpu") -> WanChu
     return WanChunkVAE(load_wan_vae(path, cfg, device=device))
 
 
-class LtxChunkVAE:
+class LtxChunkVAE(_ChunkVAE):
     """`loop.ChunkVAE` over an `LtxVAE`: normalised latents; encode samples the posterior (mean + std * draw)
     from the stream's generator when `sample_posterior` (the reference's behaviour), else takes its mean."""
 
@@ -75,14 +87,6 @@ class LtxChunkVAE:
         return self.vae.latents_mean.device
 
     @property
-    def temporal_stride(self) -> int:
-        return self.cfg.temporal_stride
-
-    @property
-    def spatial_stride(self) -> int:
-        return self.cfg.spatial_stride
-
-    @property
     def latent_channels(self) -> int:
         return self.cfg.latent_channels
 
@@ -92,9 +96,6 @@ class LtxChunkVAE:
         if noise is not None:
             return self.vae.encode(x, noise=noise[None])[0]
         return self.vae.encode(x, generator=generator if self.sample_posterior else None)[0]
-
-    def decode(self, latent: Tensor) -> Tensor:
-        return self.vae.decode(latent[None].to(self.device, self.vae.dtype))[0]
 
     def frames_for_latents(self, latents: int) -> int:
         return self.cfg.frames_for_latents(latents)
